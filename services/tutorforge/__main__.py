@@ -1,0 +1,3 @@
+from tutorforge.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Shared core: settings, server bootstrap, errors, storage, jobs and model provisioning."""

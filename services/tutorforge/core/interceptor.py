@@ -1,0 +1,112 @@
+"""Server interceptor: bearer-token authentication, domain error → gRPC status mapping, and one
+structured log line per call (method, status, duration)."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from tutorforge.core.errors import status_of
+
+log = logging.getLogger("tutorforge.rpc")
+
+# Health and reflection stay open so that probes and grpcurl work without the token.
+_OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+class ServerInterceptor(grpc.ServerInterceptor):
+    def __init__(self, api_token: str | None = None):
+        self._expected = f"Bearer {api_token}".encode() if api_token else None
+
+    def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        needs_auth = self._expected is not None and not method.startswith(_OPEN_PREFIXES)
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        authorized = not needs_auth or hmac.compare_digest(
+            str(metadata.get("authorization", "")).encode(), self._expected or b""
+        )
+
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.unary_unary, authorized),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, handler.unary_stream, authorized),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.stream_unary, authorized),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._wrap_stream(method, handler.stream_stream, authorized),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+
+    def _wrap_unary(self, method: str, behavior: Callable, authorized: bool) -> Callable:
+        def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
+            if not authorized:
+                _finish(method, started, grpc.StatusCode.UNAUTHENTICATED)
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong 'authorization: Bearer <token>' metadata")
+            try:
+                response = behavior(request, context)
+            except Exception as error:
+                _abort(method, started, context, error)
+            _finish(method, started, _code_of(context))
+            return response
+
+        return wrapper
+
+    def _wrap_stream(self, method: str, behavior: Callable, authorized: bool) -> Callable:
+        def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            started = time.perf_counter()
+            if not authorized:
+                _finish(method, started, grpc.StatusCode.UNAUTHENTICATED)
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong 'authorization: Bearer <token>' metadata")
+            try:
+                yield from behavior(request, context)
+            except Exception as error:
+                _abort(method, started, context, error)
+            _finish(method, started, _code_of(context))
+
+        return wrapper
+
+
+def _code_of(context: grpc.ServicerContext) -> grpc.StatusCode:
+    return context.code() or grpc.StatusCode.OK
+
+
+def _abort(method: str, started: float, context: grpc.ServicerContext, error: Exception) -> None:
+    already = context.code()
+    if already not in (None, grpc.StatusCode.OK):
+        # The handler called context.abort itself: the status is set, let its exception through.
+        _finish(method, started, already)
+        raise error
+    code, message = status_of(error)
+    if code == grpc.StatusCode.INTERNAL:
+        log.exception("unhandled error in %s", method)
+    _finish(method, started, code, message)
+    context.abort(code, message)
+
+
+def _finish(method: str, started: float, code: grpc.StatusCode, message: str = "") -> None:
+    fields = {"method": method, "status": code.name, "duration_ms": round((time.perf_counter() - started) * 1000, 2)}
+    if message:
+        fields["error"] = message
+    log.info("rpc %s %s", method, code.name, extra={"fields": fields})

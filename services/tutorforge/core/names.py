@@ -1,0 +1,21 @@
+"""Validation of user-chosen names (datasets, adapters, programs): they become storage keys."""
+
+from __future__ import annotations
+
+import re
+
+from tutorforge.core.errors import InvalidArgument
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def validate_name(name: str, field: str = "name") -> str:
+    """Return `name` if it is a safe identifier, else raise InvalidArgument naming `field`."""
+    if not name:
+        raise InvalidArgument(f"{field} is required")
+    if not NAME_PATTERN.match(name) or ".." in name:
+        raise InvalidArgument(
+            f"{field} {name!r} is not valid: use 1-64 lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (no '/', no '..')"
+        )
+    return name

@@ -1,0 +1,300 @@
+from tutorforge.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Optimizer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OPTIMIZER_UNSPECIFIED: _ClassVar[Optimizer]
+    OPTIMIZER_LABELED_FEW_SHOT: _ClassVar[Optimizer]
+    OPTIMIZER_BOOTSTRAP_FEW_SHOT: _ClassVar[Optimizer]
+    OPTIMIZER_BOOTSTRAP_FEW_SHOT_WITH_RANDOM_SEARCH: _ClassVar[Optimizer]
+    OPTIMIZER_COPRO: _ClassVar[Optimizer]
+    OPTIMIZER_MIPRO_V2: _ClassVar[Optimizer]
+    OPTIMIZER_GEPA: _ClassVar[Optimizer]
+
+class LmAdapter(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LM_ADAPTER_UNSPECIFIED: _ClassVar[LmAdapter]
+    LM_ADAPTER_PLAIN: _ClassVar[LmAdapter]
+    LM_ADAPTER_CHAT: _ClassVar[LmAdapter]
+    LM_ADAPTER_JSON: _ClassVar[LmAdapter]
+OPTIMIZER_UNSPECIFIED: Optimizer
+OPTIMIZER_LABELED_FEW_SHOT: Optimizer
+OPTIMIZER_BOOTSTRAP_FEW_SHOT: Optimizer
+OPTIMIZER_BOOTSTRAP_FEW_SHOT_WITH_RANDOM_SEARCH: Optimizer
+OPTIMIZER_COPRO: Optimizer
+OPTIMIZER_MIPRO_V2: Optimizer
+OPTIMIZER_GEPA: Optimizer
+LM_ADAPTER_UNSPECIFIED: LmAdapter
+LM_ADAPTER_PLAIN: LmAdapter
+LM_ADAPTER_CHAT: LmAdapter
+LM_ADAPTER_JSON: LmAdapter
+
+class MetricWeights(_message.Message):
+    __slots__ = ("context_usage", "pedagogical_elements", "length_ratio", "socratic", "similarity")
+    CONTEXT_USAGE_FIELD_NUMBER: _ClassVar[int]
+    PEDAGOGICAL_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_RATIO_FIELD_NUMBER: _ClassVar[int]
+    SOCRATIC_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    context_usage: float
+    pedagogical_elements: float
+    length_ratio: float
+    socratic: float
+    similarity: float
+    def __init__(self, context_usage: _Optional[float] = ..., pedagogical_elements: _Optional[float] = ..., length_ratio: _Optional[float] = ..., socratic: _Optional[float] = ..., similarity: _Optional[float] = ...) -> None: ...
+
+class OptimizerBudget(_message.Message):
+    __slots__ = ("trials", "candidates", "threads", "max_bootstrapped_demos", "max_labeled_demos", "max_train_examples", "max_validation_examples")
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BOOTSTRAPPED_DEMOS_FIELD_NUMBER: _ClassVar[int]
+    MAX_LABELED_DEMOS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TRAIN_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MAX_VALIDATION_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    trials: int
+    candidates: int
+    threads: int
+    max_bootstrapped_demos: int
+    max_labeled_demos: int
+    max_train_examples: int
+    max_validation_examples: int
+    def __init__(self, trials: _Optional[int] = ..., candidates: _Optional[int] = ..., threads: _Optional[int] = ..., max_bootstrapped_demos: _Optional[int] = ..., max_labeled_demos: _Optional[int] = ..., max_train_examples: _Optional[int] = ..., max_validation_examples: _Optional[int] = ...) -> None: ...
+
+class StartOptimizationRequest(_message.Message):
+    __slots__ = ("name", "dataset", "dataset_version", "optimizer", "adapter", "budget", "seed", "weights", "chain_of_thought", "lm_adapter", "reflection_adapter", "use_retrieval")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    DATASET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_OF_THOUGHT_FIELD_NUMBER: _ClassVar[int]
+    LM_ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    REFLECTION_ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    USE_RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dataset: str
+    dataset_version: str
+    optimizer: Optimizer
+    adapter: str
+    budget: OptimizerBudget
+    seed: int
+    weights: MetricWeights
+    chain_of_thought: bool
+    lm_adapter: LmAdapter
+    reflection_adapter: str
+    use_retrieval: bool
+    def __init__(self, name: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., adapter: _Optional[str] = ..., budget: _Optional[_Union[OptimizerBudget, _Mapping]] = ..., seed: _Optional[int] = ..., weights: _Optional[_Union[MetricWeights, _Mapping]] = ..., chain_of_thought: _Optional[bool] = ..., lm_adapter: _Optional[_Union[LmAdapter, str]] = ..., reflection_adapter: _Optional[str] = ..., use_retrieval: _Optional[bool] = ...) -> None: ...
+
+class StartOptimizationResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: _common_pb2.Job
+    def __init__(self, run: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
+
+class GetRunRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class GetRunResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: _common_pb2.Job
+    def __init__(self, run: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
+
+class WatchRunRequest(_message.Message):
+    __slots__ = ("run_id", "after_sequence")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    after_sequence: int
+    def __init__(self, run_id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
+
+class WatchRunResponse(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: _common_pb2.JobEvent
+    def __init__(self, event: _Optional[_Union[_common_pb2.JobEvent, _Mapping]] = ...) -> None: ...
+
+class CancelRunRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class CancelRunResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: _common_pb2.Job
+    def __init__(self, run: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
+
+class ProgramInfo(_message.Message):
+    __slots__ = ("name", "version", "optimizer", "dataset", "dataset_version", "adapter", "baseline_score", "optimized_score", "lm_calls", "lm_tokens", "created_at_unix", "parameters_json")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    DATASET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZED_SCORE_FIELD_NUMBER: _ClassVar[int]
+    LM_CALLS_FIELD_NUMBER: _ClassVar[int]
+    LM_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_JSON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    optimizer: str
+    dataset: str
+    dataset_version: str
+    adapter: str
+    baseline_score: float
+    optimized_score: float
+    lm_calls: int
+    lm_tokens: int
+    created_at_unix: int
+    parameters_json: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., optimizer: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., adapter: _Optional[str] = ..., baseline_score: _Optional[float] = ..., optimized_score: _Optional[float] = ..., lm_calls: _Optional[int] = ..., lm_tokens: _Optional[int] = ..., created_at_unix: _Optional[int] = ..., parameters_json: _Optional[str] = ...) -> None: ...
+
+class ListProgramsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListProgramsResponse(_message.Message):
+    __slots__ = ("programs",)
+    PROGRAMS_FIELD_NUMBER: _ClassVar[int]
+    programs: _containers.RepeatedCompositeFieldContainer[ProgramInfo]
+    def __init__(self, programs: _Optional[_Iterable[_Union[ProgramInfo, _Mapping]]] = ...) -> None: ...
+
+class GetProgramRequest(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class GetProgramResponse(_message.Message):
+    __slots__ = ("program", "state_json")
+    PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    STATE_JSON_FIELD_NUMBER: _ClassVar[int]
+    program: ProgramInfo
+    state_json: str
+    def __init__(self, program: _Optional[_Union[ProgramInfo, _Mapping]] = ..., state_json: _Optional[str] = ...) -> None: ...
+
+class EvaluationTarget(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: str
+    def __init__(self, spec: _Optional[str] = ...) -> None: ...
+
+class EvaluateRequest(_message.Message):
+    __slots__ = ("dataset", "dataset_version", "targets", "weights", "max_examples", "use_retrieval", "threads")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    DATASET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    USE_RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    dataset_version: str
+    targets: _containers.RepeatedCompositeFieldContainer[EvaluationTarget]
+    weights: MetricWeights
+    max_examples: int
+    use_retrieval: bool
+    threads: int
+    def __init__(self, dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[EvaluationTarget, _Mapping]]] = ..., weights: _Optional[_Union[MetricWeights, _Mapping]] = ..., max_examples: _Optional[int] = ..., use_retrieval: _Optional[bool] = ..., threads: _Optional[int] = ...) -> None: ...
+
+class EvaluateResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: _common_pb2.Job
+    def __init__(self, run: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
+
+class SummaryStatistics(_message.Message):
+    __slots__ = ("mean", "min", "max", "std")
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    mean: float
+    min: float
+    max: float
+    std: float
+    def __init__(self, mean: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., std: _Optional[float] = ...) -> None: ...
+
+class TargetMetrics(_message.Message):
+    __slots__ = ("target", "examples", "pedagogical_score", "context_usage", "pedagogical_elements", "length_ratio", "question_rate", "answer_reveal_rate", "similarity", "mean_latency_seconds", "score_per_subject")
+    class ScorePerSubjectEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    PEDAGOGICAL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_USAGE_FIELD_NUMBER: _ClassVar[int]
+    PEDAGOGICAL_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_RATIO_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_RATE_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_REVEAL_RATE_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    MEAN_LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_PER_SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    examples: int
+    pedagogical_score: float
+    context_usage: float
+    pedagogical_elements: float
+    length_ratio: float
+    question_rate: float
+    answer_reveal_rate: float
+    similarity: SummaryStatistics
+    mean_latency_seconds: float
+    score_per_subject: _containers.ScalarMap[str, float]
+    def __init__(self, target: _Optional[str] = ..., examples: _Optional[int] = ..., pedagogical_score: _Optional[float] = ..., context_usage: _Optional[float] = ..., pedagogical_elements: _Optional[float] = ..., length_ratio: _Optional[float] = ..., question_rate: _Optional[float] = ..., answer_reveal_rate: _Optional[float] = ..., similarity: _Optional[_Union[SummaryStatistics, _Mapping]] = ..., mean_latency_seconds: _Optional[float] = ..., score_per_subject: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class EvaluationReport(_message.Message):
+    __slots__ = ("evaluation_id", "dataset", "dataset_version", "targets", "report_json_path", "report_markdown_path", "chart_paths")
+    EVALUATION_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    DATASET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_JSON_PATH_FIELD_NUMBER: _ClassVar[int]
+    REPORT_MARKDOWN_PATH_FIELD_NUMBER: _ClassVar[int]
+    CHART_PATHS_FIELD_NUMBER: _ClassVar[int]
+    evaluation_id: str
+    dataset: str
+    dataset_version: str
+    targets: _containers.RepeatedCompositeFieldContainer[TargetMetrics]
+    report_json_path: str
+    report_markdown_path: str
+    chart_paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, evaluation_id: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[TargetMetrics, _Mapping]]] = ..., report_json_path: _Optional[str] = ..., report_markdown_path: _Optional[str] = ..., chart_paths: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetEvaluationRequest(_message.Message):
+    __slots__ = ("evaluation_id",)
+    EVALUATION_ID_FIELD_NUMBER: _ClassVar[int]
+    evaluation_id: str
+    def __init__(self, evaluation_id: _Optional[str] = ...) -> None: ...
+
+class GetEvaluationResponse(_message.Message):
+    __slots__ = ("report",)
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    report: EvaluationReport
+    def __init__(self, report: _Optional[_Union[EvaluationReport, _Mapping]] = ...) -> None: ...
