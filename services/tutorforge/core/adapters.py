@@ -1,0 +1,166 @@
+"""The adapter registry in the artifact store: `adapters/<name>/<version>/` holds a LoRA adapter's
+safetensors weights and config, and `adapter.json` (written last, so a version is visible only once
+complete) with its base model, metadata and lineage. Training publishes here; inference loads from here."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tutorforge.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from tutorforge.core.names import validate_name
+from tutorforge.core.storage import ArtifactStore
+
+# Only these files are copied: weights must be safetensors (never pickle), the rest is configuration.
+_ALLOWED_FILES = re.compile(
+    r"^(adapter_model\.safetensors|adapter_config\.json|README\.md|tokenizer\.json|tokenizer_config\.json|"
+    r"special_tokens_map\.json|chat_template\.jinja|generation_config\.json)$"
+)
+_UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+_VERSION = re.compile(r"^v(\d+)$")
+
+
+@dataclass
+class AdapterVersion:
+    name: str
+    version: str
+    base_model: str
+    created_at: float
+    files: list[str]
+    rank: int
+    alpha: float
+    target_modules: list[str]
+    # subject, grade_level, teaching_style, dataset_version, ...
+    metadata: dict[str, str] = field(default_factory=dict)
+    # dataset, hyperparameters, metrics, training job id, ...
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"adapters/{self.name}/{self.version}"
+
+
+class AdapterRegistry:
+    def __init__(self, store: ArtifactStore):
+        self.store = store
+        self._lock = threading.Lock()
+
+    def register(
+        self,
+        local_dir: Path,
+        name: str,
+        base_model: str,
+        metadata: dict[str, str] | None = None,
+        lineage: dict[str, Any] | None = None,
+    ) -> AdapterVersion:
+        """Copy a PEFT adapter folder into the registry as the next version of `name`."""
+        validate_name(name, "adapter name")
+        local_dir = Path(local_dir)
+        config_file = local_dir / "adapter_config.json"
+        if not config_file.is_file():
+            raise InvalidArgument(f"{local_dir} is not a PEFT adapter folder: adapter_config.json is missing")
+        unsafe = sorted(p.name for p in local_dir.iterdir() if p.suffix in _UNSAFE_SUFFIXES)
+        if unsafe:
+            raise InvalidArgument(
+                f"{local_dir} holds pickle-based weights ({', '.join(unsafe)}); save the adapter with "
+                "safe_serialization=True (adapter_model.safetensors)"
+            )
+        if not (local_dir / "adapter_model.safetensors").is_file():
+            raise InvalidArgument(f"{local_dir} has no adapter_model.safetensors")
+        config = json.loads(config_file.read_text())
+        files = sorted(p.name for p in local_dir.iterdir() if p.is_file() and _ALLOWED_FILES.match(p.name))
+        with self._lock:
+            version = f"v{self._latest_number(name) + 1}"
+            record = AdapterVersion(
+                name=name,
+                version=version,
+                base_model=base_model,
+                created_at=time.time(),
+                files=files,
+                rank=int(config.get("r", 0)),
+                alpha=float(config.get("lora_alpha", 0)),
+                target_modules=sorted(_as_list(config.get("target_modules"))),
+                metadata={str(k): str(v) for k, v in (metadata or {}).items()},
+                lineage=dict(lineage or {}),
+            )
+            for file in files:
+                self.store.write_bytes(f"{record.key}/{file}", (local_dir / file).read_bytes())
+            self.store.write_json(f"{record.key}/adapter.json", asdict(record))
+        return record
+
+    def get(self, name: str, version: str = "") -> AdapterVersion:
+        validate_name(name, "adapter name")
+        if version and not _VERSION.match(version):
+            raise InvalidArgument(f"adapter version {version!r} is not valid: use v1, v2, ...")
+        version = version or self._latest_version(name)
+        key = f"adapters/{name}/{version}/adapter.json"
+        if not version or not self.store.exists(key):
+            raise NotFound(f"adapter {name}{'@' + version if version else ''} is not in the registry; "
+                           "see `tutorforge adapters list`")
+        return AdapterVersion(**self.store.read_json(key))
+
+    def list(self, all_versions: bool = False) -> list[AdapterVersion]:
+        records = []
+        for name in self.store.list("adapters"):
+            versions = self._versions(name)
+            for version in versions if all_versions else versions[-1:]:
+                records.append(self.get(name, version))
+        return records
+
+    def remove(self, name: str, version: str = "") -> list[str]:
+        validate_name(name, "adapter name")
+        versions = [version] if version else self._versions(name)
+        if not versions or (version and version not in self._versions(name)):
+            raise NotFound(f"adapter {name}{'@' + version if version else ''} is not in the registry")
+        for item in versions:
+            self.store.delete(f"adapters/{name}/{item}")
+        if not self._versions(name):
+            self.store.delete(f"adapters/{name}")
+        return versions
+
+    def materialize(self, record: AdapterVersion, cache_dir: Path) -> Path:
+        """A local folder with the adapter's files (the store itself when it is local)."""
+        if self.store.is_local:
+            return self.store.local_path(record.key)
+        target = Path(cache_dir) / record.name / record.version
+        if not (target / "adapter_config.json").exists():
+            for file in record.files:
+                target.mkdir(parents=True, exist_ok=True)
+                (target / file).write_bytes(self.store.read_bytes(f"{record.key}/{file}"))
+        return target
+
+    def check_base(self, record: AdapterVersion, base_model: str) -> None:
+        if record.base_model != base_model:
+            raise FailedPrecondition(
+                f"adapter {record.name}@{record.version} was trained for base model {record.base_model!r}, "
+                f"but this server runs {base_model!r}; retrain it on {base_model!r} or serve its base model"
+            )
+
+    def _versions(self, name: str) -> list[str]:
+        found = []
+        for entry in self.store.list(f"adapters/{name}"):
+            match = _VERSION.match(entry)
+            if match and self.store.exists(f"adapters/{name}/{entry}/adapter.json"):
+                found.append((int(match.group(1)), entry))
+        return [entry for _, entry in sorted(found)]
+
+    def _latest_version(self, name: str) -> str:
+        versions = self._versions(name)
+        return versions[-1] if versions else ""
+
+    def _latest_number(self, name: str) -> int:
+        numbers = [int(m.group(1)) for e in self.store.list(f"adapters/{name}") if (m := _VERSION.match(e))]
+        return max(numbers, default=0)
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(item) for item in value]
