@@ -18,3 +18,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/bootstrap.s
   python -m pip install -q -e ".[all,dev]"
   touch "$stamp"
 fi
+# buf (protobuf lint) comes from npm; the contract tests run it.
+if [ ! -x tools/node_modules/.bin/buf ] && command -v npm >/dev/null; then
+  npm install --silent --no-audit --no-fund --prefix tools @bufbuild/buf@1.75.0
+fi

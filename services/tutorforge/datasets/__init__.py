@@ -1,0 +1,1 @@
+"""Socratic tutoring datasets: sources, validation, de-duplication, splits and versions."""

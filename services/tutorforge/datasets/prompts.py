@@ -1,0 +1,50 @@
+"""Prompts for generated records, in the project's own words."""
+
+from __future__ import annotations
+
+GENERATOR_SYSTEM = "You write training data for a Socratic tutor. You answer with JSON only."
+
+SYNTHETIC_TEMPLATE = """Write {NUM_CONVERSATIONS} short conversation(s) between a student and a tutor about {TOPIC}.
+Each conversation has {NUM_EXCHANGES} exchange(s): the student speaks, then the tutor replies.
+
+How the tutor teaches:
+- never states the final answer; asks one probing question at a time instead
+- asks the student to clarify what they mean and to name their assumptions
+- asks for evidence, reasons or an example
+- invites another point of view and asks what would follow from an idea
+- asks how the student reached their idea
+- is warm and encouraging, one to three sentences per turn
+
+Answer with a JSON array. Each conversation is an array of turns, each turn an object with "role"
+("user" for the student, "assistant" for the tutor) and "content". Example of the shape:
+[[{{"role": "user", "content": "..."}}, {{"role": "assistant", "content": "..."}}]]"""
+
+GENERAL_TOPIC = "a different school subject for each conversation (for example maths, science, history, language)"
+
+STUDENT_QUESTION_TEMPLATE = """Here is a passage from a lesson:
+
+{PASSAGE}
+
+Write one short question a student might ask about this passage. Reply with the question only."""
+
+GROUNDED_TUTOR_SYSTEM = """You are a Socratic tutor. Use only the lesson passage below.
+Do not give the answer. Ask one short guiding question that helps the student think, using the words of the passage.
+
+Passage:
+{PASSAGE}"""
+
+STUDENT_FOLLOW_UP_TEMPLATE = """A tutor asked a student this question about a lesson:
+
+{QUESTION}
+
+Lesson passage:
+{PASSAGE}
+
+Write the student's short reply: an honest attempt using the passage. Reply with the student's words only."""
+
+
+def synthetic_prompt(topic: str, num_conversations: int, num_exchanges: int) -> str:
+    subject = GENERAL_TOPIC if topic.strip().lower() == "general" else topic.strip()
+    return SYNTHETIC_TEMPLATE.format(
+        NUM_CONVERSATIONS=num_conversations, NUM_EXCHANGES=num_exchanges, TOPIC=subject
+    )

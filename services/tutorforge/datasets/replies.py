@@ -1,0 +1,196 @@
+"""Robust parsing of model replies that should hold JSON conversations.
+
+Small models wrap JSON in prose or code fences, leave trailing commas, use single quotes, stop before the
+closing brackets, and name roles "student"/"tutor". What is safely repairable is repaired; the rest is
+rejected with a reason."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+ROLE_ALIASES = {
+    "user": "user",
+    "student": "user",
+    "learner": "user",
+    "human": "user",
+    "pupil": "user",
+    "assistant": "assistant",
+    "tutor": "assistant",
+    "teacher": "assistant",
+    "ai": "assistant",
+    "gpt": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "system": "system",
+}
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)(?:```|$)", re.DOTALL)
+_TRAILING_COMMA = re.compile(r",(\s*[\]}])")
+
+
+@dataclass
+class ParsedReply:
+    """Conversations found in one reply, the repairs applied, and why the rest was rejected."""
+
+    conversations: list[list[dict[str, str]]] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+
+
+def _candidates(text: str) -> list[str]:
+    """JSON-looking spans: fenced blocks first, then from the first bracket to the end."""
+    spans = [match.group(1).strip() for match in _FENCE.finditer(text) if match.group(1).strip()]
+    starts = [i for i in (text.find("["), text.find("{")) if i >= 0]
+    if starts:
+        spans.append(text[min(starts):].strip())
+    return spans
+
+
+def _close_brackets(text: str) -> str:
+    """Drop an unfinished trailing string/value and close the brackets left open."""
+    stack: list[str] = []
+    in_string = False
+    escaped = False
+    last_complete = 0
+    for i, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+            continue
+        if char == '"':
+            in_string = True
+        elif char in "[{":
+            stack.append("]" if char == "[" else "}")
+        elif char in "]}":
+            if not stack:
+                return text[:i]
+            stack.pop()
+            last_complete = i + 1
+            if not stack:
+                return text[: i + 1]
+    # Cut back to the last closed object so a half-written turn is dropped rather than invented.
+    head = text[:last_complete] if last_complete else text
+    stack = []
+    in_string = False
+    escaped = False
+    for char in head:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+            continue
+        if char == '"':
+            in_string = True
+        elif char in "[{":
+            stack.append("]" if char == "[" else "}")
+        elif char in "]}" and stack:
+            stack.pop()
+    head = head.rstrip().rstrip(",")
+    return head + "".join(reversed(stack))
+
+
+def _load(span: str, repairs: list[str]) -> Any:
+    try:
+        return json.loads(span)
+    except json.JSONDecodeError:
+        pass
+    text = span
+    closed = _close_brackets(text)
+    if closed != text:
+        repairs.append("closed unterminated brackets" if len(closed) >= len(text.rstrip()) else "cut trailing text")
+        text = closed
+    without_commas = _TRAILING_COMMA.sub(r"\1", text)
+    if without_commas != text:
+        repairs.append("removed trailing commas")
+        text = without_commas
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    # Python-style literals (single quotes, True/None) parse safely with literal_eval: no code runs.
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    repairs.append("read single-quoted JSON")
+    return value
+
+
+def _turns(value: Any) -> list[Any] | None:
+    if isinstance(value, dict):
+        for key in ("conversations", "messages", "conversation", "dialogue", "turns"):
+            if isinstance(value.get(key), list):
+                return value[key]
+        return None
+    return value if isinstance(value, list) else None
+
+
+def _is_turn(value: Any) -> bool:
+    return isinstance(value, dict) and any(key in value for key in ("role", "from", "speaker"))
+
+
+def _normalize_turn(turn: dict[str, Any], repairs: list[str]) -> dict[str, str] | str:
+    role = str(turn.get("role", turn.get("from", turn.get("speaker", "")))).strip().lower()
+    content = turn.get("content", turn.get("value", turn.get("text")))
+    mapped = ROLE_ALIASES.get(role)
+    if mapped is None:
+        return f"unknown role {role!r}"
+    if mapped != role:
+        repairs.append(f"role {role!r} read as {mapped!r}")
+    if not isinstance(content, str) or not content.strip():
+        return f"empty content in a {mapped} turn"
+    return {"role": mapped, "content": content.strip()}
+
+
+def _conversation(raw: Any, repairs: list[str]) -> list[dict[str, str]] | str:
+    turns = _turns(raw)
+    if not turns:
+        return "not a list of turns"
+    normalized = []
+    for turn in turns:
+        if not isinstance(turn, dict):
+            return "a turn is not an object"
+        result = _normalize_turn(turn, repairs)
+        if isinstance(result, str):
+            return result
+        normalized.append(result)
+    return normalized
+
+
+def parse_conversations(text: str) -> ParsedReply:
+    """Every conversation found in `text`, as lists of {"role", "content"} turns with canonical roles."""
+    reply = ParsedReply()
+    if not text.strip():
+        reply.rejected.append("empty reply")
+        return reply
+    value = None
+    for span in _candidates(text):
+        repairs: list[str] = []
+        value = _load(span, repairs)
+        if value is not None:
+            reply.repairs.extend(repairs)
+            break
+    if value is None:
+        reply.rejected.append("no parseable JSON in the reply")
+        return reply
+    # One conversation (a list of turns or {"conversations": [...]}) or a list of conversations.
+    turns = _turns(value)
+    items = [value] if turns and all(_is_turn(turn) for turn in turns) else (value if isinstance(value, list) else [value])
+    for index, item in enumerate(items):
+        result = _conversation(item, reply.repairs)
+        if isinstance(result, str):
+            reply.rejected.append(f"conversation {index}: {result}")
+        else:
+            reply.conversations.append(result)
+    reply.repairs = list(dict.fromkeys(reply.repairs))
+    return reply
