@@ -210,6 +210,16 @@ class JobManager:
             self._changed.notify_all()
             return record
 
+    def reopen(self, job_id: str, message: str) -> JobRecord:
+        """Queue an ended job again (e.g. to resume a failed or cancelled run from its checkpoint)."""
+        with self._lock:
+            record = self.get(job_id)
+            if not record.state.terminal or job_id in self._threads:
+                raise FailedPrecondition(f"job {job_id} is still {record.state.value.lower()}; only ended jobs can be resumed")
+            record.cancel_requested = False
+            self._save(record)
+            return self.update(job_id, state=JobState.QUEUED, message=message, error="")
+
     def watch(self, job_id: str, after_sequence: int = 0, is_active: Callable[[], bool] = lambda: True) -> Iterator[JobEvent]:
         """Yield events after `after_sequence`, then new ones, until the job ends or the caller leaves."""
         sequence = after_sequence

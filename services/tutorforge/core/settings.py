@@ -92,6 +92,10 @@ class TrainingSettings(BaseModel):
     gpus_per_worker: float = 0.0
     # Where Ray Train keeps checkpoints; default <store>/training/runs.
     storage_path: str = ""
+    # Worker-group failures Ray Train recovers from (from the last checkpoint) before the run fails.
+    max_failures: int = 2
+    # Test only: the last worker exits once at this optimizer step (0 = never), to exercise recovery.
+    test_fault_step: int = 0
 
 
 class OptimizationSettings(BaseModel):

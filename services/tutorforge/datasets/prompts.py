@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 GENERATOR_SYSTEM = "You write training data for a Socratic tutor. You answer with JSON only."
+
+# A worked example on a topic no request uses, so a reply that copies it can be recognised and dropped.
+EXAMPLE_CONVERSATION = [
+    {"role": "user", "content": "Why is my shadow longer in the evening?"},
+    {"role": "assistant", "content": "Good question! Where is the sun in the sky in the evening compared with noon?"},
+]
 
 SYNTHETIC_TEMPLATE = """Write {NUM_CONVERSATIONS} short conversation(s) between a student and a tutor about {TOPIC}.
 Each conversation has {NUM_EXCHANGES} exchange(s): the student speaks, then the tutor replies.
@@ -15,9 +23,11 @@ How the tutor teaches:
 - asks how the student reached their idea
 - is warm and encouraging, one to three sentences per turn
 
-Answer with a JSON array. Each conversation is an array of turns, each turn an object with "role"
-("user" for the student, "assistant" for the tutor) and "content". Example of the shape:
-[[{{"role": "user", "content": "..."}}, {{"role": "assistant", "content": "..."}}]]"""
+Answer with a JSON array of conversations. Each conversation is an array of turns with "role"
+("user" for the student, "assistant" for the tutor) and "content". Example with one exchange about shadows:
+[{EXAMPLE}]
+
+Now write the JSON for {TOPIC}."""
 
 GENERAL_TOPIC = "a different school subject for each conversation (for example maths, science, history, language)"
 
@@ -46,5 +56,8 @@ Write the student's short reply: an honest attempt using the passage. Reply with
 def synthetic_prompt(topic: str, num_conversations: int, num_exchanges: int) -> str:
     subject = GENERAL_TOPIC if topic.strip().lower() == "general" else topic.strip()
     return SYNTHETIC_TEMPLATE.format(
-        NUM_CONVERSATIONS=num_conversations, NUM_EXCHANGES=num_exchanges, TOPIC=subject
+        NUM_CONVERSATIONS=num_conversations,
+        NUM_EXCHANGES=num_exchanges,
+        TOPIC=subject,
+        EXAMPLE=json.dumps(EXAMPLE_CONVERSATION),
     )

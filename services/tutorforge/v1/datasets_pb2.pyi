@@ -52,16 +52,18 @@ class RecordFile(_message.Message):
     def __init__(self, filename: _Optional[str] = ..., content: _Optional[bytes] = ..., format: _Optional[_Union[RecordFormat, str]] = ...) -> None: ...
 
 class DocumentSource(_message.Message):
-    __slots__ = ("filters", "max_chunks", "exchanges", "model")
+    __slots__ = ("filters", "max_chunks", "exchanges", "model", "min_faithfulness")
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     MAX_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     EXCHANGES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    MIN_FAITHFULNESS_FIELD_NUMBER: _ClassVar[int]
     filters: _containers.RepeatedCompositeFieldContainer[_retrieval_pb2.MetadataFilter]
     max_chunks: int
     exchanges: int
     model: _inference_pb2.ModelSelection
-    def __init__(self, filters: _Optional[_Iterable[_Union[_retrieval_pb2.MetadataFilter, _Mapping]]] = ..., max_chunks: _Optional[int] = ..., exchanges: _Optional[int] = ..., model: _Optional[_Union[_inference_pb2.ModelSelection, _Mapping]] = ...) -> None: ...
+    min_faithfulness: float
+    def __init__(self, filters: _Optional[_Iterable[_Union[_retrieval_pb2.MetadataFilter, _Mapping]]] = ..., max_chunks: _Optional[int] = ..., exchanges: _Optional[int] = ..., model: _Optional[_Union[_inference_pb2.ModelSelection, _Mapping]] = ..., min_faithfulness: _Optional[float] = ...) -> None: ...
 
 class SyntheticSource(_message.Message):
     __slots__ = ("topic", "num_conversations", "num_exchanges", "model", "parameters")

@@ -69,7 +69,7 @@ class OptimizerBudget(_message.Message):
     def __init__(self, trials: _Optional[int] = ..., candidates: _Optional[int] = ..., threads: _Optional[int] = ..., max_bootstrapped_demos: _Optional[int] = ..., max_labeled_demos: _Optional[int] = ..., max_train_examples: _Optional[int] = ..., max_validation_examples: _Optional[int] = ...) -> None: ...
 
 class StartOptimizationRequest(_message.Message):
-    __slots__ = ("name", "dataset", "dataset_version", "optimizer", "adapter", "budget", "seed", "weights", "chain_of_thought", "lm_adapter", "reflection_adapter", "use_retrieval")
+    __slots__ = ("name", "dataset", "dataset_version", "optimizer", "adapter", "budget", "seed", "weights", "chain_of_thought", "lm_adapter", "reflection_adapter", "use_retrieval", "max_tokens")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     DATASET_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,7 @@ class StartOptimizationRequest(_message.Message):
     LM_ADAPTER_FIELD_NUMBER: _ClassVar[int]
     REFLECTION_ADAPTER_FIELD_NUMBER: _ClassVar[int]
     USE_RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     name: str
     dataset: str
     dataset_version: str
@@ -94,7 +95,8 @@ class StartOptimizationRequest(_message.Message):
     lm_adapter: LmAdapter
     reflection_adapter: str
     use_retrieval: bool
-    def __init__(self, name: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., adapter: _Optional[str] = ..., budget: _Optional[_Union[OptimizerBudget, _Mapping]] = ..., seed: _Optional[int] = ..., weights: _Optional[_Union[MetricWeights, _Mapping]] = ..., chain_of_thought: _Optional[bool] = ..., lm_adapter: _Optional[_Union[LmAdapter, str]] = ..., reflection_adapter: _Optional[str] = ..., use_retrieval: _Optional[bool] = ...) -> None: ...
+    max_tokens: int
+    def __init__(self, name: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., adapter: _Optional[str] = ..., budget: _Optional[_Union[OptimizerBudget, _Mapping]] = ..., seed: _Optional[int] = ..., weights: _Optional[_Union[MetricWeights, _Mapping]] = ..., chain_of_thought: _Optional[bool] = ..., lm_adapter: _Optional[_Union[LmAdapter, str]] = ..., reflection_adapter: _Optional[str] = ..., use_retrieval: _Optional[bool] = ..., max_tokens: _Optional[int] = ...) -> None: ...
 
 class StartOptimizationResponse(_message.Message):
     __slots__ = ("run",)
@@ -141,7 +143,7 @@ class CancelRunResponse(_message.Message):
     def __init__(self, run: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
 
 class ProgramInfo(_message.Message):
-    __slots__ = ("name", "version", "optimizer", "dataset", "dataset_version", "adapter", "baseline_score", "optimized_score", "lm_calls", "lm_tokens", "created_at_unix", "parameters_json")
+    __slots__ = ("name", "version", "optimizer", "dataset", "dataset_version", "adapter", "baseline_score", "optimized_score", "lm_calls", "lm_tokens", "created_at_unix", "parameters_json", "lm_adapter", "chain_of_thought", "run_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +156,9 @@ class ProgramInfo(_message.Message):
     LM_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_JSON_FIELD_NUMBER: _ClassVar[int]
+    LM_ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_OF_THOUGHT_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     optimizer: str
@@ -166,7 +171,10 @@ class ProgramInfo(_message.Message):
     lm_tokens: int
     created_at_unix: int
     parameters_json: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., optimizer: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., adapter: _Optional[str] = ..., baseline_score: _Optional[float] = ..., optimized_score: _Optional[float] = ..., lm_calls: _Optional[int] = ..., lm_tokens: _Optional[int] = ..., created_at_unix: _Optional[int] = ..., parameters_json: _Optional[str] = ...) -> None: ...
+    lm_adapter: str
+    chain_of_thought: bool
+    run_id: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., optimizer: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., adapter: _Optional[str] = ..., baseline_score: _Optional[float] = ..., optimized_score: _Optional[float] = ..., lm_calls: _Optional[int] = ..., lm_tokens: _Optional[int] = ..., created_at_unix: _Optional[int] = ..., parameters_json: _Optional[str] = ..., lm_adapter: _Optional[str] = ..., chain_of_thought: _Optional[bool] = ..., run_id: _Optional[str] = ...) -> None: ...
 
 class ListProgramsRequest(_message.Message):
     __slots__ = ()
@@ -201,7 +209,7 @@ class EvaluationTarget(_message.Message):
     def __init__(self, spec: _Optional[str] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("dataset", "dataset_version", "targets", "weights", "max_examples", "use_retrieval", "threads")
+    __slots__ = ("dataset", "dataset_version", "targets", "weights", "max_examples", "use_retrieval", "threads", "lm_adapter", "max_tokens")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     DATASET_VERSION_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
@@ -209,6 +217,8 @@ class EvaluateRequest(_message.Message):
     MAX_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     USE_RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
     THREADS_FIELD_NUMBER: _ClassVar[int]
+    LM_ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     dataset_version: str
     targets: _containers.RepeatedCompositeFieldContainer[EvaluationTarget]
@@ -216,7 +226,9 @@ class EvaluateRequest(_message.Message):
     max_examples: int
     use_retrieval: bool
     threads: int
-    def __init__(self, dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[EvaluationTarget, _Mapping]]] = ..., weights: _Optional[_Union[MetricWeights, _Mapping]] = ..., max_examples: _Optional[int] = ..., use_retrieval: _Optional[bool] = ..., threads: _Optional[int] = ...) -> None: ...
+    lm_adapter: LmAdapter
+    max_tokens: int
+    def __init__(self, dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[EvaluationTarget, _Mapping]]] = ..., weights: _Optional[_Union[MetricWeights, _Mapping]] = ..., max_examples: _Optional[int] = ..., use_retrieval: _Optional[bool] = ..., threads: _Optional[int] = ..., lm_adapter: _Optional[_Union[LmAdapter, str]] = ..., max_tokens: _Optional[int] = ...) -> None: ...
 
 class EvaluateResponse(_message.Message):
     __slots__ = ("run",)
@@ -237,7 +249,7 @@ class SummaryStatistics(_message.Message):
     def __init__(self, mean: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., std: _Optional[float] = ...) -> None: ...
 
 class TargetMetrics(_message.Message):
-    __slots__ = ("target", "examples", "pedagogical_score", "context_usage", "pedagogical_elements", "length_ratio", "question_rate", "answer_reveal_rate", "similarity", "mean_latency_seconds", "score_per_subject")
+    __slots__ = ("target", "examples", "pedagogical_score", "context_usage", "pedagogical_elements", "length_ratio", "question_rate", "answer_reveal_rate", "similarity", "mean_latency_seconds", "score_per_subject", "errors", "socratic")
     class ScorePerSubjectEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -256,6 +268,8 @@ class TargetMetrics(_message.Message):
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     MEAN_LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SCORE_PER_SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    SOCRATIC_FIELD_NUMBER: _ClassVar[int]
     target: str
     examples: int
     pedagogical_score: float
@@ -267,7 +281,9 @@ class TargetMetrics(_message.Message):
     similarity: SummaryStatistics
     mean_latency_seconds: float
     score_per_subject: _containers.ScalarMap[str, float]
-    def __init__(self, target: _Optional[str] = ..., examples: _Optional[int] = ..., pedagogical_score: _Optional[float] = ..., context_usage: _Optional[float] = ..., pedagogical_elements: _Optional[float] = ..., length_ratio: _Optional[float] = ..., question_rate: _Optional[float] = ..., answer_reveal_rate: _Optional[float] = ..., similarity: _Optional[_Union[SummaryStatistics, _Mapping]] = ..., mean_latency_seconds: _Optional[float] = ..., score_per_subject: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    errors: int
+    socratic: float
+    def __init__(self, target: _Optional[str] = ..., examples: _Optional[int] = ..., pedagogical_score: _Optional[float] = ..., context_usage: _Optional[float] = ..., pedagogical_elements: _Optional[float] = ..., length_ratio: _Optional[float] = ..., question_rate: _Optional[float] = ..., answer_reveal_rate: _Optional[float] = ..., similarity: _Optional[_Union[SummaryStatistics, _Mapping]] = ..., mean_latency_seconds: _Optional[float] = ..., score_per_subject: _Optional[_Mapping[str, float]] = ..., errors: _Optional[int] = ..., socratic: _Optional[float] = ...) -> None: ...
 
 class EvaluationReport(_message.Message):
     __slots__ = ("evaluation_id", "dataset", "dataset_version", "targets", "report_json_path", "report_markdown_path", "chart_paths")
@@ -288,13 +304,25 @@ class EvaluationReport(_message.Message):
     def __init__(self, evaluation_id: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[TargetMetrics, _Mapping]]] = ..., report_json_path: _Optional[str] = ..., report_markdown_path: _Optional[str] = ..., chart_paths: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetEvaluationRequest(_message.Message):
-    __slots__ = ("evaluation_id",)
+    __slots__ = ("evaluation_id", "include_files")
     EVALUATION_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_FILES_FIELD_NUMBER: _ClassVar[int]
     evaluation_id: str
-    def __init__(self, evaluation_id: _Optional[str] = ...) -> None: ...
+    include_files: bool
+    def __init__(self, evaluation_id: _Optional[str] = ..., include_files: _Optional[bool] = ...) -> None: ...
+
+class ReportFile(_message.Message):
+    __slots__ = ("path", "content")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    content: bytes
+    def __init__(self, path: _Optional[str] = ..., content: _Optional[bytes] = ...) -> None: ...
 
 class GetEvaluationResponse(_message.Message):
-    __slots__ = ("report",)
+    __slots__ = ("report", "files")
     REPORT_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
     report: EvaluationReport
-    def __init__(self, report: _Optional[_Union[EvaluationReport, _Mapping]] = ...) -> None: ...
+    files: _containers.RepeatedCompositeFieldContainer[ReportFile]
+    def __init__(self, report: _Optional[_Union[EvaluationReport, _Mapping]] = ..., files: _Optional[_Iterable[_Union[ReportFile, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,46 @@
+"""Socratic quality signals of a record: does the tutor ask rather than tell?"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+# Phrases by which a tutor hands over the final result instead of guiding towards it.
+_REVEALING = re.compile(
+    r"\b(the|your|final|correct|right)\s+(final\s+)?(answer|solution|result)\s+(is|was|would be|=|:)"
+    r"|\banswer\s*[:=]\s*\S"
+    r"|\bso\s+(it|the answer)\s+(is|equals)\s+-?\d"
+    r"|\b(it|this|that)\s+equals\s+-?\d",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class QualitySignals:
+    # Share of tutor turns that ask a question (0..1).
+    question_rate: float
+    # Tutor turns that state a final answer.
+    answer_revealing_turns: int
+    tutor_turns: int
+    # Characters in the tutor turns.
+    tutor_characters: int
+
+    @property
+    def reveals_answer(self) -> bool:
+        return self.answer_revealing_turns > 0
+
+
+def reveals_answer(text: str) -> bool:
+    return bool(_REVEALING.search(text))
+
+
+def quality_signals(conversation: list[dict[str, Any]]) -> QualitySignals:
+    tutor = [turn["content"] for turn in conversation if turn["role"] == "assistant"]
+    asking = sum(1 for text in tutor if "?" in text)
+    return QualitySignals(
+        question_rate=asking / len(tutor) if tutor else 0.0,
+        answer_revealing_turns=sum(1 for text in tutor if reveals_answer(text)),
+        tutor_turns=len(tutor),
+        tutor_characters=sum(len(text) for text in tutor),
+    )

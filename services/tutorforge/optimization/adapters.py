@@ -1,0 +1,116 @@
+"""How a program talks to its LM. Small models (SmolLM2-135M) do not follow DSPy's field markers: the
+stock Chat/JSON/XML adapters parse 0–4 of 5 of their replies. `PlainAdapter` sends the inputs as a
+plain chat and takes the whole reply as the single output field. DSPy's stock adapters stay available
+for capable models."""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Any
+
+import dspy
+from dspy.signatures.signature import Signature
+from dspy.utils.exceptions import AdapterParseError
+
+from tutorforge.core.errors import InvalidArgument
+
+REASONING_FIELD = "reasoning"
+
+
+class LmAdapterKind(str, Enum):
+    PLAIN = "plain"
+    CHAT = "chat"
+    JSON = "json"
+
+
+def _label(signature: type[Signature], name: str) -> str:
+    prefix = signature.fields[name].json_schema_extra.get("prefix") or name.replace("_", " ").capitalize()
+    return prefix.strip().rstrip(":")
+
+
+class PlainAdapter(dspy.Adapter):
+    """Plain chat for small models.
+
+    System turn: the signature's instructions. User turn: the secondary inputs as short labelled lines,
+    then the first input field's text alone (what the model should answer). Assistant turn: the output
+    text. With chain of thought (a `reasoning` output) the model is asked to think first and write its
+    reply after "Response:"; a reply without that label is taken whole as the response.
+
+    Signatures with several outputs (optimizers' own meta-prompts, e.g. COPRO's proposals) get the
+    reply in their first output field and empty strings in the others."""
+
+    def _outputs(self, signature: type[Signature]) -> tuple[str | None, str, list[str]]:
+        names = [name for name in signature.output_fields if name != REASONING_FIELD]
+        if not names:
+            raise ValueError(f"{signature.__name__} has no output field besides reasoning")
+        reasoning = REASONING_FIELD if REASONING_FIELD in signature.output_fields else None
+        return reasoning, names[0], names[1:]
+
+    def format_system_message(self, signature: type[Signature]) -> str:
+        reasoning, output, _ = self._outputs(signature)
+        text = signature.instructions.strip()
+        if reasoning:
+            text += f"\nThink it through briefly first, then write '{_label(signature, output)}:' followed by your reply."
+        return text
+
+    def format_user_message_content(
+        self,
+        signature: type[Signature],
+        inputs: dict[str, Any],
+        prefix: str = "",
+        suffix: str = "",
+        main_request: bool = False,
+    ) -> str:
+        names = list(signature.input_fields)
+        lines = [prefix] if prefix else []
+        labelled = [f"{_label(signature, n)}: {inputs[n]}" for n in names[1:] if inputs.get(n) not in (None, "")]
+        lines += labelled
+        if names and inputs.get(names[0]) not in (None, ""):
+            if labelled:
+                lines.append("")
+            lines.append(str(inputs[names[0]]))
+        if suffix:
+            lines.append(suffix)
+        return "\n".join(lines).strip()
+
+    def format_assistant_message_content(
+        self,
+        signature: type[Signature],
+        outputs: dict[str, Any],
+        missing_field_message: str | None = None,
+    ) -> str:
+        reasoning, output, _ = self._outputs(signature)
+        reply = outputs.get(output)
+        reply = str(reply) if reply is not None else (missing_field_message or "")
+        if reasoning and outputs.get(reasoning):
+            return f"{outputs[reasoning]}\n\n{_label(signature, output)}: {reply}"
+        return reply
+
+    def parse(self, signature: type[Signature], completion: str) -> dict[str, Any]:
+        reasoning, output, others = self._outputs(signature)
+        text = completion.strip()
+        if not text:
+            raise AdapterParseError(
+                adapter_name=type(self).__name__, signature=signature, lm_response=completion, message="empty reply"
+            )
+        values: dict[str, Any] = {name: "" for name in others}
+        if not reasoning:
+            return {**values, output: text}
+        parts = re.split(rf"(?im)^[\s*]*{re.escape(_label(signature, output))}[\s*]*:\s*", text)
+        if len(parts) > 1 and parts[-1].strip():
+            return {**values, reasoning: parts[0].strip(), output: parts[-1].strip()}
+        return {**values, reasoning: "", output: text}
+
+
+def make_adapter(kind: LmAdapterKind | str) -> dspy.Adapter:
+    try:
+        kind = LmAdapterKind(kind)
+    except ValueError as error:
+        choices = ", ".join(k.value for k in LmAdapterKind)
+        raise InvalidArgument(f"LM adapter {kind!r} is not known: use one of {choices}") from error
+    if kind is LmAdapterKind.PLAIN:
+        return PlainAdapter()
+    if kind is LmAdapterKind.CHAT:
+        return dspy.ChatAdapter()
+    return dspy.JSONAdapter()

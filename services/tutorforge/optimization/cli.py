@@ -1,0 +1,253 @@
+"""`tutorforge optimize`, `tutorforge evaluate` and `tutorforge programs …` against a running server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tutorforge.core.cli_support import (
+    DEFAULT_ADDRESS,
+    AddressOption,
+    JsonOption,
+    connect,
+    console,
+    err_console,
+    print_json,
+    rpc_errors,
+    to_dict,
+)
+from tutorforge.v1 import common_pb2
+from tutorforge.v1 import optimization_pb2 as pb
+from tutorforge.v1 import optimization_pb2_grpc
+
+OPTIMIZER_CHOICES = {
+    "labeled-fewshot": pb.OPTIMIZER_LABELED_FEW_SHOT,
+    "bootstrap-fewshot": pb.OPTIMIZER_BOOTSTRAP_FEW_SHOT,
+    "bootstrap-random-search": pb.OPTIMIZER_BOOTSTRAP_FEW_SHOT_WITH_RANDOM_SEARCH,
+    "copro": pb.OPTIMIZER_COPRO,
+    "mipro": pb.OPTIMIZER_MIPRO_V2,
+    "gepa": pb.OPTIMIZER_GEPA,
+}
+LM_ADAPTER_CHOICES = {"auto": pb.LM_ADAPTER_UNSPECIFIED, "plain": pb.LM_ADAPTER_PLAIN, "chat": pb.LM_ADAPTER_CHAT,
+                      "json": pb.LM_ADAPTER_JSON}
+_WEIGHT_FIELDS = ("context_usage", "pedagogical_elements", "length_ratio", "socratic", "similarity")
+
+programs_app = typer.Typer(name="programs", help="Optimized DSPy teaching programs.", no_args_is_help=True)
+
+
+def _stub(address: str) -> optimization_pb2_grpc.OptimizationServiceStub:
+    return optimization_pb2_grpc.OptimizationServiceStub(connect(address))
+
+
+def _choice(value: str, choices: dict[str, int], option: str) -> int:
+    if value not in choices:
+        raise typer.BadParameter(f"{option} must be one of {', '.join(choices)}; got {value!r}")
+    return choices[value]
+
+
+def _weights(expressions: list[str]) -> pb.MetricWeights:
+    """`name=value` pairs, e.g. socratic=0.2."""
+    weights = pb.MetricWeights()
+    for expression in expressions:
+        name, sep, value = expression.partition("=")
+        if not sep or name.strip() not in _WEIGHT_FIELDS:
+            raise typer.BadParameter(f"--weight {expression!r} must be NAME=VALUE with NAME one of {', '.join(_WEIGHT_FIELDS)}")
+        try:
+            setattr(weights, name.strip(), float(value))
+        except ValueError as error:
+            raise typer.BadParameter(f"--weight {expression!r}: {value!r} is not a number") from error
+    return weights
+
+
+def _watch(stub: optimization_pb2_grpc.OptimizationServiceStub, run_id: str) -> common_pb2.Job:
+    """Follow the run's events with a progress bar on stderr (so --json output stays clean)."""
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console) as bar:
+        task = bar.add_task("queued", total=1.0)
+        for response in stub.WatchRun(pb.WatchRunRequest(run_id=run_id)):
+            event = response.event
+            best = event.metrics.get("best_score")
+            suffix = f" (best {best:.3f})" if best is not None else ""
+            bar.update(task, completed=event.progress, description=(event.message[:80] or "working") + suffix)
+    return stub.GetRun(pb.GetRunRequest(run_id=run_id)).run
+
+
+def _finished(job: common_pb2.Job, what: str, json_output: bool) -> None:
+    if job.state == common_pb2.JOB_STATE_SUCCEEDED:
+        return
+    if json_output:
+        print_json({"run": to_dict(job)})
+    state = common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+    err_console.print(f"[bold red]{what} {state}[/] {job.error or job.message}")
+    raise typer.Exit(code=1)
+
+
+def _print_program(info: pb.ProgramInfo) -> None:
+    console.print(
+        f"[bold]{info.name}[/]@{info.version}: {info.optimizer} over {info.adapter or 'the base model'} "
+        f"({info.lm_adapter} adapter{', chain of thought' if info.chain_of_thought else ''}), dataset "
+        f"{info.dataset}@{info.dataset_version}"
+    )
+    console.print(
+        f"validation score {info.baseline_score:.3f} → [bold]{info.optimized_score:.3f}[/]; "
+        f"cost {info.lm_calls} LM calls, {info.lm_tokens} tokens; run {info.run_id}"
+    )
+
+
+def optimize(
+    dataset: Annotated[str, typer.Argument(help="Dataset whose train/validation splits the program learns from.")],
+    name: Annotated[str, typer.Option("--name", help="Program name: lowercase letters, digits, '.', '_', '-'.")],
+    optimizer: Annotated[str, typer.Option(help=f"One of {', '.join(OPTIMIZER_CHOICES)}.")] = "bootstrap-fewshot",
+    adapter: Annotated[str, typer.Option(help="LoRA adapter the program runs over (default: the base model).")] = "",
+    lm_adapter: Annotated[str, typer.Option("--lm-adapter", help="How prompts are formatted: auto, plain, chat or json.")] = "auto",
+    trials: Annotated[int, typer.Option(help="Rounds / trials / depth, by optimizer (0 = its small default).")] = 0,
+    candidates: Annotated[int, typer.Option(help="Instruction or program candidates (0 = default).")] = 0,
+    threads: Annotated[int, typer.Option(help="Parallel LM calls.")] = 4,
+    demos: Annotated[int, typer.Option(help="Labeled demos in the prompt (0 = 3).")] = 0,
+    bootstrapped_demos: Annotated[int, typer.Option(help="Bootstrapped demos (0 = 2).")] = 0,
+    max_train: Annotated[int, typer.Option("--max-train", help="Cap on training examples (0 = all).")] = 0,
+    max_val: Annotated[int, typer.Option("--max-val", help="Cap on validation examples (0 = all).")] = 0,
+    max_tokens: Annotated[int, typer.Option(help="Tokens per reply (0 = 128).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the example order and the optimizers.")] = 0,
+    chain_of_thought: Annotated[bool, typer.Option("--chain-of-thought", help="Let the program reason before replying.")] = False,
+    weight: Annotated[Optional[list[str]], typer.Option("--weight", help="Metric weight NAME=VALUE (repeatable).")] = None,
+    reflection_adapter: Annotated[str, typer.Option(help="GEPA's reflection LM: 'base' or an adapter.")] = "",
+    dataset_version: Annotated[str, typer.Option("--dataset-version", help="Dataset version (default: newest).")] = "",
+    address: AddressOption = DEFAULT_ADDRESS,
+    json_output: JsonOption = False,
+) -> None:
+    """Compile the teaching program with a DSPy optimizer and save it as a versioned program."""
+    request = pb.StartOptimizationRequest(
+        name=name,
+        dataset=dataset,
+        dataset_version=dataset_version,
+        optimizer=_choice(optimizer, OPTIMIZER_CHOICES, "--optimizer"),
+        adapter=adapter,
+        lm_adapter=_choice(lm_adapter, LM_ADAPTER_CHOICES, "--lm-adapter"),
+        budget=pb.OptimizerBudget(
+            trials=trials, candidates=candidates, threads=threads, max_labeled_demos=demos,
+            max_bootstrapped_demos=bootstrapped_demos, max_train_examples=max_train, max_validation_examples=max_val,
+        ),
+        seed=seed,
+        weights=_weights(weight or []),
+        chain_of_thought=chain_of_thought,
+        reflection_adapter=reflection_adapter,
+        max_tokens=max_tokens,
+    )
+    stub = _stub(address)
+    with rpc_errors(address):
+        run = _watch(stub, stub.StartOptimization(request).run.id)
+        _finished(run, "optimization", json_output)
+        program_name, _, version = run.result.partition("@")
+        program = stub.GetProgram(pb.GetProgramRequest(name=program_name, version=version)).program
+    if json_output:
+        print_json({"run": to_dict(run), "program": to_dict(program)})
+    else:
+        _print_program(program)
+
+
+def comparison_table(report: pb.EvaluationReport) -> Table:
+    table = Table("target", "score", "context", "elements", "length", "socratic", "question rate", "reveal rate",
+                  "similarity", "latency s", "errors", title=f"evaluation {report.evaluation_id} on {report.dataset}")
+    for t in report.targets:
+        table.add_row(
+            t.target, f"{t.pedagogical_score:.3f}", f"{t.context_usage:.3f}", f"{t.pedagogical_elements:.3f}",
+            f"{t.length_ratio:.3f}", f"{t.socratic:.3f}", f"{t.question_rate:.0%}", f"{t.answer_reveal_rate:.0%}",
+            f"{t.similarity.mean:.3f} ± {t.similarity.std:.3f}", f"{t.mean_latency_seconds:.1f}", f"{t.errors}/{t.examples}",
+        )
+    return table
+
+
+def evaluate(
+    dataset: Annotated[str, typer.Argument(help="Dataset whose validation split is evaluated.")],
+    target: Annotated[list[str], typer.Option("--target", help="base, adapter:NAME or program:NAME[@ADAPTER] (repeatable).")],
+    report_dir: Annotated[Optional[Path], typer.Option("--report", help="Copy the report (JSON, Markdown, charts) here.")] = None,
+    max_examples: Annotated[int, typer.Option(help="Cap on examples (0 = the whole validation split).")] = 0,
+    threads: Annotated[int, typer.Option(help="Parallel LM calls (0 = server default).")] = 0,
+    max_tokens: Annotated[int, typer.Option(help="Tokens per reply (0 = 128).")] = 0,
+    lm_adapter: Annotated[str, typer.Option("--lm-adapter", help="Prompt format of base/adapter targets.")] = "auto",
+    weight: Annotated[Optional[list[str]], typer.Option("--weight", help="Metric weight NAME=VALUE (repeatable).")] = None,
+    dataset_version: Annotated[str, typer.Option("--dataset-version", help="Dataset version (default: newest).")] = "",
+    address: AddressOption = DEFAULT_ADDRESS,
+    json_output: JsonOption = False,
+) -> None:
+    """Evaluate targets side by side with the pedagogical metrics; prints a comparison table."""
+    request = pb.EvaluateRequest(
+        dataset=dataset,
+        dataset_version=dataset_version,
+        targets=[pb.EvaluationTarget(spec=spec) for spec in target],
+        weights=_weights(weight or []),
+        max_examples=max_examples,
+        threads=threads,
+        lm_adapter=_choice(lm_adapter, LM_ADAPTER_CHOICES, "--lm-adapter"),
+        max_tokens=max_tokens,
+    )
+    stub = _stub(address)
+    with rpc_errors(address):
+        run = _watch(stub, stub.Evaluate(request).run.id)
+        _finished(run, "evaluation", json_output)
+        response = stub.GetEvaluation(pb.GetEvaluationRequest(evaluation_id=run.result, include_files=report_dir is not None))
+    saved = []
+    if report_dir is not None:
+        for file in response.files:
+            path = report_dir / file.path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(file.content)
+            saved.append(str(path))
+    if json_output:
+        print_json({"run": to_dict(run), "report": to_dict(response.report), "saved_files": saved})
+        return
+    console.print(comparison_table(response.report))
+    if saved:
+        console.print(f"report saved in {report_dir}: " + ", ".join(Path(p).name for p in saved))
+    else:
+        console.print(f"report in the server's store: {response.report.report_markdown_path}")
+
+
+@programs_app.command("list")
+def list_programs(address: AddressOption = DEFAULT_ADDRESS, json_output: JsonOption = False) -> None:
+    """Saved programs (latest version of each)."""
+    with rpc_errors(address):
+        programs = _stub(address).ListPrograms(pb.ListProgramsRequest()).programs
+    if json_output:
+        print_json({"programs": [to_dict(p) for p in programs]})
+        return
+    table = Table("name", "version", "optimizer", "adapter", "dataset", "baseline", "optimized", "LM calls", "tokens")
+    for p in programs:
+        table.add_row(p.name, p.version, p.optimizer, p.adapter or "base", f"{p.dataset}@{p.dataset_version}",
+                      f"{p.baseline_score:.3f}", f"{p.optimized_score:.3f}", str(p.lm_calls), str(p.lm_tokens))
+    console.print(table)
+
+
+@programs_app.command("show")
+def show_program(
+    name: Annotated[str, typer.Argument(help="Program name.")],
+    version: Annotated[str, typer.Option("--version", help="Program version (default: latest).")] = "",
+    state: Annotated[bool, typer.Option("--state", help="Also print the DSPy JSON state (demos, instructions).")] = False,
+    address: AddressOption = DEFAULT_ADDRESS,
+    json_output: JsonOption = False,
+) -> None:
+    """One program: scores, cost, lineage (and its DSPy state with --state)."""
+    with rpc_errors(address):
+        response = _stub(address).GetProgram(pb.GetProgramRequest(name=name, version=version))
+    if json_output:
+        data = {"program": to_dict(response.program)}
+        if state:
+            data["state"] = json.loads(response.state_json)
+        print_json(data)
+        return
+    _print_program(response.program)
+    console.print("parameters: " + response.program.parameters_json)
+    if state:
+        console.print_json(response.state_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("optimize")(optimize)
+    app.command("evaluate")(evaluate)
+    app.add_typer(programs_app, name="programs")

@@ -1,0 +1,201 @@
+"""The evaluation report: JSON (everything), Markdown (comparison tables, sample replies) and PNG charts
+(scores per target, score per subject), saved under `evaluations/<id>/` in the artifact store;
+`report.json` is written last."""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tutorforge.core.errors import NotFound
+from tutorforge.core.storage import ArtifactStore
+from tutorforge.optimization.evaluation import TargetMetrics
+
+PREFIX = "evaluations"
+SCORE_CHART = "charts/scores_per_target.png"
+SUBJECT_CHART = "charts/score_per_subject.png"
+_SAMPLES_PER_TARGET = 3
+
+
+@dataclass
+class EvaluationReport:
+    evaluation_id: str
+    dataset: str
+    dataset_version: str
+    weights: dict[str, float]
+    targets: list[TargetMetrics]
+    # Per target spec: every example's reply, score and latency.
+    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)
+    # Artifact-store keys: "json", "markdown", "charts" (list).
+    files: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{PREFIX}/{self.evaluation_id}"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["targets"] = [target.to_json() for target in self.targets]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EvaluationReport:
+        return cls(**{**data, "targets": [TargetMetrics.from_json(item) for item in data["targets"]]})
+
+
+def comparison_rows(targets: list[TargetMetrics]) -> tuple[list[str], list[list[str]]]:
+    """The comparison table (header, rows) shared by the Markdown report and the CLI."""
+    header = ["target", "score", "context", "elements", "length", "socratic", "question rate", "reveal rate",
+              "similarity", "latency s", "errors"]
+    rows = [
+        [
+            t.target,
+            f"{t.pedagogical_score:.3f}",
+            f"{t.context_usage:.3f}",
+            f"{t.pedagogical_elements:.3f}",
+            f"{t.length_ratio:.3f}",
+            f"{t.socratic:.3f}",
+            f"{t.question_rate:.0%}",
+            f"{t.answer_reveal_rate:.0%}",
+            f"{t.similarity.mean:.3f} ± {t.similarity.std:.3f}",
+            f"{t.mean_latency_seconds:.1f}",
+            f"{t.errors}/{t.examples}",
+        ]
+        for t in targets
+    ]
+    return header, rows
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(report: EvaluationReport) -> str:
+    header, rows = comparison_rows(report.targets)
+    subjects = sorted({subject for t in report.targets for subject in t.score_per_subject})
+    subject_rows = [[s, *(f"{t.score_per_subject.get(s, 0.0):.3f}" for t in report.targets)] for s in subjects]
+    weights = ", ".join(f"{name} {value:g}" for name, value in report.weights.items())
+    parts = [
+        f"# Evaluation {report.evaluation_id}",
+        "",
+        (
+            f"Dataset `{report.dataset}` version `{report.dataset_version}` (validation split), "
+            f"{report.targets[0].examples if report.targets else 0} examples per target. Metric weights: {weights}."
+        ),
+        "",
+        "## Comparison",
+        "",
+        _table(header, rows),
+        "",
+        "## Score per subject",
+        "",
+        _table(["subject", *(t.target for t in report.targets)], subject_rows),
+        "",
+        "## Charts",
+        "",
+        f"![scores per target]({SCORE_CHART})",
+        "",
+        f"![score per subject]({SUBJECT_CHART})",
+        "",
+        "## Sample replies",
+    ]
+    for target in report.targets:
+        parts += ["", f"### {target.target}"]
+        for example in report.examples.get(target.target, [])[:_SAMPLES_PER_TARGET]:
+            reply = example["error"] or example["response"]
+            score = (example.get("score") or {}).get("score", 0.0)
+            parts += ["", f"- **Student:** {_one_line(example['query'])}", f"  **Reply** (score {score:.2f}): {_one_line(reply)}"]
+    return "\n".join(parts) + "\n"
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _png(figure: Any) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def render_charts(report: EvaluationReport) -> dict[str, bytes]:
+    """PNG bytes by relative path. Uses matplotlib's Agg canvas directly (no GUI, no global backend switch)."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    names = [t.target for t in report.targets]
+    components = {
+        "score": [t.pedagogical_score for t in report.targets],
+        "context usage": [t.context_usage for t in report.targets],
+        "elements": [t.pedagogical_elements for t in report.targets],
+        "length ratio": [t.length_ratio for t in report.targets],
+        "socratic": [t.socratic for t in report.targets],
+        "similarity": [t.similarity.mean for t in report.targets],
+    }
+    figure = Figure(figsize=(max(6.0, 1.6 * len(names) + 3), 4.2))
+    axes = figure.add_subplot()
+    x = np.arange(len(components))
+    width = 0.8 / max(1, len(names))
+    for index, name in enumerate(names):
+        axes.bar(x + index * width - 0.4 + width / 2, [values[index] for values in components.values()], width, label=name)
+    axes.set_xticks(x, list(components))
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("mean (0–1)")
+    axes.set_title("Pedagogical metrics per target")
+    axes.legend(fontsize="small")
+    charts = {SCORE_CHART: _png(figure)}
+
+    subjects = sorted({subject for t in report.targets for subject in t.score_per_subject})
+    figure = Figure(figsize=(max(6.0, 0.9 * len(subjects) * max(1, len(names)) + 2), 4.2))
+    axes = figure.add_subplot()
+    x = np.arange(len(subjects))
+    for index, target in enumerate(report.targets):
+        values = [target.score_per_subject.get(subject, 0.0) for subject in subjects]
+        axes.bar(x + index * width - 0.4 + width / 2, values, width, label=target.target)
+    axes.set_xticks(x, subjects, rotation=20)
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("pedagogical score")
+    axes.set_title("Score per subject")
+    axes.legend(fontsize="small")
+    charts[SUBJECT_CHART] = _png(figure)
+    return charts
+
+
+def save_report(store: ArtifactStore, report: EvaluationReport) -> EvaluationReport:
+    charts = render_charts(report)
+    for relative, data in charts.items():
+        store.write_bytes(f"{report.key}/{relative}", data)
+    store.write_text(f"{report.key}/report.md", render_markdown(report))
+    report.files = {
+        "json": f"{report.key}/report.json",
+        "markdown": f"{report.key}/report.md",
+        "charts": [f"{report.key}/{relative}" for relative in charts],
+    }
+    store.write_json(f"{report.key}/report.json", report.to_json())
+    return report
+
+
+def load_report(store: ArtifactStore, evaluation_id: str) -> EvaluationReport:
+    if not evaluation_id or "/" in evaluation_id or ".." in evaluation_id:
+        raise NotFound(f"no evaluation {evaluation_id!r}")
+    key = f"{PREFIX}/{evaluation_id}/report.json"
+    if not store.exists(key):
+        raise NotFound(
+            f"evaluation {evaluation_id!r} has no report (yet): check the run with GetRun; it is written when the run succeeds"
+        )
+    return EvaluationReport.from_json(store.read_json(key))
+
+
+def report_files(store: ArtifactStore, report: EvaluationReport) -> dict[str, bytes]:
+    """The report's files by path relative to the report folder, for copying elsewhere."""
+    keys = [report.files["json"], report.files["markdown"], *report.files["charts"]]
+    return {key.removeprefix(report.key + "/"): store.read_bytes(key) for key in keys}

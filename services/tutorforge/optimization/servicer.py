@@ -1,0 +1,190 @@
+"""gRPC OptimizationService: translates proto ⇄ domain (`OptimizationRuns`); errors become statuses in
+the interceptor."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import grpc
+
+from tutorforge.core.convert import event_to_proto, job_to_proto
+from tutorforge.core.errors import InvalidArgument
+from tutorforge.core.runtime import Runtime
+from tutorforge.optimization.adapters import LmAdapterKind
+from tutorforge.optimization.evaluation import TargetMetrics
+from tutorforge.optimization.metrics import MetricWeights
+from tutorforge.optimization.optimizers import Budget, OptimizerKind
+from tutorforge.optimization.program import ProgramInfo
+from tutorforge.optimization.report import EvaluationReport, report_files
+from tutorforge.optimization.runs import EvaluationRequest, OptimizationRequest, OptimizationRuns
+from tutorforge.v1 import optimization_pb2 as pb
+from tutorforge.v1 import optimization_pb2_grpc
+
+SERVICE_NAME = "tutorforge.v1.OptimizationService"
+
+OPTIMIZERS = {
+    pb.OPTIMIZER_LABELED_FEW_SHOT: OptimizerKind.LABELED_FEW_SHOT,
+    pb.OPTIMIZER_BOOTSTRAP_FEW_SHOT: OptimizerKind.BOOTSTRAP_FEW_SHOT,
+    pb.OPTIMIZER_BOOTSTRAP_FEW_SHOT_WITH_RANDOM_SEARCH: OptimizerKind.BOOTSTRAP_RANDOM_SEARCH,
+    pb.OPTIMIZER_COPRO: OptimizerKind.COPRO,
+    pb.OPTIMIZER_MIPRO_V2: OptimizerKind.MIPRO,
+    pb.OPTIMIZER_GEPA: OptimizerKind.GEPA,
+}
+LM_ADAPTERS = {
+    pb.LM_ADAPTER_PLAIN: LmAdapterKind.PLAIN,
+    pb.LM_ADAPTER_CHAT: LmAdapterKind.CHAT,
+    pb.LM_ADAPTER_JSON: LmAdapterKind.JSON,
+}
+
+
+def _enum(mapping: dict, value: int, field: str, unspecified: object = None) -> object:
+    if value == 0:
+        return unspecified
+    if value not in mapping:
+        raise InvalidArgument(f"{field} {value} is not a known value; see optimization.proto")
+    return mapping[value]
+
+
+def weights_from_proto(message: pb.MetricWeights) -> MetricWeights:
+    return MetricWeights.from_overrides(
+        **{name: getattr(message, name) if message.HasField(name) else None for name in MetricWeights.__dataclass_fields__}
+    )
+
+
+def budget_from_proto(message: pb.OptimizerBudget) -> Budget:
+    return Budget(
+        trials=message.trials,
+        candidates=message.candidates,
+        threads=message.threads,
+        max_bootstrapped_demos=message.max_bootstrapped_demos,
+        max_labeled_demos=message.max_labeled_demos,
+        max_train_examples=message.max_train_examples,
+        max_validation_examples=message.max_validation_examples,
+    )
+
+
+def program_to_proto(info: ProgramInfo) -> pb.ProgramInfo:
+    return pb.ProgramInfo(
+        name=info.name,
+        version=info.version,
+        optimizer=info.optimizer,
+        dataset=info.dataset,
+        dataset_version=info.dataset_version,
+        adapter=info.adapter,
+        baseline_score=info.baseline_score,
+        optimized_score=info.optimized_score,
+        lm_calls=info.lm_calls,
+        lm_tokens=info.lm_tokens,
+        created_at_unix=int(info.created_at),
+        parameters_json=json.dumps(info.parameters, sort_keys=True),
+        lm_adapter=info.lm_adapter,
+        chain_of_thought=info.chain_of_thought,
+        run_id=info.run_id,
+    )
+
+
+def metrics_to_proto(metrics: TargetMetrics) -> pb.TargetMetrics:
+    return pb.TargetMetrics(
+        target=metrics.target,
+        examples=metrics.examples,
+        pedagogical_score=metrics.pedagogical_score,
+        context_usage=metrics.context_usage,
+        pedagogical_elements=metrics.pedagogical_elements,
+        length_ratio=metrics.length_ratio,
+        question_rate=metrics.question_rate,
+        answer_reveal_rate=metrics.answer_reveal_rate,
+        similarity=pb.SummaryStatistics(
+            mean=metrics.similarity.mean, min=metrics.similarity.min, max=metrics.similarity.max, std=metrics.similarity.std
+        ),
+        mean_latency_seconds=metrics.mean_latency_seconds,
+        score_per_subject=metrics.score_per_subject,
+        errors=metrics.errors,
+        socratic=metrics.socratic,
+    )
+
+
+def report_to_proto(report: EvaluationReport) -> pb.EvaluationReport:
+    return pb.EvaluationReport(
+        evaluation_id=report.evaluation_id,
+        dataset=report.dataset,
+        dataset_version=report.dataset_version,
+        targets=[metrics_to_proto(target) for target in report.targets],
+        report_json_path=report.files.get("json", ""),
+        report_markdown_path=report.files.get("markdown", ""),
+        chart_paths=report.files.get("charts", []),
+    )
+
+
+class OptimizationServicer(optimization_pb2_grpc.OptimizationServiceServicer):
+    def __init__(self, runs: OptimizationRuns):
+        self.runs = runs
+
+    def StartOptimization(self, request: pb.StartOptimizationRequest, context: grpc.ServicerContext) -> pb.StartOptimizationResponse:
+        if request.use_retrieval:
+            raise InvalidArgument("use_retrieval is not supported by optimization runs: examples take their context from the dataset")
+        record = self.runs.start_optimization(
+            OptimizationRequest(
+                name=request.name,
+                dataset=request.dataset,
+                dataset_version=request.dataset_version,
+                optimizer=_enum(OPTIMIZERS, request.optimizer, "optimizer", OptimizerKind.BOOTSTRAP_FEW_SHOT),
+                adapter=request.adapter,
+                budget=budget_from_proto(request.budget),
+                seed=request.seed,
+                weights=weights_from_proto(request.weights),
+                chain_of_thought=request.chain_of_thought,
+                lm_adapter=_enum(LM_ADAPTERS, request.lm_adapter, "lm_adapter"),
+                reflection_adapter=request.reflection_adapter,
+                max_tokens=request.max_tokens,
+            )
+        )
+        return pb.StartOptimizationResponse(run=job_to_proto(record))
+
+    def GetRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pb.GetRunResponse:
+        return pb.GetRunResponse(run=job_to_proto(self.runs.get_run(request.run_id)))
+
+    def WatchRun(self, request: pb.WatchRunRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchRunResponse]:
+        for event in self.runs.watch_run(request.run_id, request.after_sequence, context.is_active):
+            yield pb.WatchRunResponse(event=event_to_proto(event))
+
+    def CancelRun(self, request: pb.CancelRunRequest, context: grpc.ServicerContext) -> pb.CancelRunResponse:
+        return pb.CancelRunResponse(run=job_to_proto(self.runs.cancel_run(request.run_id)))
+
+    def ListPrograms(self, request: pb.ListProgramsRequest, context: grpc.ServicerContext) -> pb.ListProgramsResponse:
+        return pb.ListProgramsResponse(programs=[program_to_proto(info) for info in self.runs.list_programs()])
+
+    def GetProgram(self, request: pb.GetProgramRequest, context: grpc.ServicerContext) -> pb.GetProgramResponse:
+        info, state = self.runs.get_program(request.name, request.version)
+        return pb.GetProgramResponse(program=program_to_proto(info), state_json=json.dumps(state, indent=2, ensure_ascii=False))
+
+    def Evaluate(self, request: pb.EvaluateRequest, context: grpc.ServicerContext) -> pb.EvaluateResponse:
+        if request.use_retrieval:
+            raise InvalidArgument("use_retrieval is not supported by evaluations: examples take their context from the dataset")
+        record = self.runs.evaluate(
+            EvaluationRequest(
+                dataset=request.dataset,
+                dataset_version=request.dataset_version,
+                targets=[target.spec for target in request.targets],
+                weights=weights_from_proto(request.weights),
+                max_examples=request.max_examples,
+                threads=request.threads,
+                lm_adapter=_enum(LM_ADAPTERS, request.lm_adapter, "lm_adapter"),
+                max_tokens=request.max_tokens,
+            )
+        )
+        return pb.EvaluateResponse(run=job_to_proto(record))
+
+    def GetEvaluation(self, request: pb.GetEvaluationRequest, context: grpc.ServicerContext) -> pb.GetEvaluationResponse:
+        report = self.runs.evaluation_report(request.evaluation_id)
+        files = []
+        if request.include_files:
+            files = [pb.ReportFile(path=path, content=data) for path, data in report_files(self.runs.store, report).items()]
+        return pb.GetEvaluationResponse(report=report_to_proto(report), files=files)
+
+
+def register(server: grpc.Server, runtime: Runtime) -> str:
+    runs = OptimizationRuns(runtime.store, runtime.settings, lambda: runtime.channel("inference"))
+    runs.recover_interrupted()
+    optimization_pb2_grpc.add_OptimizationServiceServicer_to_server(OptimizationServicer(runs), server)
+    return SERVICE_NAME

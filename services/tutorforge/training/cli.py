@@ -1,0 +1,237 @@
+"""`tutorforge train …` and `tutorforge jobs list|show|watch|cancel|resume` (training jobs) on a running server."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tutorforge.core.cli_support import (
+    DEFAULT_ADDRESS,
+    AddressOption,
+    JsonOption,
+    connect,
+    console,
+    err_console,
+    print_json,
+    rpc_errors,
+)
+from tutorforge.v1 import common_pb2, training_pb2, training_pb2_grpc
+
+jobs_app = typer.Typer(name="jobs", help="Training jobs: list, show, watch, cancel, resume.", no_args_is_help=True)
+
+_STATES = {name.removeprefix("JOB_STATE_").lower(): value for name, value in common_pb2.JobState.items()}
+_STATE_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan", "queued": "dim"}
+
+
+def _stub(address: str) -> training_pb2_grpc.TrainingServiceStub:
+    return training_pb2_grpc.TrainingServiceStub(connect(address))
+
+
+def _state(job: common_pb2.Job) -> str:
+    return common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+
+
+def follow(stub: training_pb2_grpc.TrainingServiceStub, job_id: str, quiet: bool = False) -> common_pb2.Job:
+    """Follow a job's events with a live progress bar (step, loss, ETA) on stderr; returns the final record."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=False, disable=quiet) as bar:
+        task = bar.add_task("queued", total=None, loss="-")
+        for response in stub.WatchJob(training_pb2.WatchJobRequest(job_id=job_id)):
+            event = response.event
+            update: dict[str, object] = {"description": (event.message or "working")[:60]}
+            if event.total_steps:
+                update.update(total=event.total_steps, completed=event.step)
+            if "loss" in event.metrics:
+                update["loss"] = f"{event.metrics['loss']:.4f}"
+            bar.update(task, **update)
+    return stub.GetJob(training_pb2.GetJobRequest(job_id=job_id)).job
+
+
+def _print_job(job: common_pb2.Job) -> None:
+    state = _state(job)
+    console.print(f"[bold]{job.id}[/] [{_STATE_STYLE.get(state, 'white')}]{state}[/] {job.progress:.0%} — {job.message}")
+    if job.error:
+        console.print(f"[red]error:[/] {job.error}")
+    if job.labels:
+        console.print("labels: " + ", ".join(f"{k}={v}" for k, v in sorted(job.labels.items())))
+    if job.metrics:
+        console.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(job.metrics.items())))
+    if job.result:
+        console.print(f"result: [bold]{job.result}[/]")
+
+
+def _show(job: common_pb2.Job, as_json: bool) -> None:
+    if as_json:
+        print_json(job)
+    else:
+        _print_job(job)
+
+
+def train(
+    dataset: Annotated[str, typer.Argument(help="Dataset name (built with `tutorforge dataset build`).")],
+    adapter_name: Annotated[str, typer.Option("--adapter-name", help="Name under which the adapter is published.")],
+    dataset_version: Annotated[str, typer.Option("--dataset-version", help="Dataset version (default: newest).")] = "",
+    workers: Annotated[int, typer.Option("--workers", help="Ray workers (default from server settings).")] = 0,
+    epochs: Annotated[float, typer.Option(help="Epochs (default 3).")] = 0.0,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after this many optimizer steps.")] = 0,
+    max_seq_len: Annotated[int, typer.Option("--max-seq-len", help="Max tokens per sequence (default 1024).")] = 0,
+    rank: Annotated[int, typer.Option(help="LoRA rank (default 16).")] = 0,
+    alpha: Annotated[float, typer.Option(help="LoRA alpha (default 32).")] = 0.0,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", help="Default 2e-4.")] = 0.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Per worker (default 4).")] = 0,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Gradient accumulation steps (default 4).")] = 0,
+    eval_steps: Annotated[int, typer.Option("--eval-steps", help="Validate every N steps (0 = at the end).")] = 0,
+    checkpoint_steps: Annotated[int, typer.Option("--checkpoint-steps", help="Checkpoint every N steps (0 = per epoch).")] = 0,
+    no_packing: Annotated[bool, typer.Option("--no-packing", help="Pad instead of packing sequences.")] = False,
+    subject: Annotated[str, typer.Option(help="Adapter metadata: subject.")] = "",
+    grade_level: Annotated[str, typer.Option("--grade-level", help="Adapter metadata: grade level.")] = "",
+    teaching_style: Annotated[str, typer.Option("--teaching-style", help="Adapter metadata: teaching style.")] = "",
+    use_unsloth: Annotated[bool, typer.Option("--unsloth", help="Use Unsloth (needs CUDA workers).")] = False,
+    load_in_4bit: Annotated[bool, typer.Option("--load-in-4bit", help="4-bit QLoRA (needs CUDA workers).")] = False,
+    merge: Annotated[bool, typer.Option("--merge-and-export", help="Also export a merged full model.")] = False,
+    detach: Annotated[bool, typer.Option("--detach", help="Print the job id and return at once.")] = False,
+    as_json: JsonOption = False,
+    address: AddressOption = DEFAULT_ADDRESS,
+) -> None:
+    """Fine-tune a LoRA adapter on a dataset with Ray Train and publish it to the adapter registry."""
+    metadata = {k: v for k, v in (("subject", subject), ("grade_level", grade_level), ("teaching_style", teaching_style)) if v}
+    request = training_pb2.StartTrainingRequest(
+        dataset=dataset,
+        dataset_version=dataset_version,
+        adapter_name=adapter_name,
+        lora=training_pb2.LoraConfig(rank=rank, alpha=alpha),
+        arguments=training_pb2.TrainingArguments(
+            epochs=epochs,
+            batch_size=batch_size,
+            gradient_accumulation_steps=grad_accum,
+            learning_rate=learning_rate,
+            max_seq_length=max_seq_len,
+            eval_steps=eval_steps,
+            checkpoint_steps=checkpoint_steps,
+            max_steps=max_steps,
+            packing=not no_packing,
+        ),
+        resources=training_pb2.ResourceConfig(num_workers=workers),
+        metadata=metadata,
+        use_unsloth=use_unsloth,
+        load_in_4bit=load_in_4bit,
+        merge_and_export=merge,
+    )
+    stub = _stub(address)
+    with rpc_errors(address):
+        job = stub.StartTraining(request).job
+        if detach:
+            if as_json:
+                print_json({"job_id": job.id})
+            else:
+                console.print(job.id)
+            return
+        job = follow(stub, job.id, quiet=as_json)
+    _finish(job, as_json)
+
+
+def _finish(job: common_pb2.Job, as_json: bool) -> None:
+    if as_json:
+        print_json(job)
+    elif _state(job) == "succeeded":
+        version = job.labels.get("adapter_version", "")
+        console.print(f"[bold green]adapter[/] [bold]{job.result}[/]{'@' + version if version else ''} "
+                      f"(final loss {job.metrics.get('final_loss', float('nan')):.4f})")
+    else:
+        _print_job(job)
+    if _state(job) != "succeeded":
+        raise typer.Exit(code=1)
+
+
+@jobs_app.command("list")
+def list_jobs(
+    state: Annotated[Optional[str], typer.Option(help=f"Only jobs in this state: {', '.join(k for k in _STATES if k != 'unspecified')}.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many (newest first).")] = 50,
+    as_json: JsonOption = False,
+    address: AddressOption = DEFAULT_ADDRESS,
+) -> None:
+    """List training jobs, newest first."""
+    if state is not None and state.lower() not in _STATES:
+        raise typer.BadParameter(f"unknown state {state!r}; use one of {', '.join(_STATES)}")
+    with rpc_errors(address):
+        response = _stub(address).ListJobs(
+            training_pb2.ListJobsRequest(page_size=limit, state=_STATES[state.lower()] if state else 0)
+        )
+    if as_json:
+        print_json(response)
+        return
+    table = Table("id", "state", "progress", "dataset", "adapter", "loss", "message")
+    for job in response.jobs:
+        state_name = _state(job)
+        loss = job.metrics.get("final_loss", job.metrics.get("loss"))
+        table.add_row(
+            job.id,
+            f"[{_STATE_STYLE.get(state_name, 'white')}]{state_name}[/]",
+            f"{job.progress:.0%}",
+            job.labels.get("dataset", ""),
+            job.labels.get("adapter_name", ""),
+            "" if loss is None else f"{loss:.4f}",
+            (job.error or job.message)[:60],
+        )
+    console.print(table)
+
+
+@jobs_app.command("show")
+def show_job(job_id: str, as_json: JsonOption = False, address: AddressOption = DEFAULT_ADDRESS) -> None:
+    """One training job: state, metrics, labels, result, and its parameters."""
+    with rpc_errors(address):
+        job = _stub(address).GetJob(training_pb2.GetJobRequest(job_id=job_id)).job
+    _show(job, as_json)
+    if not as_json:
+        console.print_json(json.dumps(json.loads(job.parameters_json or "{}")))
+
+
+@jobs_app.command("watch")
+def watch_job(job_id: str, as_json: JsonOption = False, address: AddressOption = DEFAULT_ADDRESS) -> None:
+    """Follow a training job until it ends (live progress bar)."""
+    with rpc_errors(address):
+        job = follow(_stub(address), job_id, quiet=as_json)
+    _finish(job, as_json)
+
+
+@jobs_app.command("cancel")
+def cancel_job(job_id: str, as_json: JsonOption = False, address: AddressOption = DEFAULT_ADDRESS) -> None:
+    """Stop a training job's workers; its last checkpoint is kept for `jobs resume`."""
+    with rpc_errors(address):
+        job = _stub(address).CancelJob(training_pb2.CancelJobRequest(job_id=job_id)).job
+    _show(job, as_json)
+
+
+@jobs_app.command("resume")
+def resume_job(
+    job_id: str,
+    detach: Annotated[bool, typer.Option("--detach", help="Return at once.")] = False,
+    as_json: JsonOption = False,
+    address: AddressOption = DEFAULT_ADDRESS,
+) -> None:
+    """Continue a failed or cancelled training job from its last checkpoint."""
+    stub = _stub(address)
+    with rpc_errors(address):
+        job = stub.ResumeJob(training_pb2.ResumeJobRequest(job_id=job_id)).job
+        if detach:
+            _show(job, as_json)
+            return
+        job = follow(stub, job.id, quiet=as_json)
+    _finish(job, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.add_typer(jobs_app, name="jobs")

@@ -1,0 +1,109 @@
+"""The training service's domain: start, follow, cancel and resume training jobs. Plain Python; the gRPC
+servicer only translates. Job records and events are durable (`JobManager(store, "training")`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+from tutorforge.core.errors import FailedPrecondition, InvalidArgument
+from tutorforge.core.jobs import JobEvent, JobManager, JobRecord, JobReporter, JobState
+from tutorforge.core.settings import Settings
+from tutorforge.core.storage import ArtifactStore
+from tutorforge.training.config import TrainingSpec
+from tutorforge.training.runner import RESUME_HINT, PreparedRun, TrainingRunner, shutdown_ray
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE_SIZE = 1000
+
+
+class TrainingService:
+    def __init__(self, settings: Settings, store: ArtifactStore):
+        self.settings = settings
+        self.jobs = JobManager(store, "training")
+        self.runner = TrainingRunner(settings, store)
+        # Runs started by an earlier process cannot be reattached (a local Ray cluster dies with its
+        # driver): mark them failed, with how to resume.
+        for job_id in self.jobs.recover_interrupted(RESUME_HINT):
+            log.warning("training job %s was interrupted by a restart; it can be resumed", job_id)
+
+    def default_spec(self, dataset: str, adapter_name: str) -> TrainingSpec:
+        """A spec with the resource defaults of this deployment's settings."""
+        spec = TrainingSpec(dataset=dataset, adapter_name=adapter_name)
+        spec.resources.num_workers = self.settings.training.num_workers
+        spec.resources.cpus_per_worker = self.settings.training.cpus_per_worker
+        spec.resources.gpus_per_worker = self.settings.training.gpus_per_worker
+        return spec
+
+    def start(self, spec: TrainingSpec) -> JobRecord:
+        prepared = self.runner.prepare(spec)
+        record = self.jobs.create(
+            labels={
+                "dataset": spec.dataset,
+                "dataset_version": prepared.dataset.version,
+                "adapter_name": spec.adapter_name,
+                **{k: v for k, v in spec.metadata.items() if k in ("subject", "grade_level", "teaching_style")},
+            },
+            parameters=spec.to_json(),
+        )
+        self.jobs.start(record.id, self._work(record.id, prepared))
+        return self.jobs.get(record.id)
+
+    def resume(self, job_id: str) -> JobRecord:
+        record = self.jobs.get(job_id)
+        if record.state not in (JobState.FAILED, JobState.CANCELLED):
+            raise FailedPrecondition(
+                f"job {job_id} is {record.state.value.lower()}; only failed or cancelled runs can be resumed"
+            )
+        prepared = self.runner.prepare(TrainingSpec.from_json(record.parameters))
+        self.jobs.reopen(job_id, "resuming from the last checkpoint")
+        self.jobs.start(job_id, self._work(job_id, prepared))
+        return self.jobs.get(job_id)
+
+    def _work(self, job_id: str, prepared: PreparedRun) -> Callable[[JobReporter], str]:
+        def work(reporter: JobReporter) -> str:
+            adapter = self.runner.run(job_id, prepared, reporter)
+            self.jobs.update(job_id, labels={"adapter_version": adapter.version})
+            return adapter.name
+
+        return work
+
+    def get(self, job_id: str) -> JobRecord:
+        return self.jobs.get(job_id)
+
+    def list(self, state: JobState | None = None, page_size: int = 0, page_token: str = "") -> tuple[list[JobRecord], str]:
+        """Newest first; `page_token` is the offset handed back by the previous page."""
+        if page_size < 0 or page_size > MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size={page_size} is not valid: use 0 (default 100) to {MAX_PAGE_SIZE}")
+        try:
+            offset = int(page_token or 0)
+        except ValueError:
+            raise InvalidArgument(f"page_token {page_token!r} is not valid: pass the next_page_token of a previous page") from None
+        size = page_size or 100
+        records = self.jobs.list(state)
+        page = records[offset : offset + size]
+        return page, str(offset + size) if offset + size < len(records) else ""
+
+    def watch(self, job_id: str, after_sequence: int = 0, is_active: Callable[[], bool] = lambda: True) -> Iterator[JobEvent]:
+        self.jobs.get(job_id)
+        return self.jobs.watch(job_id, after_sequence, is_active)
+
+    def cancel(self, job_id: str) -> JobRecord:
+        return self.jobs.request_cancel(job_id)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
+        return self.jobs.wait(job_id, timeout)
+
+    def shutdown(self) -> None:
+        """Stop the runs this process drives; they are recorded as interrupted and can be resumed."""
+        for job_id in self.runner.abort_all():
+            # The job's own thread records the interruption as it unwinds; give it a moment.
+            if not self.jobs.wait(job_id, timeout=15).state.terminal:
+                self.jobs.update(
+                    job_id,
+                    state=JobState.FAILED,
+                    message="interrupted by a service shutdown",
+                    error=f"the service stopped while this job was running; {RESUME_HINT}",
+                )
+        shutdown_ray()

@@ -1,0 +1,92 @@
+"""Parsing of generated replies: repairs of what is safely repairable, reasons for the rest, and the
+real replies SmolLM2-135M-Instruct gave to the generator prompts (fixtures/real_replies/)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tutorforge.datasets.generation import copies_example
+from tutorforge.datasets.replies import parse_conversations
+from tutorforge.datasets.validation import structure_problem
+
+REAL_REPLIES = sorted((Path(__file__).parent / "fixtures" / "real_replies").glob("synthetic_*.json"))
+GOOD = [[{"role": "user", "content": "Why is ice slippery?"}, {"role": "assistant", "content": "What happens at its surface?"}]]
+
+
+def test_clean_json():
+    parsed = parse_conversations(json.dumps(GOOD))
+    assert parsed.conversations == GOOD and not parsed.repairs and not parsed.rejected
+
+
+def test_json_inside_prose_and_code_fence():
+    text = f"Sure! Here are the conversations:\n```json\n{json.dumps(GOOD, indent=2)}\n```\nHope this helps."
+    assert parse_conversations(text).conversations == GOOD
+
+
+def test_trailing_commas_single_quotes_and_role_aliases():
+    text = "[[{'role': 'student', 'content': 'Why is ice slippery?'}, {'role': 'tutor', 'content': 'What happens at its surface?'},],]"
+    parsed = parse_conversations(text)
+    assert parsed.conversations == GOOD
+    assert "read single-quoted JSON" in parsed.repairs
+    assert "role 'student' read as 'user'" in parsed.repairs and "role 'tutor' read as 'assistant'" in parsed.repairs
+
+
+def test_missing_closing_brackets_keep_complete_turns_only():
+    text = json.dumps(GOOD)[:-2] + ', {"role": "user", "content": "And wh'
+    parsed = parse_conversations(text)
+    assert parsed.conversations == GOOD
+    assert "closed unterminated brackets" in parsed.repairs or "cut trailing text" in parsed.repairs
+
+
+def test_single_conversation_and_wrapped_forms():
+    assert parse_conversations(json.dumps(GOOD[0])).conversations == GOOD
+    assert parse_conversations(json.dumps({"conversations": GOOD[0]})).conversations == GOOD
+    assert parse_conversations(json.dumps([{"messages": GOOD[0]}])).conversations == GOOD
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "empty reply"),
+        ("I am sorry, I cannot write that.", "no parseable JSON in the reply"),
+        ('[[{"role": "narrator", "content": "Once"}]]', "conversation 0: unknown role 'narrator'"),
+        ('[[{"role": "user", "content": ""}]]', "conversation 0: empty content in a user turn"),
+        ('[["just", "strings"]]', "conversation 0: a turn is not an object"),
+        ('[{"title": "no turns"}]', "conversation 0: not a list of turns"),
+    ],
+)
+def test_rejections_say_why(text, reason):
+    parsed = parse_conversations(text)
+    assert parsed.conversations == [] and parsed.rejected == [reason]
+
+
+def test_one_bad_conversation_does_not_sink_the_others():
+    text = json.dumps([GOOD[0], [{"role": "wizard", "content": "x"}]])
+    parsed = parse_conversations(text)
+    assert parsed.conversations == GOOD and parsed.rejected == ["conversation 1: unknown role 'wizard'"]
+
+
+def test_copies_of_the_prompt_example_are_recognised():
+    from tutorforge.datasets.prompts import EXAMPLE_CONVERSATION
+
+    assert copies_example(EXAMPLE_CONVERSATION)
+    assert not copies_example(GOOD[0])
+
+
+@pytest.mark.parametrize("path", REAL_REPLIES, ids=lambda p: p.stem)
+def test_real_small_model_replies(path):
+    """Whatever the small model wrote, parsing never crashes and every outcome is accounted for: each
+    conversation kept has canonical roles and text, anything else is rejected with a reason."""
+    fixture = json.loads(path.read_text())
+    parsed = parse_conversations(fixture["reply"])
+    assert parsed.conversations or parsed.rejected
+    for conversation in parsed.conversations:
+        assert all(turn["role"] in ("system", "user", "assistant") and turn["content"].strip() for turn in conversation)
+    expected = fixture.get("expected")
+    if expected is not None:
+        assert len(parsed.conversations) == expected["conversations"]
+        assert parsed.rejected == expected["rejected"]
+        assert [structure_problem(c) for c in parsed.conversations] == expected["structure_problems"]
