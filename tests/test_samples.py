@@ -1,5 +1,5 @@
-"""The bundled sample data is well-formed: every file parses, dialogues alternate roles and end with the tutor,
-counts and coverage match the README, labels point at real documents, and every document yields its text."""
+"""The bundled sample data is well-formed: every file parses, dialogues alternate roles and end with the
+tutor, counts and coverage match the README, labels point at real documents, every document yields text."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pypdf import PdfReader
 
 from tutorforge.core.names import validate_name
 from tutorforge.datasets.formats import RecordFormat, parse_file
+from tutorforge.datasets.quality import quality_signals
 from tutorforge.samples import (
     SAMPLES_DIR,
     array_dialogues,
@@ -100,7 +101,8 @@ def test_material_covers_required_subjects_and_formats() -> None:
     for document in documents:
         topics.setdefault(document.category, set()).add(document.topic)
     for category, required in REQUIRED_TOPICS.items():
-        assert required <= topics.get(category, set()), f"{category} misses {required - topics.get(category, set())}"
+        missing = required - topics.get(category, set())
+        assert not missing, f"{category} misses {missing}"
     formats = Counter(d.path.suffix for d in documents)
     assert formats[".html"] == 2 and formats[".txt"] == 2 and 1 <= formats[".pdf"] <= 2
     assert formats[".md"] == len(documents) - formats[".html"] - formats[".txt"] - formats[".pdf"]
@@ -176,7 +178,10 @@ def test_starter_dialogues_are_not_near_duplicates() -> None:
     records = read_jsonl(starter_dialogues())
     openers = [next(t["content"] for t in r["conversations"] if t["role"] == "user") for r in records]
     assert len(set(openers)) == len(openers)
-    bags = [words(" ".join(t["content"] for t in r["conversations"] if t["role"] != "system")) for r in records]
+    bags = [
+        words(" ".join(turn["content"] for turn in record["conversations"] if turn["role"] != "system"))
+        for record in records
+    ]
     for (i, a), (j, b) in itertools.combinations(enumerate(bags), 2):
         assert len(a & b) / len(a | b) < 0.5, f"dialogues {i + 1} and {j + 1} are near-identical"
 
@@ -203,13 +208,14 @@ def test_instructions_and_scenarios() -> None:
     assert len(records) == 20
     for record in records:
         assert all(record[key].strip() for key in ("instruction", "context", "response"))
-        assert record["response"].rstrip().endswith("?"), record["instruction"]
+        assert "?" in record["response"], f"{record['instruction']!r}: a Socratic reply asks a question"
         assert_metadata(record["metadata"], record["instruction"])
     scenarios = read_jsonl(teacher_scenarios())
     assert len(scenarios) == 12
     assert len({s["name"] for s in scenarios}) == 12
     for scenario in scenarios:
-        assert all(scenario[key].strip() for key in ("name", "description", "expected_response", "category"))
+        for key in ("name", "description", "expected_response", "category"):
+            assert scenario[key].strip(), f"{scenario['name']!r}: empty {key}"
         assert len(scenario["expected_response"].split()) >= 60, scenario["name"]
 
 
@@ -217,7 +223,10 @@ def test_evaluation_items_are_held_out_and_mirrored_as_chatml() -> None:
     items = read_jsonl(evaluation_items())
     assert len(items) == 24
     starter_user_turns = {
-        t["content"].strip().lower() for r in read_jsonl(starter_dialogues()) for t in r["conversations"] if t["role"] == "user"
+        turn["content"].strip().lower()
+        for record in read_jsonl(starter_dialogues())
+        for turn in record["conversations"]
+        if turn["role"] == "user"
     }
     for item in items:
         assert item["query"].strip().lower() not in starter_user_turns, item["query"]
@@ -254,3 +263,10 @@ def test_datasets_parser_accepts_every_record(relative: str) -> None:
     assert parsed.format == RECORD_FILES[relative]
     assert not parsed.issues, parsed.issues
     assert len(parsed.records) == parsed.records_read > 0
+    if RECORD_FILES[relative] is RecordFormat.SCENARIO:
+        return
+    # Tutor replies ask rather than tell, by the same signals the dataset builder filters on.
+    for index, record in parsed.records:
+        signals = quality_signals(record["conversations"])
+        assert not signals.reveals_answer, f"{relative}[{index}]: a tutor turn reads as revealing the answer"
+        assert signals.question_rate >= 0.5, f"{relative}[{index}]: tutor asks too few questions"

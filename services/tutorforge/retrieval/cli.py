@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from tutorforge.core.cli_support import DEFAULT_ADDRESS, AddressOption, JsonOption, connect, console, print_json, rpc_errors, to_dict
 from tutorforge.v1 import retrieval_pb2 as pb
@@ -126,7 +126,7 @@ def ingest(
     if json_output:
         print_json(response)
     else:
-        table = Table("document", "outcome", "version", "written", "skipped", "duplicates / error")
+        table = Table(Column("document", no_wrap=True), "outcome", "version", "written", "skipped", "duplicates / error")
         for result in response.results:
             outcome = pb.IngestOutcome.Name(result.outcome).removeprefix("INGEST_OUTCOME_").lower()
             note = result.error or ", ".join(
@@ -191,7 +191,7 @@ def list_documents(
     if json_output:
         print_json({"documents": [to_dict(d) for d in documents], "next_page_token": token, "total_size": page.total_size})
         return
-    table = Table("document", "version", "type", "chunks", "bytes", "category", "topic", "source", title=f"{page.total_size} documents")
+    table = Table(Column("document", no_wrap=True), "version", "type", "chunks", "bytes", "category", "topic", "source", title=f"{page.total_size} documents")
     for d in documents:
         table.add_row(d.document_id, d.version, d.content_type, str(d.chunk_count), str(d.size_bytes), d.metadata.category, d.metadata.topic, d.metadata.source)
     console.print(table)

@@ -1,0 +1,197 @@
+"""Real training runs: Ray Train with CPU workers (DDP over gloo), the real SmolLM2, the starter dialogues,
+a few steps of short sequences, over real gRPC. Each starts a local Ray cluster (~20-100 s here)."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+
+from tutorforge.core.adapters import AdapterRegistry
+from tutorforge.core.models import chat_model_path, load_chat_tokenizer
+from tutorforge.core.storage import ArtifactStore
+from tutorforge.training.data import padded_batches, tokenize_records
+from tutorforge.training.loop import evaluate_loss
+from tutorforge.v1 import common_pb2, training_pb2, training_pb2_grpc
+
+pytestmark = pytest.mark.slow
+
+FAST = dict(batch_size=2, gradient_accumulation_steps=1, max_seq_length=256, learning_rate=1e-3)
+
+
+def request(max_steps: int, **arguments) -> training_pb2.StartTrainingRequest:
+    return training_pb2.StartTrainingRequest(
+        dataset="starter",
+        adapter_name="socratic",
+        arguments=training_pb2.TrainingArguments(max_steps=max_steps, **{**FAST, **arguments}),
+        resources=training_pb2.ResourceConfig(num_workers=2),
+        metadata={"subject": "mathematics", "grade_level": "elementary", "teaching_style": "socratic"},
+    )
+
+
+def wait_for(stub, job_id: str, predicate, timeout: float = 600) -> common_pb2.Job:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = stub.GetJob(training_pb2.GetJobRequest(job_id=job_id)).job
+        if predicate(job):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not get there in {timeout} s: {job}")
+
+
+def events_of(stub, job_id: str) -> list[common_pb2.JobEvent]:
+    return [response.event for response in stub.WatchJob(training_pb2.WatchJobRequest(job_id=job_id))]
+
+
+def mean_loss(model, examples, pad: int) -> float:
+    total, tokens = evaluate_loss(model, padded_batches(examples, 4, pad), "cpu")
+    return total / tokens
+
+
+def test_training_publishes_an_adapter_that_fits_the_data(serve, starter_dataset, starter_records) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    running, channel = serve("training")
+    store = running.runtime.store
+    starter_dataset(store, train=24, validation=6)
+    stub = training_pb2_grpc.TrainingServiceStub(channel)
+    job = stub.StartTraining(request(8, eval_steps=4, checkpoint_steps=4)).job
+    events = events_of(stub, job.id)
+    job = stub.GetJob(training_pb2.GetJobRequest(job_id=job.id)).job
+    assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error
+    assert job.result == "socratic"
+
+    # Per-step metrics streamed as events, in order, with an evaluation every 4 steps.
+    steps = [e for e in events if "loss" in e.metrics]
+    assert [e.step for e in steps] == list(range(1, 9))
+    assert all(e.total_steps == 8 for e in steps)
+    for name in ("loss", "learning_rate", "grad_norm", "tokens_per_second"):
+        assert all(e.metrics[name] > 0 for e in steps[1:]), name
+    assert [e.step for e in steps if "eval_loss" in e.metrics] == [4, 8]
+    assert [e.sequence for e in events] == sorted(e.sequence for e in events)
+
+    # Published with lineage and metadata; the run keeps TensorBoard events and a loss curve.
+    settings = running.runtime.settings
+    adapter = AdapterRegistry(store).get("socratic")
+    assert adapter.base_model == "SmolLM2-135M-Instruct" and adapter.rank == 16
+    assert adapter.target_modules == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    assert adapter.metadata["subject"] == "mathematics" and adapter.metadata["teaching_style"] == "socratic"
+    assert adapter.lineage["job_id"] == job.id
+    assert adapter.lineage["dataset"]["name"] == "starter" and adapter.lineage["dataset"]["version"] == job.labels["dataset_version"]
+    assert adapter.lineage["hyperparameters"]["arguments"]["learning_rate"] == pytest.approx(1e-3)
+    assert adapter.lineage["metrics"]["final_loss"] == pytest.approx(job.metrics["final_loss"])
+    assert "chat_template.jinja" in adapter.files or "tokenizer_config.json" in adapter.files
+    run = f"training/runs/{job.id}"
+    assert store.read_bytes(f"{run}/loss_curve.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any("tfevents" in key for key in store.walk(f"{run}/tensorboard"))
+
+    # The adapter fits the training dialogues better than the base model, and changes what it says.
+    tokenizer = load_chat_tokenizer(settings.models)
+    examples = tokenize_records(tokenizer, starter_records[:24], 256).examples
+    base = AutoModelForCausalLM.from_pretrained(chat_model_path(settings.models), dtype=torch.float32)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "I think 1/3 + 1/3 = 2/6. Am I right?"}], tokenize=False, add_generation_prompt=True
+    )
+    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        before_text = tokenizer.decode(base.generate(**inputs, max_new_tokens=24, do_sample=False)[0])
+    base_loss = mean_loss(base, examples, tokenizer.pad_token_id)
+    tuned = PeftModel.from_pretrained(base, str(AdapterRegistry(store).materialize(adapter, settings.models.cache_dir)))
+    tuned_loss = mean_loss(tuned, examples, tokenizer.pad_token_id)
+    with torch.no_grad():
+        after_text = tokenizer.decode(tuned.generate(**inputs, max_new_tokens=24, do_sample=False)[0])
+    assert tuned_loss < base_loss - 0.1, (base_loss, tuned_loss)
+    assert after_text != before_text
+
+
+def test_a_worker_crash_resumes_from_the_last_checkpoint(serve, starter_dataset) -> None:
+    """The last worker exits (os._exit) once at step 3; Ray Train restarts the group from the step-2
+    checkpoint (FailureConfig) and the run finishes."""
+    running, channel = serve("training", training__test_fault_step=3)
+    store = running.runtime.store
+    starter_dataset(store, train=16, validation=0)
+    stub = training_pb2_grpc.TrainingServiceStub(channel)
+    job = stub.StartTraining(request(4, checkpoint_steps=2)).job
+    events = events_of(stub, job.id)
+    job = stub.GetJob(training_pb2.GetJobRequest(job_id=job.id)).job
+    assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error
+    assert store.exists(f"training/runs/{job.id}/fault-injected")
+    # The crash came before step 3 finished; the restarted workers continued from the step-2
+    # checkpoint (a restart from scratch would have reported steps 1 and 2 again).
+    assert [e.step for e in events if "loss" in e.metrics] == [1, 2, 3, 4]
+    history = ArtifactStore(store.url).read_json(f"training/runs/{job.id}/metrics.json")
+    assert [r["step"] for r in history] == [1, 2, 3, 4]
+    assert AdapterRegistry(store).get("socratic").lineage["job_id"] == job.id
+
+
+def test_cancel_keeps_the_checkpoint_and_resume_finishes(serve, starter_dataset) -> None:
+    running, channel = serve("training")
+    store = running.runtime.store
+    starter_dataset(store, train=16, validation=0)
+    stub = training_pb2_grpc.TrainingServiceStub(channel)
+    job = stub.StartTraining(request(6, checkpoint_steps=1)).job
+    wait_for(stub, job.id, lambda j: j.metrics.get("step_seconds", 0) > 0)
+    stub.CancelJob(training_pb2.CancelJobRequest(job_id=job.id))
+    job = wait_for(stub, job.id, lambda j: j.state != common_pb2.JOB_STATE_RUNNING)
+    assert job.state == common_pb2.JOB_STATE_CANCELLED
+    assert "checkpoint is kept" in job.message
+    run = f"training/runs/{job.id}"
+    checkpoints = [name for name in store.list(run) if name.startswith("checkpoint-")]
+    assert checkpoints, "the last checkpoint must survive a cancel"
+    stopped_at = max(r["step"] for r in store.read_json(f"{run}/metrics.json"))
+    assert stopped_at < 6
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.CancelJob(training_pb2.CancelJobRequest(job_id=job.id))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+    resumed = stub.ResumeJob(training_pb2.ResumeJobRequest(job_id=job.id)).job
+    assert resumed.id == job.id and resumed.state == common_pb2.JOB_STATE_QUEUED
+    events = events_of(stub, job.id)
+    job = stub.GetJob(training_pb2.GetJobRequest(job_id=job.id)).job
+    assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error
+    # Continued from the checkpoint taken at the cancel: across both attempts every step ran once.
+    assert [e.step for e in events if "loss" in e.metrics] == list(range(1, 7))
+    assert [r["step"] for r in store.read_json(f"{run}/metrics.json")] == list(range(1, 7))
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ResumeJob(training_pb2.ResumeJobRequest(job_id=job.id))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_job_survives_a_service_restart_and_resumes(serve, starter_dataset, tmp_path) -> None:
+    """Stop the server mid-run; a new server on the same store shows the job FAILED (interrupted, with
+    its history) and ResumeJob finishes it from the last checkpoint."""
+    running, channel = serve("training")
+    store = running.runtime.store
+    starter_dataset(store, train=16, validation=0)
+    stub = training_pb2_grpc.TrainingServiceStub(channel)
+    job = stub.StartTraining(request(5, checkpoint_steps=1)).job
+    wait_for(stub, job.id, lambda j: j.metrics.get("step_seconds", 0) > 0)
+    before = events_of_until_now(stub, job.id)
+    running.stop(grace=1)
+
+    _, channel = serve("training", settings=running.runtime.settings)
+    stub = training_pb2_grpc.TrainingServiceStub(channel)
+    job = stub.GetJob(training_pb2.GetJobRequest(job_id=job.id)).job
+    assert job.state == common_pb2.JOB_STATE_FAILED
+    assert "jobs resume" in job.error
+    events = events_of(stub, job.id)
+    assert [e.sequence for e in events[: len(before)]] == [e.sequence for e in before]
+    stub.ResumeJob(training_pb2.ResumeJobRequest(job_id=job.id))
+    events_of(stub, job.id)
+    job = stub.GetJob(training_pb2.GetJobRequest(job_id=job.id)).job
+    assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error
+    assert [r["step"] for r in store.read_json(f"training/runs/{job.id}/metrics.json")] == list(range(1, 6))
+
+
+def events_of_until_now(stub, job_id: str) -> list[common_pb2.JobEvent]:
+    job = stub.GetJob(training_pb2.GetJobRequest(job_id=job_id)).job
+    assert job.state == common_pb2.JOB_STATE_RUNNING
+    events = []
+    for response in stub.WatchJob(training_pb2.WatchJobRequest(job_id=job_id)):
+        events.append(response.event)
+        if "loss" in response.event.metrics:
+            break
+    return events
