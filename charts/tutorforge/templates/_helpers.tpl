@@ -257,3 +257,16 @@ securityContext:
     {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* A tutorforge service container's own environment: (dict "ctx" $ "service" "inference" "httpPort" 8000) */}}
+{{- define "tutorforge.serviceEnv" -}}
+{{- include "tutorforge.secretEnv" .ctx }}
+{{- if eq .service "inference" }}
+- name: TUTORFORGE_SERVER__HTTP_PORT
+  value: {{ .httpPort | quote }}
+{{- end }}
+{{- range $key, $value := (get .ctx.Values.services .service).env }}
+- name: {{ $key }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- end }}

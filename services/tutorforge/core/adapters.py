@@ -61,18 +61,7 @@ class AdapterRegistry:
         """Copy a PEFT adapter folder into the registry as the next version of `name`."""
         validate_name(name, "adapter name")
         local_dir = Path(local_dir)
-        config_file = local_dir / "adapter_config.json"
-        if not config_file.is_file():
-            raise InvalidArgument(f"{local_dir} is not a PEFT adapter folder: adapter_config.json is missing")
-        unsafe = sorted(p.name for p in local_dir.iterdir() if p.suffix in _UNSAFE_SUFFIXES)
-        if unsafe:
-            raise InvalidArgument(
-                f"{local_dir} holds pickle-based weights ({', '.join(unsafe)}); save the adapter with "
-                "safe_serialization=True (adapter_model.safetensors)"
-            )
-        if not (local_dir / "adapter_model.safetensors").is_file():
-            raise InvalidArgument(f"{local_dir} has no adapter_model.safetensors")
-        config = json.loads(config_file.read_text())
+        config = read_adapter_dir(local_dir)
         files = sorted(p.name for p in local_dir.iterdir() if p.is_file() and _ALLOWED_FILES.match(p.name))
         with self._lock:
             version = f"v{self._latest_number(name) + 1}"
@@ -82,9 +71,7 @@ class AdapterRegistry:
                 base_model=base_model,
                 created_at=time.time(),
                 files=files,
-                rank=int(config.get("r", 0)),
-                alpha=float(config.get("lora_alpha", 0)),
-                target_modules=sorted(_as_list(config.get("target_modules"))),
+                **lora_shape(config),
                 metadata={str(k): str(v) for k, v in (metadata or {}).items()},
                 lineage=dict(lineage or {}),
             )
@@ -156,6 +143,57 @@ class AdapterRegistry:
     def _latest_number(self, name: str) -> int:
         numbers = [int(m.group(1)) for e in self.store.list(f"adapters/{name}") if (m := _VERSION.match(e))]
         return max(numbers, default=0)
+
+
+def read_adapter_dir(local_dir: Path) -> dict[str, Any]:
+    """The adapter_config of a PEFT LoRA folder, after checking that it is complete and safe to load:
+    safetensors weights only, a LoRA config, and a weights header that holds LoRA A/B matrices."""
+    local_dir = Path(local_dir)
+    config_file = local_dir / "adapter_config.json"
+    if not config_file.is_file():
+        raise InvalidArgument(f"{local_dir} is not a PEFT adapter folder: adapter_config.json is missing")
+    unsafe = sorted(p.name for p in local_dir.iterdir() if p.suffix in _UNSAFE_SUFFIXES)
+    if unsafe:
+        raise InvalidArgument(
+            f"{local_dir} holds pickle-based weights ({', '.join(unsafe)}); save the adapter with "
+            "safe_serialization=True (adapter_model.safetensors)"
+        )
+    weights = local_dir / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise InvalidArgument(f"{local_dir} has no adapter_model.safetensors")
+    try:
+        config = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InvalidArgument(f"{config_file} is not valid JSON: {error}") from error
+    if not isinstance(config, dict) or str(config.get("peft_type", "LORA")).upper() != "LORA":
+        raise InvalidArgument(f"{config_file} does not describe a LoRA adapter (peft_type must be LORA)")
+    names = _safetensors_names(weights)
+    if not any("lora_A" in n for n in names) or not any("lora_B" in n for n in names):
+        raise InvalidArgument(f"{weights} holds no LoRA weights (lora_A/lora_B tensors)")
+    return config
+
+
+def lora_shape(config: dict[str, Any]) -> dict[str, Any]:
+    """rank, alpha and target_modules of an adapter_config, as AdapterVersion holds them."""
+    return {
+        "rank": int(config.get("r", 0)),
+        "alpha": float(config.get("lora_alpha", 0)),
+        "target_modules": sorted(_as_list(config.get("target_modules"))),
+    }
+
+
+def _safetensors_names(path: Path) -> list[str]:
+    """Tensor names from a safetensors header (8-byte little-endian length, then JSON), without loading it."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        size = int.from_bytes(head, "little") if len(head) == 8 else 0
+        if not 0 < size <= 100 * 1024 * 1024:
+            raise InvalidArgument(f"{path} is not a safetensors file")
+        try:
+            header = json.loads(handle.read(size))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise InvalidArgument(f"{path} is not a safetensors file: {error}") from error
+    return [name for name in header if name != "__metadata__"]
 
 
 def _as_list(value: Any) -> list[str]:

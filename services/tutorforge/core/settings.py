@@ -80,6 +80,8 @@ class InferenceSettings(BaseModel):
     max_queue_size: int = 64
     default_max_tokens: int = 256
     max_new_tokens_limit: int = 2048
+    # torch intra-op threads of the embedded engine.
+    threads: int = 2
     # Folders from which adapters may be loaded besides the registry.
     adapter_roots: list[Path] = Field(default_factory=list)
 

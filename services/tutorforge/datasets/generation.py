@@ -283,7 +283,8 @@ class DocumentSource:
         what = "grounded dialogue generation"
         question = _chat(
             stub,
-            [{"role": "user", "content": prompts.STUDENT_QUESTION_TEMPLATE.format(PASSAGE=chunk.text)}],
+            [{"role": "system", "content": prompts.STUDENT_SYSTEM},
+             {"role": "user", "content": prompts.STUDENT_QUESTION_TEMPLATE.format(PASSAGE=chunk.text)}],
             self.model, parameters, what,
         ).strip()
         if not question:
@@ -298,7 +299,8 @@ class DocumentSource:
             if exchange + 1 < self.exchanges:
                 reply = _chat(
                     stub,
-                    [{"role": "user", "content": prompts.STUDENT_FOLLOW_UP_TEMPLATE.format(QUESTION=tutor, PASSAGE=chunk.text)}],
+                    [{"role": "system", "content": prompts.STUDENT_SYSTEM},
+                     {"role": "user", "content": prompts.STUDENT_FOLLOW_UP_TEMPLATE.format(QUESTION=tutor, PASSAGE=chunk.text)}],
                     self.model, parameters, what,
                 ).strip()
                 if not reply:

@@ -31,6 +31,9 @@ Now write the JSON for {TOPIC}."""
 
 GENERAL_TOPIC = "a different school subject for each conversation (for example maths, science, history, language)"
 
+# Without a system turn the inference service answers as the Socratic tutor; the student side needs its own.
+STUDENT_SYSTEM = "You play a curious school student. You write only what the student says, in one or two sentences."
+
 STUDENT_QUESTION_TEMPLATE = """Here is a passage from a lesson:
 
 {PASSAGE}

@@ -49,12 +49,13 @@ def _candidates(text: str) -> list[str]:
     return spans
 
 
-def _close_brackets(text: str) -> str:
-    """Drop an unfinished trailing string/value and close the brackets left open."""
+def _scan(text: str) -> tuple[list[str], int, int | None]:
+    """(closing brackets still owed at the end, index after the last closing bracket, end of the first
+    complete top-level value or None), ignoring brackets inside strings."""
     stack: list[str] = []
     in_string = False
     escaped = False
-    last_complete = 0
+    last_close = 0
     for i, char in enumerate(text):
         if in_string:
             if escaped:
@@ -70,33 +71,23 @@ def _close_brackets(text: str) -> str:
             stack.append("]" if char == "[" else "}")
         elif char in "]}":
             if not stack:
-                return text[:i]
+                return stack, last_close, i
             stack.pop()
-            last_complete = i + 1
+            last_close = i + 1
             if not stack:
-                return text[: i + 1]
-    # Cut back to the last closed object so a half-written turn is dropped rather than invented.
-    head = text[:last_complete] if last_complete else text
-    stack = []
-    in_string = False
-    escaped = False
-    for char in head:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-            continue
-        if char == '"':
-            in_string = True
-        elif char in "[{":
-            stack.append("]" if char == "[" else "}")
-        elif char in "]}" and stack:
-            stack.pop()
-    head = head.rstrip().rstrip(",")
-    return head + "".join(reversed(stack))
+                return stack, last_close, i + 1
+    return stack, last_close, None
+
+
+def _close_brackets(text: str) -> str:
+    """Keep the first complete value; or cut back to the last closed object (so a half-written turn is
+    dropped rather than invented) and close the brackets left open."""
+    _, last_close, end = _scan(text)
+    if end is not None:
+        return text[:end]
+    head = (text[:last_close] if last_close else text).rstrip().rstrip(",")
+    owed, _, _ = _scan(head)
+    return head + "".join(reversed(owed))
 
 
 def _load(span: str, repairs: list[str]) -> Any:

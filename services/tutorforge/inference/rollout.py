@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -202,7 +202,7 @@ def _plan_tgi_patch(deployment: dict[str, Any], name: str, entry: str) -> tuple[
         else:
             operations.append({"op": "replace", "path": f"{base}/args/{arg_index}",
                                "value": f"{ADAPTERS_ARG}={value}"})
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if deployment["spec"]["template"].get("metadata", {}).get("annotations") is None:
         operations.append({"op": "add", "path": "/spec/template/metadata/annotations", "value": {RESTARTED_AT: now}})
     else:

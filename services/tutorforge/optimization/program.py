@@ -56,7 +56,7 @@ def format_metadata(metadata: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _material(system: str) -> str:
+def material(system: str) -> str:
     """The teaching material of a system turn: what follows its "Context:"/"Passage:" label, else all of it."""
     match = _MATERIAL_LABEL.search(system)
     return system[match.end():] if match else system
@@ -77,7 +77,7 @@ def example_from_record(record: dict[str, Any]) -> dspy.Example | None:
             break
     if not query.strip() or not reference.strip():
         return None
-    context = record.get("context") or source.get("context") or metadata.get("context") or _material(system)
+    context = record.get("context") or source.get("context") or metadata.get("context") or material(system)
     return dspy.Example(
         query=query.strip(),
         context=str(context).strip(),

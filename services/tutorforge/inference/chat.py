@@ -1,0 +1,131 @@
+"""The tutor chat: a Socratic system prompt, retrieved passages with source tags, and citations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from tutorforge.core.errors import FailedPrecondition, InvalidArgument, Unavailable
+from tutorforge.inference.programs import ChatProgram
+from tutorforge.inference.types import Citation
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a patient Socratic tutor. Help the student find the answer themselves: ask one guiding "
+    "question at a time, start from what they already know, give a hint instead of the full solution, and "
+    "ask them to explain their reasoning. When they are right, say so briefly and take them one step "
+    "further; when they are wrong, point at the step that needs another look. Keep replies short, clear "
+    "and encouraging, and never make up facts."
+)
+_MATERIAL_HEADER = (
+    "Course material for this question (cite a passage by its tag, like [1], when you use it; if the "
+    "material does not cover the question, say so):"
+)
+# Passages go into the prompt shortened: prefill on CPU costs ~ms per token, and the start of a chunk
+# carries most of its meaning. Citations keep the whole text.
+_PASSAGE_CHARS = 700
+ROLES = ("system", "user", "assistant")
+MAX_TURNS = 64
+
+
+@dataclass
+class RetrievalOptions:
+    enabled: bool = False
+    # 0 = the retrieval service's default.
+    limit: int = 0
+    score_threshold: float | None = None
+    # tutorforge.v1.MetadataFilter messages, passed through to the retrieval service.
+    filters: list[Any] = field(default_factory=list)
+    # tutorforge.v1.SearchMode value; 0 = the service's default.
+    mode: int = 0
+
+
+class Retriever:
+    """Searches the retrieval service over gRPC and turns hits into citations."""
+
+    def __init__(self, channel: Callable[[], grpc.Channel], address: str):
+        self._channel = channel
+        self._address = address
+
+    def search(self, query: str, options: RetrievalOptions) -> list[Citation]:
+        from tutorforge.v1 import retrieval_pb2, retrieval_pb2_grpc
+
+        request = retrieval_pb2.SearchRequest(query=query, limit=options.limit, filters=options.filters, mode=options.mode)
+        if options.score_threshold is not None:
+            request.score_threshold = options.score_threshold
+        try:
+            response = retrieval_pb2_grpc.RetrievalServiceStub(self._channel()).Search(request, timeout=60)
+        except grpc.RpcError as error:
+            code = error.code() if hasattr(error, "code") else None
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                raise FailedPrecondition(
+                    f"no retrieval service at {self._address}; host it (`tutorforge serve retrieval inference`), "
+                    "set addresses.retrieval, or turn retrieval off for this chat"
+                ) from error
+            if code == grpc.StatusCode.UNAVAILABLE:
+                raise Unavailable(f"the retrieval service at {self._address} is unreachable: {error.details()}") from error
+            raise
+        return [
+            Citation(
+                tag=f"[{index}]",
+                document_id=hit.document_id,
+                chunk_index=hit.chunk_index,
+                source=hit.metadata.source or hit.document_id,
+                score=hit.score,
+                text=hit.text,
+            )
+            for index, hit in enumerate(response.hits, start=1)
+        ]
+
+
+def validate_messages(messages: list[dict[str, str]]) -> None:
+    if not messages:
+        raise InvalidArgument("messages is empty: send at least one user turn")
+    if len(messages) > MAX_TURNS:
+        raise InvalidArgument(f"{len(messages)} turns is too many: send at most {MAX_TURNS}")
+    for index, message in enumerate(messages):
+        if message["role"] not in ROLES:
+            raise InvalidArgument(f"messages[{index}].role {message['role']!r} is not one of {', '.join(ROLES)}")
+        if message["role"] == "system" and index != 0:
+            raise InvalidArgument(f"messages[{index}] is a system turn: only the first turn may be one")
+    if messages[-1]["role"] != "user" or not messages[-1]["content"].strip():
+        raise InvalidArgument("the last turn must be the student's (role 'user') and not empty")
+
+
+def retrieval_query(messages: list[dict[str, str]]) -> str:
+    """The student's last question; a very short follow-up ("why?") carries the one before it."""
+    user_turns = [m["content"].strip() for m in messages if m["role"] == "user"]
+    query = user_turns[-1]
+    if len(query.split()) < 4 and len(user_turns) > 1:
+        query = f"{user_turns[-2]} {query}"
+    return query
+
+
+def build_prompt(
+    messages: list[dict[str, str]],
+    citations: list[Citation],
+    system_prompt: str = "",
+    program: ChatProgram | None = None,
+) -> list[dict[str, str]]:
+    """The ChatML turns the model sees: system prompt (+ tagged passages), demonstrations, conversation."""
+    conversation = list(messages)
+    if conversation[0]["role"] == "system":
+        system = conversation.pop(0)["content"]
+    else:
+        system = system_prompt or (program.instructions if program else "") or DEFAULT_SYSTEM_PROMPT
+    if citations:
+        passages = "\n\n".join(
+            f"{c.tag} (source: {c.source})\n{_shorten(c.text)}" for c in citations
+        )
+        system = f"{system}\n\n{_MATERIAL_HEADER}\n\n{passages}"
+    demonstrations = list(program.demonstrations) if program else []
+    return [{"role": "system", "content": system}, *demonstrations, *conversation]
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) <= _PASSAGE_CHARS:
+        return text
+    return text[:_PASSAGE_CHARS].rsplit(" ", 1)[0] + " …"

@@ -1,0 +1,148 @@
+"""The inference service's domain logic, shared by the gRPC servicer and the OpenAI-compatible HTTP door."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tutorforge.core.adapters import AdapterRegistry
+from tutorforge.core.errors import FailedPrecondition, InvalidArgument
+from tutorforge.core.runtime import Runtime
+from tutorforge.core.settings import Settings
+from tutorforge.inference.adapters import AdapterManager
+from tutorforge.inference.chat import RetrievalOptions, Retriever, build_prompt, retrieval_query, validate_messages
+from tutorforge.inference.engine import Engine, create_engine
+from tutorforge.inference.programs import RESOLVER_MODULE, ChatProgramResolver, load_program_resolver
+from tutorforge.inference.types import AdapterStatus, Citation, GenerationRequest, GenerationStream, SamplingParams
+
+MAX_STOP_STRINGS = 8
+MAX_STOP_CHARS = 200
+
+
+@dataclass
+class ChatTurn:
+    """A started tutor reply: the passages it is grounded on, and the stream of its tokens."""
+
+    citations: list[Citation]
+    stream: GenerationStream
+
+
+class InferenceService:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        adapters: AdapterManager,
+        retriever: Retriever | None = None,
+        programs: ChatProgramResolver | None = None,
+    ):
+        self.settings = settings
+        self.engine = engine
+        self.adapters = adapters
+        self.retriever = retriever
+        self.programs = programs
+
+    @classmethod
+    def from_runtime(cls, runtime: Runtime) -> InferenceService:
+        settings = runtime.settings
+        engine = create_engine(settings)
+        return cls(
+            settings,
+            engine,
+            AdapterManager(AdapterRegistry(runtime.store), engine, settings),
+            Retriever(lambda: runtime.channel("retrieval"), settings.address_of("retrieval")),
+            load_program_resolver(runtime.store),
+        )
+
+    @property
+    def base_model(self) -> str:
+        return self.engine.base_model
+
+    def sampling(
+        self,
+        max_tokens: int = 0,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+        ignore_eos: bool = False,
+    ) -> SamplingParams:
+        """Validated sampling parameters; unset values take the configured defaults."""
+        limit = self.settings.inference.max_new_tokens_limit
+        if max_tokens < 0 or max_tokens > limit:
+            raise InvalidArgument(f"max_tokens {max_tokens} is out of range: use 1..{limit} (0 = default)")
+        if temperature is not None and (not math.isfinite(temperature) or not 0 <= temperature <= 10):
+            raise InvalidArgument(f"temperature {temperature} is out of range: use 0 (greedy) .. 10")
+        if top_p is not None and (not math.isfinite(top_p) or not 0 < top_p <= 1):
+            raise InvalidArgument(f"top_p {top_p} is out of range: use a value in (0, 1]")
+        stops = tuple(stop)
+        if len(stops) > MAX_STOP_STRINGS or any(not s or len(s) > MAX_STOP_CHARS for s in stops):
+            raise InvalidArgument(
+                f"stop takes at most {MAX_STOP_STRINGS} non-empty strings of at most {MAX_STOP_CHARS} characters"
+            )
+        return SamplingParams(
+            max_tokens=max_tokens or self.settings.inference.default_max_tokens,
+            temperature=temperature or 0.0,
+            top_p=top_p or 1.0,
+            stop=stops,
+            seed=seed,
+            ignore_eos=ignore_eos,
+        )
+
+    def generate(
+        self, prompt: str, params: SamplingParams, adapter: str = "", fallback_to_base: bool = False
+    ) -> GenerationStream:
+        """Complete a raw prompt (no chat template)."""
+        if not prompt.strip():
+            raise InvalidArgument("prompt is empty: send the text to complete")
+        return self._submit(GenerationRequest(params=params, prompt=prompt), adapter, fallback_to_base)
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        params: SamplingParams,
+        adapter: str = "",
+        fallback_to_base: bool = False,
+        retrieval: RetrievalOptions | None = None,
+        system_prompt: str = "",
+        program: str = "",
+    ) -> ChatTurn:
+        """One tutor turn: retrieve passages for the student's question, then answer grounded on them."""
+        validate_messages(messages)
+        resolved = None
+        if program:
+            if self.programs is None:
+                raise FailedPrecondition(
+                    f"program {program!r} cannot be used: program support requires the optimization service "
+                    f"({RESOLVER_MODULE}) in this server"
+                )
+            resolved = self.programs.resolve(program)
+            adapter = adapter or resolved.adapter
+        citations: list[Citation] = []
+        if retrieval is not None and retrieval.enabled:
+            if self.retriever is None:
+                raise FailedPrecondition("retrieval is not configured for this inference service")
+            citations = self.retriever.search(retrieval_query(messages), retrieval)
+        prompt = build_prompt(messages, citations, system_prompt, resolved)
+        stream = self._submit(GenerationRequest(params=params, messages=prompt), adapter, fallback_to_base)
+        return ChatTurn(citations=citations, stream=stream)
+
+    def _submit(self, request: GenerationRequest, adapter: str, fallback_to_base: bool) -> GenerationStream:
+        choice = self.adapters.choose(adapter, fallback_to_base)
+        request.adapter = choice.adapter
+        stream = self.engine.submit(request)
+        stream.fell_back_to_base = choice.fell_back_to_base
+        return stream
+
+    def list_adapters(self) -> list[AdapterStatus]:
+        return self.adapters.list()
+
+    def load_adapter(self, name: str, version: str = "") -> AdapterStatus:
+        return self.adapters.load(name, version)
+
+    def unload_adapter(self, name: str) -> AdapterStatus:
+        return self.adapters.unload(name)
+
+    def close(self) -> None:
+        self.engine.close()

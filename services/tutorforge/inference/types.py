@@ -1,0 +1,144 @@
+"""Domain objects shared by the engines, the tutor chat, the gRPC servicer and the HTTP door."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+FinishReason = Literal["stop", "length", "cancelled"]
+BASE = ""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    # 0 = greedy.
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    # Keep generating past the end token (benchmarks that need a fixed number of tokens).
+    ignore_eos: bool = False
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass
+class GenerationRequest:
+    """Either a raw `prompt` (completed as is) or ChatML `messages` (rendered by the engine's template)."""
+
+    params: SamplingParams
+    prompt: str | None = None
+    messages: list[dict[str, str]] | None = None
+    # Adapter name; BASE ("") = the base model.
+    adapter: str = BASE
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    text: str
+    token_id: int
+
+
+@dataclass
+class GenerationSummary:
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason
+    adapter: str = BASE
+    fell_back_to_base: bool = False
+    time_to_first_token: float = 0.0
+    duration: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+Event = TokenEvent | GenerationSummary
+
+
+class GenerationStream:
+    """The consumer side of one generation: iterate for token events, then exactly one summary.
+
+    The engine pushes events from its own thread; `cancel()` (client went away) frees the request's slot."""
+
+    def __init__(self, adapter: str = BASE):
+        self.adapter = adapter
+        # Set by the service when the requested adapter was unavailable and the request allowed the base.
+        self.fell_back_to_base = False
+        self.submitted_at = time.perf_counter()
+        self._events: queue.SimpleQueue[Event | BaseException] = queue.SimpleQueue()
+        self._cancelled = threading.Event()
+
+    # Producer side.
+    def put(self, event: Event | BaseException) -> None:
+        self._events.put(event)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    # Consumer side.
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def __iter__(self) -> Iterator[Event]:
+        while True:
+            event = self._events.get()
+            if isinstance(event, BaseException):
+                raise event
+            if isinstance(event, GenerationSummary):
+                event.fell_back_to_base = self.fell_back_to_base
+                yield event
+                return
+            yield event
+
+    def collect(self) -> tuple[str, GenerationSummary]:
+        """Run to completion: the whole text and the summary."""
+        parts = []
+        for event in self:
+            if isinstance(event, TokenEvent):
+                parts.append(event.text)
+            else:
+                return "".join(parts), event
+        raise RuntimeError("generation ended without a summary")
+
+
+@dataclass(frozen=True)
+class Citation:
+    tag: str
+    document_id: str
+    chunk_index: int
+    source: str
+    score: float
+    text: str
+
+
+@dataclass
+class ChatReply:
+    content: str
+    citations: list[Citation]
+    summary: GenerationSummary
+
+
+@dataclass
+class AdapterStatus:
+    """What ListAdapters reports for one adapter."""
+
+    name: str
+    version: str = ""
+    base_model: str = ""
+    loaded: bool = False
+    registered: bool = False
+    rank: int = 0
+    target_modules: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    created_at: float = 0.0

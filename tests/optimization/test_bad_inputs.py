@@ -1,0 +1,67 @@
+"""Bad requests get a clear status before any work starts, and nothing stored is touched."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from optimization_helpers import store_starter
+
+from tutorforge.v1 import optimization_pb2 as pb
+from tutorforge.v1 import optimization_pb2_grpc
+
+
+def _status(call, request) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as raised:
+        call(request)
+    return raised.value.code(), raised.value.details()
+
+
+def test_bad_requests_are_refused_with_a_status_saying_what_to_fix(serve):
+    running, channel = serve("optimization", "datasets")
+    store = running.runtime.store
+    store_starter(store)
+    store_starter(store, name="no-validation", validation=0, version="0e")
+    stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
+    start = stub.StartOptimization
+    ok = {"name": "tutor", "dataset": "starter"}
+
+    code, details = _status(start, pb.StartOptimizationRequest(name="tutor", dataset="nope"))
+    assert code == grpc.StatusCode.NOT_FOUND and "tutorforge dataset build" in details
+    code, details = _status(start, pb.StartOptimizationRequest(**ok, adapter="ghost"))
+    assert code == grpc.StatusCode.NOT_FOUND and "ghost" in details
+    zero = pb.MetricWeights(context_usage=0, pedagogical_elements=0, length_ratio=0)
+    code, details = _status(start, pb.StartOptimizationRequest(**ok, weights=zero))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "sum to a positive number" in details
+    code, details = _status(start, pb.StartOptimizationRequest(**ok, optimizer=pb.OPTIMIZER_GEPA))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "reflection_lm" in details
+    code, details = _status(start, pb.StartOptimizationRequest(name="../x", dataset="starter"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "program name" in details
+    code, details = _status(start, pb.StartOptimizationRequest(**ok, budget=pb.OptimizerBudget(trials=-1)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+    evaluate = stub.Evaluate
+    base = [pb.EvaluationTarget(spec="base")]
+    code, details = _status(evaluate, pb.EvaluateRequest(dataset="no-validation", targets=base))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "no validation examples" in details
+    code, details = _status(evaluate, pb.EvaluateRequest(dataset="nope", targets=base))
+    assert code == grpc.StatusCode.NOT_FOUND
+    code, details = _status(evaluate, pb.EvaluateRequest(dataset="starter", targets=[pb.EvaluationTarget(spec="adapter:ghost")]))
+    assert code == grpc.StatusCode.NOT_FOUND and "ghost" in details
+    code, details = _status(evaluate, pb.EvaluateRequest(dataset="starter", targets=[pb.EvaluationTarget(spec="program:ghost")]))
+    assert code == grpc.StatusCode.NOT_FOUND and "tutorforge programs list" in details
+    code, details = _status(evaluate, pb.EvaluateRequest(dataset="starter", targets=[pb.EvaluationTarget(spec="model:x")]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "program:NAME[@ADAPTER]" in details
+    code, details = _status(evaluate, pb.EvaluateRequest(dataset="starter"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code, details = _status(evaluate, pb.EvaluateRequest(dataset="starter", targets=base, weights=zero))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "sum to a positive number" in details
+
+    code, _ = _status(stub.GetRun, pb.GetRunRequest(run_id="opti-missing"))
+    assert code == grpc.StatusCode.NOT_FOUND
+    code, _ = _status(stub.GetEvaluation, pb.GetEvaluationRequest(evaluation_id="eval-missing"))
+    assert code == grpc.StatusCode.NOT_FOUND
+    code, _ = _status(stub.GetProgram, pb.GetProgramRequest(name="ghost"))
+    assert code == grpc.StatusCode.NOT_FOUND
+    # Nothing was started or stored by the refused calls.
+    assert store.list("jobs") == [] and store.list("programs") == []
+    assert stub.ListPrograms(pb.ListProgramsRequest()).programs == []
