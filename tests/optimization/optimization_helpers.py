@@ -7,9 +7,8 @@ from pathlib import Path
 
 from tutorforge.core.storage import ArtifactStore
 from tutorforge.datasets.repository import DatasetInfo, DatasetRepository
-from tutorforge.v1 import common_pb2
+from tutorforge.v1 import common_pb2, optimization_pb2_grpc
 from tutorforge.v1 import optimization_pb2 as pb
-from tutorforge.v1 import optimization_pb2_grpc
 
 STARTER = Path(__file__).resolve().parents[2] / "services/tutorforge/samples/dialogues/starter.jsonl"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import grpc
 import pytest
 from optimization_helpers import store_starter
-
 from tutorforge.v1 import optimization_pb2 as pb
 from tutorforge.v1 import optimization_pb2_grpc
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from tutorforge.core.errors import InvalidArgument
 from tutorforge.optimization.metrics import (
     MetricWeights,

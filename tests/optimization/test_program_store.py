@@ -7,7 +7,6 @@ import json
 
 import dspy
 import pytest
-
 from tutorforge.core.errors import InvalidArgument, NotFound
 from tutorforge.core.storage import ArtifactStore
 from tutorforge.optimization.adapters import PlainAdapter, make_adapter
@@ -20,7 +19,13 @@ from tutorforge.optimization.program import (
     TutorProgram,
     example_from_record,
 )
-from tutorforge.optimization.report import EvaluationReport, load_report, render_markdown, report_files, save_report
+from tutorforge.optimization.report import (
+    EvaluationReport,
+    load_report,
+    render_markdown,
+    report_files,
+    save_report,
+)
 
 RECORD = {
     "id": "r1",

@@ -1,10 +1,11 @@
-"""Server interceptor: bearer-token authentication, domain error → gRPC status mapping, and one
-structured log line per call (method, status, duration)."""
+"""Server interceptor: bearer-token authentication, domain error → gRPC status mapping, one
+structured log line per call (method, status, duration), and draining for graceful shutdown."""
 
 from __future__ import annotations
 
 import hmac
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,13 +23,39 @@ _OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 class ServerInterceptor(grpc.ServerInterceptor):
     def __init__(self, api_token: str | None = None):
         self._expected = f"Bearer {api_token}".encode() if api_token else None
+        self._idle = threading.Condition()
+        self._in_flight = 0
+        self._draining = False
+
+    def begin_drain(self) -> None:
+        """Refuse new calls (UNAVAILABLE) while the ones in flight finish."""
+        with self._idle:
+            self._draining = True
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no call is in flight; False if `timeout` passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def _enter(self) -> bool:
+        with self._idle:
+            if self._draining:
+                return False
+            self._in_flight += 1
+            return True
+
+    def _leave(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
 
     def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
-        needs_auth = self._expected is not None and not method.startswith(_OPEN_PREFIXES)
+        is_open = method.startswith(_OPEN_PREFIXES)
+        needs_auth = self._expected is not None and not is_open
         metadata = dict(handler_call_details.invocation_metadata or ())
         authorized = not needs_auth or hmac.compare_digest(
             str(metadata.get("authorization", "")).encode(), self._expected or b""
@@ -36,56 +63,66 @@ class ServerInterceptor(grpc.ServerInterceptor):
 
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary, authorized),
+                self._wrap_unary(method, handler.unary_unary, authorized, is_open),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream, authorized),
+                self._wrap_stream(method, handler.unary_stream, authorized, is_open),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.stream_unary, authorized),
+                self._wrap_unary(method, handler.stream_unary, authorized, is_open),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._wrap_stream(method, handler.stream_stream, authorized),
+            self._wrap_stream(method, handler.stream_stream, authorized, is_open),
             handler.request_deserializer,
             handler.response_serializer,
         )
 
-    def _wrap_unary(self, method: str, behavior: Callable, authorized: bool) -> Callable:
+    def _wrap_unary(self, method: str, behavior: Callable, authorized: bool, is_open: bool) -> Callable:
         def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
-            if not authorized:
-                _finish(method, started, grpc.StatusCode.UNAUTHENTICATED)
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong 'authorization: Bearer <token>' metadata")
+            self._admit(method, started, context, authorized, is_open)
             try:
                 response = behavior(request, context)
             except Exception as error:
                 _abort(method, started, context, error)
+            finally:
+                if not is_open:
+                    self._leave()
             _finish(method, started, _code_of(context))
             return response
 
         return wrapper
 
-    def _wrap_stream(self, method: str, behavior: Callable, authorized: bool) -> Callable:
+    def _wrap_stream(self, method: str, behavior: Callable, authorized: bool, is_open: bool) -> Callable:
         def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
-            if not authorized:
-                _finish(method, started, grpc.StatusCode.UNAUTHENTICATED)
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong 'authorization: Bearer <token>' metadata")
+            self._admit(method, started, context, authorized, is_open)
             try:
                 yield from behavior(request, context)
             except Exception as error:
                 _abort(method, started, context, error)
+            finally:
+                if not is_open:
+                    self._leave()
             _finish(method, started, _code_of(context))
 
         return wrapper
+
+    def _admit(self, method: str, started: float, context: grpc.ServicerContext, authorized: bool, is_open: bool) -> None:
+        if not authorized:
+            _finish(method, started, grpc.StatusCode.UNAUTHENTICATED)
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong 'authorization: Bearer <token>' metadata")
+        if not is_open and not self._enter():
+            _finish(method, started, grpc.StatusCode.UNAVAILABLE)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry on another replica")
 
 
 def _code_of(context: grpc.ServicerContext) -> grpc.StatusCode:

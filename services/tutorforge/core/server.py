@@ -44,6 +44,7 @@ class RunningServer:
     port: int
     services: list[str]
     health: health.HealthServicer
+    interceptor: ServerInterceptor
 
     @property
     def address(self) -> str:
@@ -53,7 +54,12 @@ class RunningServer:
         """Drain: mark NOT_SERVING, refuse new calls, let in-flight calls finish within `grace`."""
         self.health.enter_graceful_shutdown()
         grace = self.runtime.settings.server.shutdown_grace_seconds if grace is None else grace
-        self.server.stop(grace).wait()
+        # Draining happens in the interceptor: grpc's own stop(grace) stops reading the request streams
+        # of client-streaming calls already in flight, so uploads would be cut off.
+        self.interceptor.begin_drain()
+        if not self.interceptor.wait_idle(grace):
+            log.warning("calls still in flight after %.0f s; cancelling them", grace)
+        self.server.stop(0).wait()
         self.runtime.close()
 
 
@@ -61,9 +67,10 @@ def start_server(settings: Settings, services: Sequence[str] = ("all",), port: i
     names = resolve_services(services)
     token = settings.server.api_token
     limits = settings.server.max_message_bytes
+    interceptor = ServerInterceptor(token.get_secret_value() if token else None)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server.max_workers, thread_name_prefix="grpc"),
-        interceptors=[ServerInterceptor(token.get_secret_value() if token else None)],
+        interceptors=[interceptor],
         options=[
             ("grpc.max_send_message_length", limits),
             ("grpc.max_receive_message_length", limits),
@@ -90,7 +97,9 @@ def start_server(settings: Settings, services: Sequence[str] = ("all",), port: i
     reflection.enable_server_reflection([*full_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     server.start()
     log.info("serving %s on port %d", ",".join(names), bound, extra={"fields": {"services": names, "port": bound}})
-    return RunningServer(server=server, runtime=runtime, port=bound, services=names, health=health_servicer)
+    return RunningServer(
+        server=server, runtime=runtime, port=bound, services=names, health=health_servicer, interceptor=interceptor
+    )
 
 
 def serve_forever(settings: Settings, services: Sequence[str], port: int | None = None) -> None:

@@ -173,6 +173,8 @@ def register(server: grpc.Server, runtime: Runtime) -> str:
     if runtime.settings.server.http_port:
         from tutorforge.inference.http import start_http_server
 
-        http = start_http_server(service, runtime.settings.server.host, runtime.settings.server.http_port)
+        server_settings = runtime.settings.server
+        token = server_settings.api_token.get_secret_value() if server_settings.api_token else None
+        http = start_http_server(service, server_settings.host, server_settings.http_port, token)
         runtime.on_shutdown(http.stop)
     return SERVICE_NAME

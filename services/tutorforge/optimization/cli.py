@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -21,9 +21,8 @@ from tutorforge.core.cli_support import (
     rpc_errors,
     to_dict,
 )
-from tutorforge.v1 import common_pb2
+from tutorforge.v1 import common_pb2, optimization_pb2_grpc
 from tutorforge.v1 import optimization_pb2 as pb
-from tutorforge.v1 import optimization_pb2_grpc
 
 OPTIMIZER_CHOICES = {
     "labeled-fewshot": pb.OPTIMIZER_LABELED_FEW_SHOT,
@@ -115,7 +114,7 @@ def optimize(
     max_tokens: Annotated[int, typer.Option(help="Tokens per reply (0 = 128).")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the example order and the optimizers.")] = 0,
     chain_of_thought: Annotated[bool, typer.Option("--chain-of-thought", help="Let the program reason before replying.")] = False,
-    weight: Annotated[Optional[list[str]], typer.Option("--weight", help="Metric weight NAME=VALUE (repeatable).")] = None,
+    weight: Annotated[list[str] | None, typer.Option("--weight", help="Metric weight NAME=VALUE (repeatable).")] = None,
     reflection_adapter: Annotated[str, typer.Option(help="GEPA's reflection LM: 'base' or an adapter.")] = "",
     dataset_version: Annotated[str, typer.Option("--dataset-version", help="Dataset version (default: newest).")] = "",
     address: AddressOption = DEFAULT_ADDRESS,
@@ -166,12 +165,12 @@ def comparison_table(report: pb.EvaluationReport) -> Table:
 def evaluate(
     dataset: Annotated[str, typer.Argument(help="Dataset whose validation split is evaluated.")],
     target: Annotated[list[str], typer.Option("--target", help="base, adapter:NAME or program:NAME[@ADAPTER] (repeatable).")],
-    report_dir: Annotated[Optional[Path], typer.Option("--report", help="Copy the report (JSON, Markdown, charts) here.")] = None,
+    report_dir: Annotated[Path | None, typer.Option("--report", help="Copy the report (JSON, Markdown, charts) here.")] = None,
     max_examples: Annotated[int, typer.Option(help="Cap on examples (0 = the whole validation split).")] = 0,
     threads: Annotated[int, typer.Option(help="Parallel LM calls (0 = server default).")] = 0,
     max_tokens: Annotated[int, typer.Option(help="Tokens per reply (0 = 128).")] = 0,
     lm_adapter: Annotated[str, typer.Option("--lm-adapter", help="Prompt format of base/adapter targets.")] = "auto",
-    weight: Annotated[Optional[list[str]], typer.Option("--weight", help="Metric weight NAME=VALUE (repeatable).")] = None,
+    weight: Annotated[list[str] | None, typer.Option("--weight", help="Metric weight NAME=VALUE (repeatable).")] = None,
     dataset_version: Annotated[str, typer.Option("--dataset-version", help="Dataset version (default: newest).")] = "",
     address: AddressOption = DEFAULT_ADDRESS,
     json_output: JsonOption = False,

@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from tutorforge.optimization.cli import comparison_table
-from tutorforge.v1 import common_pb2
+from tutorforge.v1 import common_pb2, optimization_pb2_grpc
 from tutorforge.v1 import optimization_pb2 as pb
-from tutorforge.v1 import optimization_pb2_grpc
 
 if TYPE_CHECKING:
     from tutorforge.demo import DemoContext

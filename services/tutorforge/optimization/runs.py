@@ -31,7 +31,7 @@ from tutorforge.optimization.evaluation import (
     score_outcomes,
     sentence_embedder,
 )
-from tutorforge.optimization.lm import InferenceLM, LmUsage
+from tutorforge.optimization.lm import InferenceLM, LmUsage, as_domain_error
 from tutorforge.optimization.metrics import Embed, MetricWeights
 from tutorforge.optimization.optimizers import (
     Budget,
@@ -48,6 +48,7 @@ from tutorforge.optimization.program import (
     examples_from_records,
 )
 from tutorforge.optimization.report import EvaluationReport, load_report, save_report
+from tutorforge.v1 import retrieval_pb2, retrieval_pb2_grpc
 
 DEFAULT_MAX_TOKENS = 128
 _RESTART_HINT = "start it again (the program or report was not saved)"
@@ -72,6 +73,8 @@ class OptimizationRequest:
     # Reflection LM for GEPA: an adapter name or "base"; empty = settings.optimization.reflection_lm.
     reflection_adapter: str = ""
     max_tokens: int = 0
+    # Replace each example's context by what the retrieval service finds for its query.
+    use_retrieval: bool = False
 
 
 @dataclass
@@ -86,6 +89,7 @@ class EvaluationRequest:
     # LM adapter of the "base" and "adapter:" targets; programs use the one they were optimized with.
     lm_adapter: LmAdapterKind | None = None
     max_tokens: int = 0
+    use_retrieval: bool = False
 
 
 class _Throttled:
@@ -108,10 +112,11 @@ class _Throttled:
 class OptimizationRuns:
     """The optimization service's domain: runs, programs, evaluations."""
 
-    def __init__(self, store: ArtifactStore, settings: Settings, inference_channel: Callable[[], grpc.Channel]):
+    def __init__(self, store: ArtifactStore, settings: Settings, channel: Callable[[str], grpc.Channel]):
         self.store = store
         self.settings = settings
-        self._channel = inference_channel
+        # channel("inference") / channel("retrieval"): the other services, as Runtime.channel gives them.
+        self._channel = channel
         self.runs = JobManager(store, "optimization")
         self.evaluations = JobManager(store, "evaluation")
         self.programs = ProgramRepository(store)
@@ -146,7 +151,20 @@ class OptimizationRuns:
         return requested or DEFAULT_MAX_TOKENS
 
     def _lm(self, adapter: str, max_tokens: int, usage: LmUsage, reporter: JobReporter) -> InferenceLM:
-        return InferenceLM(self._channel(), adapter, max_tokens=max_tokens, usage=usage, before_call=reporter.check_cancelled)
+        return InferenceLM(self._channel("inference"), adapter, max_tokens=max_tokens, usage=usage, before_call=reporter.check_cancelled)
+
+    def _retrieved(self, examples: list[dspy.Example], reporter: JobReporter) -> list[dspy.Example]:
+        """The examples with their context replaced by the passages the retrieval service finds for the query."""
+        stub = retrieval_pb2_grpc.RetrievalServiceStub(self._channel("retrieval"))
+        grounded = []
+        for example in examples:
+            reporter.check_cancelled()
+            try:
+                hits = stub.Search(retrieval_pb2.SearchRequest(query=example.query), timeout=120).hits
+            except grpc.RpcError as error:
+                raise as_domain_error(error, "retrieval for use_retrieval failed") from error
+            grounded.append(example.copy(context="\n\n".join(hit.text for hit in hits)) if hits else example)
+        return grounded
 
     def get_run(self, run_id: str) -> JobRecord:
         return self._manager(run_id).get(run_id)
@@ -206,6 +224,7 @@ class OptimizationRuns:
                 "chain_of_thought": request.chain_of_thought,
                 "weights": request.weights.to_json(),
                 "max_tokens": max_tokens,
+                "use_retrieval": request.use_retrieval,
                 "train_examples": len(train),
                 "validation_examples": len(validation),
                 **parameters(request.optimizer, budget, request.seed),
@@ -231,6 +250,9 @@ class OptimizationRuns:
         max_tokens: int,
         reflection: str,
     ) -> str:
+        if request.use_retrieval:
+            reporter.progress("retrieving context for the examples")
+            train, validation = self._retrieved(train, reporter), self._retrieved(validation, reporter)
         usage = LmUsage()
         lm = self._lm(request.adapter, max_tokens, usage, reporter)
         adapter = make_adapter(lm_adapter)
@@ -373,6 +395,7 @@ class OptimizationRuns:
                 "weights": request.weights.to_json(),
                 "examples": len(examples),
                 "max_tokens": max_tokens,
+                "use_retrieval": request.use_retrieval,
                 "threads": request.threads or self.settings.optimization.threads,
             },
         )
@@ -402,6 +425,9 @@ class OptimizationRuns:
         max_tokens: int,
     ) -> str:
         embed = self._embed()
+        if request.use_retrieval:
+            reporter.progress("retrieving context for the examples")
+            examples = self._retrieved(examples, reporter)
         threads = request.threads or self.settings.optimization.threads
         total = len(targets) * len(examples)
         done = 0

@@ -121,8 +121,6 @@ class OptimizationServicer(optimization_pb2_grpc.OptimizationServiceServicer):
         self.runs = runs
 
     def StartOptimization(self, request: pb.StartOptimizationRequest, context: grpc.ServicerContext) -> pb.StartOptimizationResponse:
-        if request.use_retrieval:
-            raise InvalidArgument("use_retrieval is not supported by optimization runs: examples take their context from the dataset")
         record = self.runs.start_optimization(
             OptimizationRequest(
                 name=request.name,
@@ -137,6 +135,7 @@ class OptimizationServicer(optimization_pb2_grpc.OptimizationServiceServicer):
                 lm_adapter=_enum(LM_ADAPTERS, request.lm_adapter, "lm_adapter"),
                 reflection_adapter=request.reflection_adapter,
                 max_tokens=request.max_tokens,
+                use_retrieval=request.use_retrieval,
             )
         )
         return pb.StartOptimizationResponse(run=job_to_proto(record))
@@ -159,8 +158,6 @@ class OptimizationServicer(optimization_pb2_grpc.OptimizationServiceServicer):
         return pb.GetProgramResponse(program=program_to_proto(info), state_json=json.dumps(state, indent=2, ensure_ascii=False))
 
     def Evaluate(self, request: pb.EvaluateRequest, context: grpc.ServicerContext) -> pb.EvaluateResponse:
-        if request.use_retrieval:
-            raise InvalidArgument("use_retrieval is not supported by evaluations: examples take their context from the dataset")
         record = self.runs.evaluate(
             EvaluationRequest(
                 dataset=request.dataset,
@@ -171,6 +168,7 @@ class OptimizationServicer(optimization_pb2_grpc.OptimizationServiceServicer):
                 threads=request.threads,
                 lm_adapter=_enum(LM_ADAPTERS, request.lm_adapter, "lm_adapter"),
                 max_tokens=request.max_tokens,
+                use_retrieval=request.use_retrieval,
             )
         )
         return pb.EvaluateResponse(run=job_to_proto(record))
@@ -184,7 +182,7 @@ class OptimizationServicer(optimization_pb2_grpc.OptimizationServiceServicer):
 
 
 def register(server: grpc.Server, runtime: Runtime) -> str:
-    runs = OptimizationRuns(runtime.store, runtime.settings, lambda: runtime.channel("inference"))
+    runs = OptimizationRuns(runtime.store, runtime.settings, runtime.channel)
     runs.recover_interrupted()
     optimization_pb2_grpc.add_OptimizationServiceServicer_to_server(OptimizationServicer(runs), server)
     return SERVICE_NAME

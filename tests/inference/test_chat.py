@@ -1,0 +1,180 @@
+"""The RAG tutor chat against a real retrieval service, over gRPC and the OpenAI-compatible HTTP door
+(driven by the official openai client)."""
+
+from __future__ import annotations
+
+import socket
+
+import grpc
+import openai
+import pytest
+
+from tutorforge.inference.chat import DEFAULT_SYSTEM_PROMPT, build_prompt
+from tutorforge.inference.types import Citation
+from tutorforge.v1 import common_pb2
+from tutorforge.v1 import inference_pb2 as pb
+from tutorforge.v1 import inference_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
+
+DOCUMENTS = {
+    "photosynthesis": (
+        "Photosynthesis is how plants make their own food. Chlorophyll in the leaves absorbs sunlight, the plant "
+        "takes in carbon dioxide through pores called stomata, and water rises from the roots. Using light energy "
+        "the plant turns carbon dioxide and water into glucose, and releases oxygen."
+    ),
+    "volcanoes": (
+        "Volcanoes form where magma rises to the surface, mostly at the edges of tectonic plates. When pressure "
+        "builds up the volcano erupts and lava flows down its sides."
+    ),
+}
+QUESTION = "How do plants make their own food?"
+RETRIEVAL = pb.RetrievalOptions(enabled=True, limit=2, score_threshold=0.2)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(module_serve):
+    port = _free_port()
+    running, channel = module_serve(
+        "inference", "retrieval", inference__threads=1, server__http_port=port,
+        retrieval__chunk_size_tokens=64, retrieval__chunk_overlap_tokens=8,
+    )
+    upload = []
+    for document_id, text in DOCUMENTS.items():
+        upload.append(
+            retrieval_pb2.IngestDocumentsRequest(
+                document=retrieval_pb2.DocumentHeader(
+                    document_id=document_id, filename=f"{document_id}.md",
+                    metadata=retrieval_pb2.DocumentMetadata(source=f"{document_id}.md", category="science"),
+                )
+            )
+        )
+        upload.append(retrieval_pb2.IngestDocumentsRequest(content=text.encode()))
+    retrieval_pb2_grpc.RetrievalServiceStub(channel).IngestDocuments(iter(upload))
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=300)
+    return inference_pb2_grpc.InferenceServiceStub(channel), client
+
+
+def _chat(question: str = QUESTION, retrieval: pb.RetrievalOptions = RETRIEVAL, **fields: object) -> pb.ChatRequest:
+    return pb.ChatRequest(
+        messages=[common_pb2.ChatMessage(role="user", content=question)],
+        parameters=pb.GenerationParameters(max_tokens=24),
+        retrieval=retrieval,
+        **fields,
+    )
+
+
+def test_chat_answers_with_citations_from_retrieval(server):
+    stub, _ = server
+    response = stub.Chat(_chat())
+    assert response.message.role == "assistant" and response.message.content.strip()
+    assert response.citations, "retrieval found nothing"
+    first = response.citations[0]
+    assert first.tag == "[1]" and first.document_id == "photosynthesis"
+    assert first.source == "photosynthesis.md" and first.score > 0.2 and "chlorophyll" in first.text.lower()
+    assert [c.tag for c in response.citations] == [f"[{i}]" for i in range(1, len(response.citations) + 1)]
+    assert response.summary.usage.prompt_tokens > 60  # the passages are in the prompt
+
+
+def test_chat_stream_sends_citations_then_tokens_then_summary(server):
+    stub, _ = server
+    events = list(stub.ChatStream(pb.ChatStreamRequest(messages=_chat().messages, parameters=_chat().parameters, retrieval=RETRIEVAL)))
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds[0] == "citations" and kinds[-1] == "summary"
+    assert set(kinds[1:-1]) == {"token"}
+    text = "".join(e.token.text for e in events[1:-1])
+    assert text == stub.Chat(_chat()).message.content
+
+
+def test_chat_without_retrieval_has_no_citations(server):
+    stub, _ = server
+    response = stub.Chat(_chat(retrieval=pb.RetrievalOptions(enabled=False)))
+    assert not response.citations
+    assert response.summary.usage.prompt_tokens < stub.Chat(_chat()).summary.usage.prompt_tokens
+
+
+@pytest.mark.parametrize(
+    ("messages", "fragment"),
+    [
+        ([], "messages is empty"),
+        ([("user", "hi"), ("assistant", "hello")], "last turn"),
+        ([("robot", "hi")], "role"),
+        ([("user", "hi"), ("system", "be brief"), ("user", "hi")], "system turn"),
+    ],
+)
+def test_chat_rejects_malformed_conversations(server, messages, fragment):
+    stub, _ = server
+    request = pb.ChatRequest(messages=[common_pb2.ChatMessage(role=r, content=c) for r, c in messages])
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Chat(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and fragment in caught.value.details()
+
+
+def test_unknown_program_is_refused(server):
+    stub, _ = server
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Chat(_chat(program="no-such-program"))
+    assert caught.value.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
+
+
+def test_prompt_carries_tutor_instructions_and_tagged_passages():
+    citation = Citation("[1]", "doc", 0, "doc.md", 0.9, "Water boils at 100 degrees Celsius at sea level.")
+    messages = build_prompt([{"role": "user", "content": "When does water boil?"}], [citation])
+    assert messages[0]["role"] == "system" and messages[0]["content"].startswith(DEFAULT_SYSTEM_PROMPT)
+    assert "[1] (source: doc.md)\nWater boils" in messages[0]["content"]
+    own = build_prompt([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], [])
+    assert own == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert build_prompt([{"role": "user", "content": "Hi"}], [], system_prompt="Custom.")[0]["content"] == "Custom."
+
+
+def test_openai_client_lists_models(server):
+    _, client = server
+    ids = [model.id for model in client.models.list()]
+    assert ids[0] == "SmolLM2-135M-Instruct"
+
+
+def test_openai_client_chat_completion_with_citations(server):
+    stub, client = server
+    completion = client.chat.completions.create(
+        model="SmolLM2-135M-Instruct",
+        messages=[{"role": "user", "content": QUESTION}],
+        max_tokens=24,
+        temperature=0,
+        extra_body={"retrieval": {"limit": 2, "score_threshold": 0.2}},
+    )
+    assert completion.object == "chat.completion"
+    assert completion.choices[0].message.content == stub.Chat(_chat()).message.content
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    assert completion.usage.completion_tokens > 0
+    citations = completion.model_extra["citations"]
+    assert citations[0]["document_id"] == "photosynthesis" and citations[0]["tag"] == "[1]"
+
+
+def test_openai_client_streams(server):
+    _, client = server
+    kwargs = dict(
+        model="SmolLM2-135M-Instruct",
+        messages=[{"role": "user", "content": QUESTION}],
+        max_tokens=16,
+        extra_body={"retrieval": False},
+    )
+    whole = client.chat.completions.create(**kwargs).choices[0].message.content
+    chunks = list(client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kwargs))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 16
+
+
+def test_openai_client_errors(server):
+    _, client = server
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-adapter", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="../etc", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=[], max_tokens=4)

@@ -1,0 +1,46 @@
+"""`tutorforge programs …`, `optimize` and `evaluate` through typer's CliRunner against a real server
+(the calls here need no model)."""
+
+from __future__ import annotations
+
+import json
+
+import dspy
+from optimization_helpers import store_starter
+from typer.testing import CliRunner
+
+from tutorforge.cli import app
+from tutorforge.datasets.repository import DatasetRepository
+from tutorforge.optimization.program import ProgramInfo, ProgramRepository, TutorProgram, examples_from_records
+
+runner = CliRunner()
+
+
+def test_programs_list_show_and_refused_runs(serve):
+    running, _ = serve("optimization", "datasets")
+    store = running.runtime.store
+    store_starter(store)
+    examples = examples_from_records(DatasetRepository(store).records("starter", "", "train"))
+    program = dspy.LabeledFewShot(k=2).compile(TutorProgram(), trainset=examples)
+    ProgramRepository(store).save(
+        program, ProgramInfo("tutor", "", "labeled-fewshot", "starter", "5a17e7", "", "plain", False, 0.2, 0.3, 8, 900)
+    )
+    address = ["--address", running.address]
+
+    listed = runner.invoke(app, ["programs", "list", "--json", *address])
+    assert listed.exit_code == 0, listed.output
+    programs = json.loads(listed.stdout)["programs"]
+    assert [(p["name"], p["version"], p["lm_calls"]) for p in programs] == [("tutor", "v1", "8")]
+
+    shown = runner.invoke(app, ["programs", "show", "tutor", "--state", "--json", *address])
+    assert shown.exit_code == 0, shown.output
+    assert len(json.loads(shown.stdout)["state"]["respond"]["demos"]) == 2
+    table = runner.invoke(app, ["programs", "show", "tutor", *address])
+    assert "0.200 → 0.300" in table.stdout
+
+    missing = runner.invoke(app, ["optimize", "nope", "--name", "t", *address])
+    assert missing.exit_code == 2 and "NOT_FOUND" in missing.output
+    bad_target = runner.invoke(app, ["evaluate", "starter", "--target", "model:x", *address])
+    assert bad_target.exit_code == 2 and "INVALID_ARGUMENT" in bad_target.output
+    bad_weight = runner.invoke(app, ["evaluate", "starter", "--target", "base", "--weight", "nonsense=1", *address])
+    assert bad_weight.exit_code != 0 and "NAME=VALUE" in bad_weight.output
