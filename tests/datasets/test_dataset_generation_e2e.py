@@ -9,7 +9,7 @@ from dataset_helpers import fixture_bytes
 
 from tutorforge import samples
 from tutorforge.datasets.repository import DatasetRepository
-from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
+from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc, inference_pb2, retrieval_pb2, retrieval_pb2_grpc
 
 pytest.importorskip("tutorforge.inference.servicer")
 pytestmark = pytest.mark.slow
@@ -64,3 +64,13 @@ def test_synthetic_and_document_sources(serve):
     synthetic = [r for r in records if r["source"]["kind"] == "synthetic"]
     for record in synthetic:
         assert record["conversations"][-1]["role"] == "assistant"
+
+    # An adapter the registry does not know: the job fails with the inference service's own reason.
+    missing = datasets_pb2.DatasetSource(synthetic=datasets_pb2.SyntheticSource(
+        topic="fractions", num_conversations=1, num_exchanges=1, model=inference_pb2.ModelSelection(adapter="no-such-adapter")))
+    job = stub.CreateDataset(datasets_pb2.CreateDatasetRequest(name="missing-adapter", sources=[missing])).job
+    list(stub.WatchDatasetJob(datasets_pb2.WatchDatasetJobRequest(job_id=job.id), timeout=600))
+    job = stub.GetDatasetJob(datasets_pb2.GetDatasetJobRequest(job_id=job.id)).job
+    assert job.state == common_pb2.JOB_STATE_FAILED
+    assert "synthetic generation: the inference service answered NOT_FOUND" in job.error and "no-such-adapter" in job.error
+    assert [info.name for info in repository.list()] == ["generated"]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tutorforge.datasets.generation import copies_example
+from tutorforge.datasets.generation import copies_example, faithfulness
+from tutorforge.datasets.quality import quality_signals
 from tutorforge.datasets.replies import parse_conversations
 from tutorforge.datasets.validation import structure_problem
 
@@ -90,3 +91,23 @@ def test_real_small_model_replies(path):
         assert len(parsed.conversations) == expected["conversations"]
         assert parsed.rejected == expected["rejected"]
         assert [structure_problem(c) for c in parsed.conversations] == expected["structure_problems"]
+
+
+def test_turns_run_together_in_one_object_are_refused_not_collapsed():
+    text = '[{"role": "user", "content": "Why?", "role": "assistant", "content": "What do you think?"}]'
+    parsed = parse_conversations(text)
+    assert parsed.conversations == []
+    assert parsed.rejected == ["an object repeats the key(s) ['content', 'role'] (turns run together in one object)"]
+    single_quoted = "[{'role': 'user', 'content': 'Why?', 'role': 'assistant'}]"
+    assert parse_conversations(single_quoted).conversations == []
+
+
+def test_real_grounded_reply_is_scored_and_flagged():
+    """The model's real tutor turn for a fractions passage: it uses the passage's words (so it passes the
+    lexical faithfulness bar) but hands over a (wrong) answer, which the answer-revealing signal catches."""
+    fixture = json.loads((Path(__file__).parent / "fixtures" / "real_replies" / "grounded_fractions.json").read_text())
+    score = faithfulness([fixture["tutor"]], fixture["passage"])
+    assert 0.3 <= score < 0.6
+    assert faithfulness(["What do you think the shadow of the moon tells us about pizza?"], fixture["passage"]) == 0.0
+    signals = quality_signals([{"role": "user", "content": fixture["question"]}, {"role": "assistant", "content": fixture["tutor"]}])
+    assert signals.reveals_answer and signals.question_rate == 0.0

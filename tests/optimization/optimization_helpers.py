@@ -13,7 +13,9 @@ from tutorforge.v1 import optimization_pb2 as pb
 STARTER = Path(__file__).resolve().parents[2] / "services/tutorforge/samples/dialogues/starter.jsonl"
 
 
-def store_starter(store: ArtifactStore, name: str = "starter", validation: int = 7, version: str = "5a17e7") -> DatasetInfo:
+def store_starter(
+    store: ArtifactStore, name: str = "starter", validation: int = 7, version: str = "5a17e7"
+) -> DatasetInfo:
     """The starter dialogues as dataset `name`: the last `validation` records are the validation split."""
     records = [json.loads(line) for line in STARTER.read_text().splitlines() if line.strip()]
     for index, record in enumerate(records):

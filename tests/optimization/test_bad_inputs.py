@@ -44,11 +44,17 @@ def test_bad_requests_are_refused_with_a_status_saying_what_to_fix(serve):
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "no validation examples" in details
     code, details = _status(evaluate, pb.EvaluateRequest(dataset="nope", targets=base))
     assert code == grpc.StatusCode.NOT_FOUND
-    code, details = _status(evaluate, pb.EvaluateRequest(dataset="starter", targets=[pb.EvaluationTarget(spec="adapter:ghost")]))
+    code, details = _status(
+        evaluate, pb.EvaluateRequest(dataset="starter", targets=[pb.EvaluationTarget(spec="adapter:ghost")])
+    )
     assert code == grpc.StatusCode.NOT_FOUND and "ghost" in details
-    code, details = _status(evaluate, pb.EvaluateRequest(dataset="starter", targets=[pb.EvaluationTarget(spec="program:ghost")]))
+    code, details = _status(
+        evaluate, pb.EvaluateRequest(dataset="starter", targets=[pb.EvaluationTarget(spec="program:ghost")])
+    )
     assert code == grpc.StatusCode.NOT_FOUND and "tutorforge programs list" in details
-    code, details = _status(evaluate, pb.EvaluateRequest(dataset="starter", targets=[pb.EvaluationTarget(spec="model:x")]))
+    code, details = _status(
+        evaluate, pb.EvaluateRequest(dataset="starter", targets=[pb.EvaluationTarget(spec="model:x")])
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "program:NAME[@ADAPTER]" in details
     code, details = _status(evaluate, pb.EvaluateRequest(dataset="starter"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT

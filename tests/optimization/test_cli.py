@@ -7,11 +7,15 @@ import json
 
 import dspy
 from optimization_helpers import store_starter
-from typer.testing import CliRunner
-
 from tutorforge.cli import app
 from tutorforge.datasets.repository import DatasetRepository
-from tutorforge.optimization.program import ProgramInfo, ProgramRepository, TutorProgram, examples_from_records
+from tutorforge.optimization.program import (
+    ProgramInfo,
+    ProgramRepository,
+    TutorProgram,
+    examples_from_records,
+)
+from typer.testing import CliRunner
 
 runner = CliRunner()
 
@@ -23,7 +27,10 @@ def test_programs_list_show_and_refused_runs(serve):
     examples = examples_from_records(DatasetRepository(store).records("starter", "", "train"))
     program = dspy.LabeledFewShot(k=2).compile(TutorProgram(), trainset=examples)
     ProgramRepository(store).save(
-        program, ProgramInfo("tutor", "", "labeled-fewshot", "starter", "5a17e7", "", "plain", False, 0.2, 0.3, 8, 900)
+        program,
+        ProgramInfo(
+            "tutor", "", "labeled-fewshot", "starter", "5a17e7", "", "plain", False, 0.2, 0.3, 8, 900
+        ),
     )
     address = ["--address", running.address]
 
@@ -42,5 +49,7 @@ def test_programs_list_show_and_refused_runs(serve):
     assert missing.exit_code == 2 and "NOT_FOUND" in missing.output
     bad_target = runner.invoke(app, ["evaluate", "starter", "--target", "model:x", *address])
     assert bad_target.exit_code == 2 and "INVALID_ARGUMENT" in bad_target.output
-    bad_weight = runner.invoke(app, ["evaluate", "starter", "--target", "base", "--weight", "nonsense=1", *address])
+    bad_weight = runner.invoke(
+        app, ["evaluate", "starter", "--target", "base", "--weight", "nonsense=1", *address]
+    )
     assert bad_weight.exit_code != 0 and "NAME=VALUE" in bad_weight.output

@@ -16,13 +16,17 @@ from tutorforge.optimization.metrics import (
     socratic,
 )
 
-CONTEXT = "Photosynthesis turns light energy, water and carbon dioxide into glucose and oxygen inside chloroplasts."
+CONTEXT = (
+    "Photosynthesis turns light energy, water and carbon dioxide into glucose and oxygen inside chloroplasts."
+)
 
 
 def test_context_usage_is_the_share_of_context_content_words_used() -> None:
     # Content words of the context: photosynthesis turns light energy water carbon dioxide glucose oxygen inside
     # chloroplasts -> 11; the reply uses light, energy, chloroplasts.
-    assert context_usage("Where does the light energy go in the chloroplasts?", CONTEXT) == pytest.approx(3 / 11)
+    assert context_usage("Where does the light energy go in the chloroplasts?", CONTEXT) == pytest.approx(
+        3 / 11
+    )
     assert context_usage("I like turtles.", CONTEXT) == 0.0
     assert context_usage(CONTEXT, CONTEXT) == 1.0
     # Function words do not count as using the material.
@@ -33,7 +37,10 @@ def test_context_usage_is_the_share_of_context_content_words_used() -> None:
 def test_pedagogical_elements_counts_the_four_teaching_moves() -> None:
     assert pedagogical_elements("Plants are green.") == 0.0
     assert pedagogical_moves("What do plants need?") == {
-        "question": True, "example": False, "explanation": False, "engagement": False
+        "question": True,
+        "example": False,
+        "explanation": False,
+        "engagement": False,
     }
     full = "Let's think: for example, a leaf in the dark stops, because light is needed. Why might that be?"
     assert pedagogical_elements(full) == 1.0
@@ -66,7 +73,11 @@ def test_default_weights_are_the_seeds_40_30_30() -> None:
     reply = "Let's see: for example light energy enters the chloroplasts, because plants need glucose. What comes out?"
     reference = "What do you think the chloroplasts make from light energy, water and carbon dioxide?"
     result = score_response(reply, context=CONTEXT, reference=reference, weights=MetricWeights())
-    expected = 0.4 * context_usage(reply, CONTEXT) + 0.3 * pedagogical_elements(reply) + 0.3 * length_ratio(reply, reference)
+    expected = (
+        0.4 * context_usage(reply, CONTEXT)
+        + 0.3 * pedagogical_elements(reply)
+        + 0.3 * length_ratio(reply, reference)
+    )
     assert result.score == pytest.approx(expected)
     assert result.similarity is None
 

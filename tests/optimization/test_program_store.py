@@ -30,7 +30,10 @@ from tutorforge.optimization.report import (
 RECORD = {
     "id": "r1",
     "conversations": [
-        {"role": "system", "content": "You are a Socratic tutor.\n\nContext: A fraction names equal parts of a whole."},
+        {
+            "role": "system",
+            "content": "You are a Socratic tutor.\n\nContext: A fraction names equal parts of a whole.",
+        },
         {"role": "user", "content": "Is 2/6 the same as 1/3?"},
         {"role": "assistant", "content": "What happens if you split each third into two equal parts?"},
         {"role": "user", "content": "I get sixths."},
@@ -41,9 +44,21 @@ RECORD = {
 
 
 def _info(name: str = "tutor") -> ProgramInfo:
-    return ProgramInfo(name=name, version="", optimizer="labeled-fewshot", dataset="d", dataset_version="abc",
-                       adapter="", lm_adapter="plain", chain_of_thought=False, baseline_score=0.2,
-                       optimized_score=0.3, lm_calls=4, lm_tokens=100, parameters={"seed": 0})
+    return ProgramInfo(
+        name=name,
+        version="",
+        optimizer="labeled-fewshot",
+        dataset="d",
+        dataset_version="abc",
+        adapter="",
+        lm_adapter="plain",
+        chain_of_thought=False,
+        baseline_score=0.2,
+        optimized_score=0.3,
+        lm_calls=4,
+        lm_tokens=100,
+        parameters={"seed": 0},
+    )
 
 
 def test_record_maps_to_a_teaching_example() -> None:
@@ -66,8 +81,12 @@ def test_programs_are_versioned_json_state_and_load_back_identically(tmp_path) -
     assert (first.version, second.version) == ("v1", "v2")
     # JSON, never pickle.
     files = sorted(store.walk("programs/tutor"))
-    assert files == ["programs/tutor/v1/info.json", "programs/tutor/v1/program.json",
-                     "programs/tutor/v2/info.json", "programs/tutor/v2/program.json"]
+    assert files == [
+        "programs/tutor/v1/info.json",
+        "programs/tutor/v1/program.json",
+        "programs/tutor/v2/info.json",
+        "programs/tutor/v2/program.json",
+    ]
     json.loads(store.read_text("programs/tutor/v1/program.json"))
     info, loaded = repository.load("tutor", "v1")
     assert info.chain_of_thought and loaded.chain_of_thought
@@ -88,10 +107,14 @@ def test_plain_adapter_sends_plain_chat_and_takes_the_whole_reply() -> None:
     assert "[[" not in json.dumps(messages) and "{" not in messages[1]["content"]
     assert messages[1]["content"].endswith("Is 2/6 the same as 1/3?")
     assert messages[2]["content"] == example.response
-    assert adapter.parse(TeachingSignature, "  Why do you think so?\n") == {"response": "Why do you think so?"}
+    assert adapter.parse(TeachingSignature, "  Why do you think so?\n") == {
+        "response": "Why do you think so?"
+    }
     chain = TutorProgram(chain_of_thought=True).respond.predict.signature
     assert adapter.parse(chain, "Thirds are bigger.\nResponse: What is 2 of 6?") == {
-        "reasoning": "Thirds are bigger.", "response": "What is 2 of 6?"}
+        "reasoning": "Thirds are bigger.",
+        "response": "What is 2 of 6?",
+    }
     assert adapter.parse(chain, "What is 2 of 6?") == {"reasoning": "", "response": "What is 2 of 6?"}
     with pytest.raises(InvalidArgument, match="plain, chat, json"):
         make_adapter("xml")
@@ -121,18 +144,32 @@ def test_report_is_saved_as_json_markdown_and_png(tmp_path) -> None:
     store = ArtifactStore(str(tmp_path / "store"))
     weights = MetricWeights()
     outcomes = []
-    for subject, reply in [("math", "What do you notice? For example, try halves."), ("physics", "The answer is 4.")]:
+    for subject, reply in [
+        ("math", "What do you notice? For example, try halves."),
+        ("physics", "The answer is 4."),
+    ]:
         outcome = Outcome("r", subject, "q?", "What do you see here?", reply, 1.5)
-        outcome.score = score_response(reply, context="halves thirds", reference=outcome.reference, weights=weights, similarity=0.5)
+        outcome.score = score_response(
+            reply, context="halves thirds", reference=outcome.reference, weights=weights, similarity=0.5
+        )
         outcomes.append(outcome)
     metrics = TargetMetrics.of("base", outcomes)
     assert metrics.question_rate == 0.5 and metrics.answer_reveal_rate == 0.5
     assert metrics.similarity == Summary(0.5, 0.5, 0.5, 0.0)
     assert set(metrics.score_per_subject) == {"math", "physics"}
-    report = save_report(store, EvaluationReport("eval-1", "d", "abc", weights.to_json(), [metrics],
-                                                 {"base": [o.to_json() for o in outcomes]}))
+    report = save_report(
+        store,
+        EvaluationReport(
+            "eval-1", "d", "abc", weights.to_json(), [metrics], {"base": [o.to_json() for o in outcomes]}
+        ),
+    )
     files = report_files(store, load_report(store, "eval-1"))
-    assert set(files) == {"report.json", "report.md", "charts/scores_per_target.png", "charts/score_per_subject.png"}
+    assert set(files) == {
+        "report.json",
+        "report.md",
+        "charts/scores_per_target.png",
+        "charts/score_per_subject.png",
+    }
     assert all(files[name].startswith(b"\x89PNG") for name in files if name.endswith(".png"))
     markdown = render_markdown(report)
     assert "| base |" in markdown and "charts/scores_per_target.png" in markdown

@@ -77,7 +77,8 @@ def test_round_trip_two_target_evaluation_and_chat_with_a_program(serve, tmp_pat
 
     before = reply(program)
     info = ProgramRepository(store).save(
-        program, ProgramInfo("fewshot", "", "labeled-fewshot", "starter", "5a17e7", "", "plain", False, 0, 0, 0, 0)
+        program,
+        ProgramInfo("fewshot", "", "labeled-fewshot", "starter", "5a17e7", "", "plain", False, 0, 0, 0, 0),
     )
     _, loaded = ProgramRepository(store).load("fewshot", info.version)
     assert reply(loaded) == before and before
@@ -86,7 +87,9 @@ def test_round_trip_two_target_evaluation_and_chat_with_a_program(serve, tmp_pat
     # Evaluation of two targets on the validation split.
     stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
     targets = [pb.EvaluationTarget(spec="base"), pb.EvaluationTarget(spec="program:fewshot")]
-    started = stub.Evaluate(pb.EvaluateRequest(dataset="starter", targets=targets, max_examples=2, max_tokens=24)).run
+    started = stub.Evaluate(
+        pb.EvaluateRequest(dataset="starter", targets=targets, max_examples=2, max_tokens=24)
+    ).run
     assert started.kind == "evaluation"
     run, events = wait_for(stub, started.id)
     assert run.state == common_pb2.JOB_STATE_SUCCEEDED, run.error
@@ -101,7 +104,12 @@ def test_round_trip_two_target_evaluation_and_chat_with_a_program(serve, tmp_pat
         assert target.similarity.max > 0 and target.mean_latency_seconds > 0
         assert set(target.score_per_subject) == {e.subject for e in validation[:2]}
     files = {f.path: f.content for f in response.files}
-    assert set(files) == {"report.json", "report.md", "charts/scores_per_target.png", "charts/score_per_subject.png"}
+    assert set(files) == {
+        "report.json",
+        "report.md",
+        "charts/scores_per_target.png",
+        "charts/score_per_subject.png",
+    }
     assert files["charts/scores_per_target.png"].startswith(b"\x89PNG")
     assert "| program:fewshot |" in files["report.md"].decode()
     assert json.loads(files["report.json"])["examples"]["base"][0]["response"]
@@ -110,8 +118,11 @@ def test_round_trip_two_target_evaluation_and_chat_with_a_program(serve, tmp_pat
     # The inference service's chat answers with the named program.
     chat = inference_pb2_grpc.InferenceServiceStub(channel)
     turn = [common_pb2.ChatMessage(role="user", content=example.query)]
-    answered = chat.Chat(inference_pb2.ChatRequest(messages=turn, program="fewshot",
-                                                   parameters=inference_pb2.GenerationParameters(max_tokens=16)))
+    answered = chat.Chat(
+        inference_pb2.ChatRequest(
+            messages=turn, program="fewshot", parameters=inference_pb2.GenerationParameters(max_tokens=16)
+        )
+    )
     assert answered.message.content
     with pytest.raises(grpc.RpcError) as missing:
         chat.Chat(inference_pb2.ChatRequest(messages=turn, program="ghost"))
@@ -125,7 +136,10 @@ def test_cancelling_a_run_stops_it_and_saves_nothing(serve):
     stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
     started = stub.StartOptimization(
         pb.StartOptimizationRequest(
-            name="cancelled", dataset="starter", optimizer=pb.OPTIMIZER_BOOTSTRAP_FEW_SHOT, max_tokens=32,
+            name="cancelled",
+            dataset="starter",
+            optimizer=pb.OPTIMIZER_BOOTSTRAP_FEW_SHOT,
+            max_tokens=32,
             budget=pb.OptimizerBudget(threads=1),
         )
     ).run

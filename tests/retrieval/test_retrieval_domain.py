@@ -18,7 +18,6 @@ from tutorforge.retrieval.edge_store import EdgeChunkStore
 from tutorforge.retrieval.server_store import ServerChunkStore
 from tutorforge.retrieval.service import DocumentUpload, RetrievalService
 from tutorforge.samples import material_dir
-from tutorforge.v1 import retrieval_pb2  # noqa: F401 - stubs must import
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect")
 

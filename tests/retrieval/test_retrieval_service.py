@@ -6,6 +6,7 @@ import threading
 
 import grpc
 from retrieval_helpers import FRACTIONS, LIBRARY, PHOTOSYNTHESIS, ROME, VOLCANOES, header, status_of, upload
+from tutorforge.retrieval.service import point_id
 from tutorforge.v1 import retrieval_pb2 as pb
 
 
@@ -29,6 +30,8 @@ def test_ingest_search_get_list_delete_stats(library):
     info = stub.GetDocument(pb.GetDocumentRequest(document_id="photosynthesis", include_chunks=True))
     assert info.document.content_type == "text/markdown" and info.document.chunk_count == len(info.chunks) >= 2
     assert [c.chunk_index for c in info.chunks] == list(range(info.document.chunk_count))
+    # Deterministic point ids: uuid5 of document id, version and chunk index.
+    assert top.point_id == point_id("photosynthesis", info.document.version, top.chunk_index)
     # Sentence-aware: chunks start at sentence starts and end at sentence ends.
     for chunk in info.chunks:
         assert chunk.text[-1] in ".!?" or chunk.text.startswith("#"), chunk.text
@@ -138,7 +141,8 @@ def test_changed_document_replaces_chunks_without_ever_mixing_versions(retrieval
 
     def searcher() -> None:
         request = pb.SearchRequest(query="fact water cycle", mode=pb.SEARCH_MODE_SPARSE, limit=100)
-        while not stop.is_set():
+        # Keep searching until the replace returned and a search saw its result.
+        while not (stop.is_set() and observed and observed[-1] == {"new"}) and len(observed) < 100_000:
             texts = [hit.text for hit in stub.Search(request).hits]
             observed.append({"old" if "alpha" in text else "new" if "beta" in text else "?" for text in texts})
 
@@ -151,7 +155,7 @@ def test_changed_document_replaces_chunks_without_ever_mixing_versions(retrieval
         thread.join()
     assert second.outcome == pb.INGEST_OUTCOME_UPDATED and second.version != first.version
     assert observed and all(len(versions) <= 1 for versions in observed), [v for v in observed if len(v) > 1][:3]
-    assert observed[0] == {"old"}
+    assert observed[0] == {"old"} and observed[-1] == {"new"}
     final = stub.Search(pb.SearchRequest(query="fact water cycle", mode=pb.SEARCH_MODE_SPARSE, limit=100)).hits
     assert len(final) == second.chunks_written and all("beta" in hit.text for hit in final)
     assert stub.GetStats(pb.GetStatsRequest()).chunks == second.chunks_written

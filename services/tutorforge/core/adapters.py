@@ -167,7 +167,7 @@ def read_adapter_dir(local_dir: Path) -> dict[str, Any]:
         raise InvalidArgument(f"{config_file} is not valid JSON: {error}") from error
     if not isinstance(config, dict) or str(config.get("peft_type", "LORA")).upper() != "LORA":
         raise InvalidArgument(f"{config_file} does not describe a LoRA adapter (peft_type must be LORA)")
-    names = _safetensors_names(weights)
+    names = list(safetensors_header(weights))
     if not any("lora_A" in n for n in names) or not any("lora_B" in n for n in names):
         raise InvalidArgument(f"{weights} holds no LoRA weights (lora_A/lora_B tensors)")
     return config
@@ -182,8 +182,9 @@ def lora_shape(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _safetensors_names(path: Path) -> list[str]:
-    """Tensor names from a safetensors header (8-byte little-endian length, then JSON), without loading it."""
+def safetensors_header(path: Path) -> dict[str, Any]:
+    """Tensor names → {dtype, shape, data_offsets} from a safetensors header (8-byte little-endian
+    length, then JSON), read without loading any weights."""
     with open(path, "rb") as handle:
         head = handle.read(8)
         size = int.from_bytes(head, "little") if len(head) == 8 else 0
@@ -193,7 +194,10 @@ def _safetensors_names(path: Path) -> list[str]:
             header = json.loads(handle.read(size))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise InvalidArgument(f"{path} is not a safetensors file: {error}") from error
-    return [name for name in header if name != "__metadata__"]
+    if not isinstance(header, dict):
+        raise InvalidArgument(f"{path} is not a safetensors file")
+    header.pop("__metadata__", None)
+    return header
 
 
 def _as_list(value: Any) -> list[str]:

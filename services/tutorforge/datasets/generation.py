@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from tutorforge.core.errors import FailedPrecondition, InvalidArgument
+from tutorforge.core.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from tutorforge.datasets import prompts
 from tutorforge.datasets.builder import Progress, SourceResult
 from tutorforge.datasets.dedup import words
@@ -40,6 +40,13 @@ _STOPWORDS = frozenset(
 )
 
 
+_DOWNSTREAM_ERRORS = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+}
+
+
 def _call(what: str, service: str, function: Any, request: Any) -> Any:
     try:
         return function(request)
@@ -50,7 +57,9 @@ def _call(what: str, service: str, function: Any, request: Any) -> Any:
                 f"{what} needs the {service} service, which is not reachable ({code.name}: {error.details()}); "
                 f"host it with `tutorforge serve {service}` or set TUTORFORGE_ADDRESSES__{service.upper()}"
             ) from error
-        raise
+        # Keep the downstream status (e.g. an unknown adapter, a full queue) and say which call it was.
+        kind = _DOWNSTREAM_ERRORS.get(code, FailedPrecondition)
+        raise kind(f"{what}: the {service} service answered {code.name}: {error.details()}") from error
 
 
 def _chat(stub: inference_pb2_grpc.InferenceServiceStub, messages: list[dict[str, str]], model: inference_pb2.ModelSelection,

@@ -8,7 +8,8 @@ from typing import Any
 
 # Phrases by which a tutor hands over the final result instead of guiding towards it.
 _REVEALING = re.compile(
-    r"\b(the|your|final|correct|right)\s+(final\s+)?(answer|solution|result)\s+(is|was|would be|=|:)"
+    r"\b(the|your|final|correct|right)\s+(final\s+)?(answer|solution|result)"
+    r"(\s+to\s+(this|the|that|your)\s+(question|problem|exercise))?\s+(is|was|would be|=|:)"
     r"|\banswer\s*[:=]\s*\S"
     r"|\bso\s+(it|the answer)\s+(is|equals)\s+-?\d"
     r"|\b(it|this|that)\s+equals\s+-?\d",

@@ -90,9 +90,40 @@ def _close_brackets(text: str) -> str:
     return head + "".join(reversed(owed))
 
 
-def _load(span: str, repairs: list[str]) -> Any:
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Small models run turns together as {"role": .., "content": .., "role": ..}: keeping the last value of
+    # each key would silently invent a conversation, so such objects are refused.
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _DuplicateKey(f"an object repeats the key(s) {sorted({k for k in keys if keys.count(k) > 1})}")
+    return dict(pairs)
+
+
+def _literal(text: str) -> Any:
+    """Python-style literals (single quotes, True/None) read without running code; None if not one."""
     try:
-        return json.loads(span)
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            keys = [key.value for key in node.keys if isinstance(key, ast.Constant)]
+            if len(set(keys)) != len(keys):
+                raise _DuplicateKey("an object repeats a key")
+    try:
+        return ast.literal_eval(tree)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+
+
+def _load(span: str, repairs: list[str]) -> Any:
+    """The JSON value in `span`, repaired if needed; None when it cannot be read. Raises _DuplicateKey."""
+    try:
+        return json.loads(span, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError:
         pass
     text = span
@@ -105,15 +136,12 @@ def _load(span: str, repairs: list[str]) -> Any:
         repairs.append("removed trailing commas")
         text = without_commas
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError:
         pass
-    # Python-style literals (single quotes, True/None) parse safely with literal_eval: no code runs.
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return None
-    repairs.append("read single-quoted JSON")
+    value = _literal(text)
+    if value is not None:
+        repairs.append("read single-quoted JSON")
     return value
 
 
@@ -165,14 +193,19 @@ def parse_conversations(text: str) -> ParsedReply:
         reply.rejected.append("empty reply")
         return reply
     value = None
+    problem = "no parseable JSON in the reply"
     for span in _candidates(text):
         repairs: list[str] = []
-        value = _load(span, repairs)
+        try:
+            value = _load(span, repairs)
+        except _DuplicateKey as error:
+            problem = f"{error} (turns run together in one object)"
+            continue
         if value is not None:
             reply.repairs.extend(repairs)
             break
     if value is None:
-        reply.rejected.append("no parseable JSON in the reply")
+        reply.rejected.append(problem)
         return reply
     # One conversation (a list of turns or {"conversations": [...]}) or a list of conversations.
     turns = _turns(value)

@@ -99,7 +99,10 @@ class AdapterManager:
             return ModelChoice(BASE)
         try:
             validate_name(adapter, "adapter name")
-            if self.engine.loads_from_registry and adapter not in self.engine.loaded_adapters():
+            if not self.engine.loads_from_registry:
+                # Remote engines serve registry adapters (deployed or loaded by name): check it exists.
+                self.locate(adapter)
+            elif adapter not in self.engine.loaded_adapters():
                 self.load(adapter)
             return ModelChoice(adapter)
         except (NotFound, FailedPrecondition):

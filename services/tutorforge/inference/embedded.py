@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tutorforge.core.adapters import safetensors_header
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from tutorforge.core.models import chat_model_name, load_chat_model, load_chat_tokenizer
 from tutorforge.core.settings import Settings
@@ -239,6 +240,8 @@ class EmbeddedEngine:
         with self._model_lock:
             if name in self._adapters:
                 return
+            # A mismatch would leave half-injected LoRA layers behind: check every matrix first.
+            self._check_shapes(name, path)
             self._adapter_counter += 1
             # peft keeps adapters in ModuleDicts, whose keys may not contain '.', so use an internal key.
             key = f"adapter{self._adapter_counter}"
@@ -251,6 +254,22 @@ class EmbeddedEngine:
                 raise FailedPrecondition(f"adapter {name!r} cannot be loaded on {self.base_model}: {error}") from error
             self._peft.eval()
             self._adapters[name] = key
+
+    def _check_shapes(self, name: str, path: Path) -> None:
+        modules = dict(self._model.named_modules())
+        for tensor, info in safetensors_header(Path(path) / "adapter_model.safetensors").items():
+            for part, axis, attribute in ((".lora_A.", 1, "in_features"), (".lora_B.", 0, "out_features")):
+                if part not in tensor:
+                    continue
+                module_name = tensor.removeprefix("base_model.model.").split(part)[0]
+                module = modules.get(module_name)
+                expected = getattr(module, attribute, None)
+                if expected is None or info["shape"][axis] != expected:
+                    raise FailedPrecondition(
+                        f"adapter {name!r} does not fit {self.base_model}: {tensor} has shape {info['shape']}, "
+                        f"but the base model's {module_name} {'is missing' if module is None else f'has {attribute}={expected}'}; "
+                        "was it trained on another base model?"
+                    )
 
     def unload_adapter(self, name: str) -> None:
         with self._wakeup:

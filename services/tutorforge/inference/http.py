@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from tutorforge.core.errors import FailedPrecondition, TutorforgeError, status_of
 from tutorforge.inference.chat import RetrievalOptions
 from tutorforge.inference.service import ChatTurn, InferenceService
@@ -35,36 +37,40 @@ _HTTP_STATUS = {
 }
 
 
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: str
+    # A string, or a list of content parts of which the text parts are used.
+    content: str | list[dict[str, Any]] | None = None
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """The OpenAI Chat Completions body, plus tutorforge's extra fields."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str = ""
+    messages: list[Message]
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = 1
+    retrieval: bool | dict[str, Any] = True
+    fallback_to_base: bool = False
+    program: str = ""
+
+
 def create_app(service: InferenceService, api_token: str | None = None) -> Any:
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, StreamingResponse
-    from pydantic import BaseModel, ConfigDict
-
-    class Message(BaseModel):
-        model_config = ConfigDict(extra="ignore")
-        role: str
-        # A string, or a list of content parts of which the text parts are used.
-        content: str | list[dict[str, Any]] | None = None
-
-    class StreamOptions(BaseModel):
-        include_usage: bool = False
-
-    class ChatCompletionRequest(BaseModel):
-        model_config = ConfigDict(extra="ignore")
-        model: str = ""
-        messages: list[Message]
-        max_tokens: int | None = None
-        max_completion_tokens: int | None = None
-        temperature: float | None = None
-        top_p: float | None = None
-        stop: str | list[str] | None = None
-        seed: int | None = None
-        stream: bool = False
-        stream_options: StreamOptions | None = None
-        n: int = 1
-        retrieval: bool | dict[str, Any] = True
-        fallback_to_base: bool = False
-        program: str = ""
 
     app = FastAPI(title="tutorforge inference (OpenAI-compatible)")
     expected = f"Bearer {api_token}".encode() if api_token else None

@@ -36,7 +36,18 @@ class ChatProgramResolver(Protocol):
 
 
 def load_program_resolver(store: ArtifactStore) -> ChatProgramResolver | None:
+    """The optimization package's resolver when it is installed (imported on first use: it pulls DSPy)."""
     if importlib.util.find_spec(RESOLVER_MODULE.rsplit(".", 1)[0]) is None or importlib.util.find_spec(RESOLVER_MODULE) is None:
         return None
-    factory = getattr(importlib.import_module(RESOLVER_MODULE), RESOLVER_FACTORY, None)
-    return factory(store) if factory is not None else None
+    return _LazyResolver(store)
+
+
+class _LazyResolver:
+    def __init__(self, store: ArtifactStore):
+        self._store = store
+        self._resolver: ChatProgramResolver | None = None
+
+    def resolve(self, name: str) -> ChatProgram:
+        if self._resolver is None:
+            self._resolver = getattr(importlib.import_module(RESOLVER_MODULE), RESOLVER_FACTORY)(self._store)
+        return self._resolver.resolve(name)

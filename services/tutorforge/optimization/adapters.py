@@ -64,7 +64,9 @@ class PlainAdapter(dspy.Adapter):
     ) -> str:
         names = list(signature.input_fields)
         lines = [prefix] if prefix else []
-        labelled = [f"{_label(signature, n)}: {inputs[n]}" for n in names[1:] if inputs.get(n) not in (None, "")]
+        labelled = [
+            f"{_label(signature, n)}: {inputs[n]}" for n in names[1:] if inputs.get(n) not in (None, "")
+        ]
         lines += labelled
         if names and inputs.get(names[0]) not in (None, ""):
             if labelled:
@@ -92,7 +94,10 @@ class PlainAdapter(dspy.Adapter):
         text = completion.strip()
         if not text:
             raise AdapterParseError(
-                adapter_name=type(self).__name__, signature=signature, lm_response=completion, message="empty reply"
+                adapter_name=type(self).__name__,
+                signature=signature,
+                lm_response=completion,
+                message="empty reply",
             )
         values: dict[str, Any] = {name: "" for name in others}
         if not reasoning:

@@ -21,6 +21,7 @@ from tutorforge.core.cli_support import (
     rpc_errors,
     to_dict,
 )
+from tutorforge.optimization.table import comparison_rows
 from tutorforge.v1 import common_pb2, optimization_pb2_grpc
 from tutorforge.v1 import optimization_pb2 as pb
 
@@ -32,8 +33,12 @@ OPTIMIZER_CHOICES = {
     "mipro": pb.OPTIMIZER_MIPRO_V2,
     "gepa": pb.OPTIMIZER_GEPA,
 }
-LM_ADAPTER_CHOICES = {"auto": pb.LM_ADAPTER_UNSPECIFIED, "plain": pb.LM_ADAPTER_PLAIN, "chat": pb.LM_ADAPTER_CHAT,
-                      "json": pb.LM_ADAPTER_JSON}
+LM_ADAPTER_CHOICES = {
+    "auto": pb.LM_ADAPTER_UNSPECIFIED,
+    "plain": pb.LM_ADAPTER_PLAIN,
+    "chat": pb.LM_ADAPTER_CHAT,
+    "json": pb.LM_ADAPTER_JSON,
+}
 _WEIGHT_FIELDS = ("context_usage", "pedagogical_elements", "length_ratio", "socratic", "similarity")
 
 programs_app = typer.Typer(name="programs", help="Optimized DSPy teaching programs.", no_args_is_help=True)
@@ -55,7 +60,9 @@ def _weights(expressions: list[str]) -> pb.MetricWeights:
     for expression in expressions:
         name, sep, value = expression.partition("=")
         if not sep or name.strip() not in _WEIGHT_FIELDS:
-            raise typer.BadParameter(f"--weight {expression!r} must be NAME=VALUE with NAME one of {', '.join(_WEIGHT_FIELDS)}")
+            raise typer.BadParameter(
+                f"--weight {expression!r} must be NAME=VALUE with NAME one of {', '.join(_WEIGHT_FIELDS)}"
+            )
         try:
             setattr(weights, name.strip(), float(value))
         except ValueError as error:
@@ -99,12 +106,24 @@ def _print_program(info: pb.ProgramInfo) -> None:
 
 
 def optimize(
-    dataset: Annotated[str, typer.Argument(help="Dataset whose train/validation splits the program learns from.")],
-    name: Annotated[str, typer.Option("--name", help="Program name: lowercase letters, digits, '.', '_', '-'.")],
-    optimizer: Annotated[str, typer.Option(help=f"One of {', '.join(OPTIMIZER_CHOICES)}.")] = "bootstrap-fewshot",
-    adapter: Annotated[str, typer.Option(help="LoRA adapter the program runs over (default: the base model).")] = "",
-    lm_adapter: Annotated[str, typer.Option("--lm-adapter", help="How prompts are formatted: auto, plain, chat or json.")] = "auto",
-    trials: Annotated[int, typer.Option(help="Rounds / trials / depth, by optimizer (0 = its small default).")] = 0,
+    dataset: Annotated[
+        str, typer.Argument(help="Dataset whose train/validation splits the program learns from.")
+    ],
+    name: Annotated[
+        str, typer.Option("--name", help="Program name: lowercase letters, digits, '.', '_', '-'.")
+    ],
+    optimizer: Annotated[
+        str, typer.Option(help=f"One of {', '.join(OPTIMIZER_CHOICES)}.")
+    ] = "bootstrap-fewshot",
+    adapter: Annotated[
+        str, typer.Option(help="LoRA adapter the program runs over (default: the base model).")
+    ] = "",
+    lm_adapter: Annotated[
+        str, typer.Option("--lm-adapter", help="How prompts are formatted: auto, plain, chat or json.")
+    ] = "auto",
+    trials: Annotated[
+        int, typer.Option(help="Rounds / trials / depth, by optimizer (0 = its small default).")
+    ] = 0,
     candidates: Annotated[int, typer.Option(help="Instruction or program candidates (0 = default).")] = 0,
     threads: Annotated[int, typer.Option(help="Parallel LM calls.")] = 4,
     demos: Annotated[int, typer.Option(help="Labeled demos in the prompt (0 = 3).")] = 0,
@@ -113,10 +132,16 @@ def optimize(
     max_val: Annotated[int, typer.Option("--max-val", help="Cap on validation examples (0 = all).")] = 0,
     max_tokens: Annotated[int, typer.Option(help="Tokens per reply (0 = 128).")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the example order and the optimizers.")] = 0,
-    chain_of_thought: Annotated[bool, typer.Option("--chain-of-thought", help="Let the program reason before replying.")] = False,
-    weight: Annotated[list[str] | None, typer.Option("--weight", help="Metric weight NAME=VALUE (repeatable).")] = None,
+    chain_of_thought: Annotated[
+        bool, typer.Option("--chain-of-thought", help="Let the program reason before replying.")
+    ] = False,
+    weight: Annotated[
+        list[str] | None, typer.Option("--weight", help="Metric weight NAME=VALUE (repeatable).")
+    ] = None,
     reflection_adapter: Annotated[str, typer.Option(help="GEPA's reflection LM: 'base' or an adapter.")] = "",
-    dataset_version: Annotated[str, typer.Option("--dataset-version", help="Dataset version (default: newest).")] = "",
+    dataset_version: Annotated[
+        str, typer.Option("--dataset-version", help="Dataset version (default: newest).")
+    ] = "",
     address: AddressOption = DEFAULT_ADDRESS,
     json_output: JsonOption = False,
 ) -> None:
@@ -129,8 +154,13 @@ def optimize(
         adapter=adapter,
         lm_adapter=_choice(lm_adapter, LM_ADAPTER_CHOICES, "--lm-adapter"),
         budget=pb.OptimizerBudget(
-            trials=trials, candidates=candidates, threads=threads, max_labeled_demos=demos,
-            max_bootstrapped_demos=bootstrapped_demos, max_train_examples=max_train, max_validation_examples=max_val,
+            trials=trials,
+            candidates=candidates,
+            threads=threads,
+            max_labeled_demos=demos,
+            max_bootstrapped_demos=bootstrapped_demos,
+            max_train_examples=max_train,
+            max_validation_examples=max_val,
         ),
         seed=seed,
         weights=_weights(weight or []),
@@ -151,27 +181,33 @@ def optimize(
 
 
 def comparison_table(report: pb.EvaluationReport) -> Table:
-    table = Table("target", "score", "context", "elements", "length", "socratic", "question rate", "reveal rate",
-                  "similarity", "latency s", "errors", title=f"evaluation {report.evaluation_id} on {report.dataset}")
-    for t in report.targets:
-        table.add_row(
-            t.target, f"{t.pedagogical_score:.3f}", f"{t.context_usage:.3f}", f"{t.pedagogical_elements:.3f}",
-            f"{t.length_ratio:.3f}", f"{t.socratic:.3f}", f"{t.question_rate:.0%}", f"{t.answer_reveal_rate:.0%}",
-            f"{t.similarity.mean:.3f} ± {t.similarity.std:.3f}", f"{t.mean_latency_seconds:.1f}", f"{t.errors}/{t.examples}",
-        )
+    header, rows = comparison_rows(report.targets)
+    table = Table(*header, title=f"evaluation {report.evaluation_id} on {report.dataset}")
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
 def evaluate(
     dataset: Annotated[str, typer.Argument(help="Dataset whose validation split is evaluated.")],
-    target: Annotated[list[str], typer.Option("--target", help="base, adapter:NAME or program:NAME[@ADAPTER] (repeatable).")],
-    report_dir: Annotated[Path | None, typer.Option("--report", help="Copy the report (JSON, Markdown, charts) here.")] = None,
+    target: Annotated[
+        list[str], typer.Option("--target", help="base, adapter:NAME or program:NAME[@ADAPTER] (repeatable).")
+    ],
+    report_dir: Annotated[
+        Path | None, typer.Option("--report", help="Copy the report (JSON, Markdown, charts) here.")
+    ] = None,
     max_examples: Annotated[int, typer.Option(help="Cap on examples (0 = the whole validation split).")] = 0,
     threads: Annotated[int, typer.Option(help="Parallel LM calls (0 = server default).")] = 0,
     max_tokens: Annotated[int, typer.Option(help="Tokens per reply (0 = 128).")] = 0,
-    lm_adapter: Annotated[str, typer.Option("--lm-adapter", help="Prompt format of base/adapter targets.")] = "auto",
-    weight: Annotated[list[str] | None, typer.Option("--weight", help="Metric weight NAME=VALUE (repeatable).")] = None,
-    dataset_version: Annotated[str, typer.Option("--dataset-version", help="Dataset version (default: newest).")] = "",
+    lm_adapter: Annotated[
+        str, typer.Option("--lm-adapter", help="Prompt format of base/adapter targets.")
+    ] = "auto",
+    weight: Annotated[
+        list[str] | None, typer.Option("--weight", help="Metric weight NAME=VALUE (repeatable).")
+    ] = None,
+    dataset_version: Annotated[
+        str, typer.Option("--dataset-version", help="Dataset version (default: newest).")
+    ] = "",
     address: AddressOption = DEFAULT_ADDRESS,
     json_output: JsonOption = False,
 ) -> None:
@@ -190,7 +226,9 @@ def evaluate(
     with rpc_errors(address):
         run = _watch(stub, stub.Evaluate(request).run.id)
         _finished(run, "evaluation", json_output)
-        response = stub.GetEvaluation(pb.GetEvaluationRequest(evaluation_id=run.result, include_files=report_dir is not None))
+        response = stub.GetEvaluation(
+            pb.GetEvaluationRequest(evaluation_id=run.result, include_files=report_dir is not None)
+        )
     saved = []
     if report_dir is not None:
         for file in response.files:
@@ -216,10 +254,21 @@ def list_programs(address: AddressOption = DEFAULT_ADDRESS, json_output: JsonOpt
     if json_output:
         print_json({"programs": [to_dict(p) for p in programs]})
         return
-    table = Table("name", "version", "optimizer", "adapter", "dataset", "baseline", "optimized", "LM calls", "tokens")
+    table = Table(
+        "name", "version", "optimizer", "adapter", "dataset", "baseline", "optimized", "LM calls", "tokens"
+    )
     for p in programs:
-        table.add_row(p.name, p.version, p.optimizer, p.adapter or "base", f"{p.dataset}@{p.dataset_version}",
-                      f"{p.baseline_score:.3f}", f"{p.optimized_score:.3f}", str(p.lm_calls), str(p.lm_tokens))
+        table.add_row(
+            p.name,
+            p.version,
+            p.optimizer,
+            p.adapter or "base",
+            f"{p.dataset}@{p.dataset_version}",
+            f"{p.baseline_score:.3f}",
+            f"{p.optimized_score:.3f}",
+            str(p.lm_calls),
+            str(p.lm_tokens),
+        )
     console.print(table)
 
 
@@ -227,7 +276,9 @@ def list_programs(address: AddressOption = DEFAULT_ADDRESS, json_output: JsonOpt
 def show_program(
     name: Annotated[str, typer.Argument(help="Program name.")],
     version: Annotated[str, typer.Option("--version", help="Program version (default: latest).")] = "",
-    state: Annotated[bool, typer.Option("--state", help="Also print the DSPy JSON state (demos, instructions).")] = False,
+    state: Annotated[
+        bool, typer.Option("--state", help="Also print the DSPy JSON state (demos, instructions).")
+    ] = False,
     address: AddressOption = DEFAULT_ADDRESS,
     json_output: JsonOption = False,
 ) -> None:

@@ -22,12 +22,16 @@ TRAIN_EXAMPLES = 6
 VALIDATION_EXAMPLES = 3
 
 
-def _follow(context: DemoContext, stub: optimization_pb2_grpc.OptimizationServiceStub, run_id: str, what: str) -> common_pb2.Job:
+def _follow(
+    context: DemoContext, stub: optimization_pb2_grpc.OptimizationServiceStub, run_id: str, what: str
+) -> common_pb2.Job:
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
     with Progress(*columns, console=context.console) as bar:
         task = bar.add_task(what, total=1.0)
         for response in stub.WatchRun(pb.WatchRunRequest(run_id=run_id)):
-            bar.update(task, completed=response.event.progress, description=f"{what}: {response.event.message[:70]}")
+            bar.update(
+                task, completed=response.event.progress, description=f"{what}: {response.event.message[:70]}"
+            )
     run = stub.GetRun(pb.GetRunRequest(run_id=run_id)).run
     if run.state != common_pb2.JOB_STATE_SUCCEEDED:
         raise RuntimeError(f"{what} ended {common_pb2.JobState.Name(run.state)}: {run.error or run.message}")
@@ -45,7 +49,10 @@ def run(context: DemoContext) -> None:
             dataset=dataset,
             optimizer=pb.OPTIMIZER_LABELED_FEW_SHOT,
             budget=pb.OptimizerBudget(
-                max_labeled_demos=2, threads=4, max_train_examples=TRAIN_EXAMPLES, max_validation_examples=VALIDATION_EXAMPLES
+                max_labeled_demos=2,
+                threads=4,
+                max_train_examples=TRAIN_EXAMPLES,
+                max_validation_examples=VALIDATION_EXAMPLES,
             ),
             max_tokens=MAX_TOKENS,
         )
@@ -76,5 +83,7 @@ def run(context: DemoContext) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(file.content)
     context.console.print(comparison_table(response.report))
-    context.console.print(f"report: {folder / 'report.md'}; charts: {', '.join(str(folder / f.path) for f in response.files if f.path.endswith('.png'))}")
+    context.console.print(
+        f"report: {folder / 'report.md'}; charts: {', '.join(str(folder / f.path) for f in response.files if f.path.endswith('.png'))}"
+    )
     context.results["evaluation"] = evaluation_id

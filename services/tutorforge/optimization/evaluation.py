@@ -50,7 +50,9 @@ class Target:
         if kind == "program" and rest:
             name, at, adapter = rest.partition("@")
             if at and not adapter:
-                raise InvalidArgument(f"target {spec!r}: give an adapter after '@' (or 'base'), or drop the '@'")
+                raise InvalidArgument(
+                    f"target {spec!r}: give an adapter after '@' (or 'base'), or drop the '@'"
+                )
             resolved = None if not at else "" if adapter == BASE else validate_name(adapter, "adapter name")
             return cls(spec, "program", adapter=resolved, program=validate_name(name, "program name"))
         raise InvalidArgument(
@@ -74,7 +76,11 @@ class Outcome:
     failure: BaseException | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        data = {name: getattr(self, name) for name in self.__dataclass_fields__ if name not in ("failure", "score")}
+        data = {
+            name: getattr(self, name)
+            for name in self.__dataclass_fields__
+            if name not in ("failure", "score")
+        }
         data["score"] = self.score.to_json() if self.score else None
         return data
 
@@ -134,7 +140,9 @@ def score_outcomes(
     similarities: list[float | None] = [None] * len(outcomes)
     if embed is not None:
         answered = [i for i, outcome in enumerate(outcomes) if not outcome.error]
-        values = cosine_similarities(embed, [outcomes[i].response for i in answered], [outcomes[i].reference for i in answered])
+        values = cosine_similarities(
+            embed, [outcomes[i].response for i in answered], [outcomes[i].reference for i in answered]
+        )
         for index, value in zip(answered, values, strict=True):
             similarities[index] = value
     for outcome, example, similarity in zip(outcomes, examples, similarities, strict=True):

@@ -71,7 +71,9 @@ class InferenceEngine:
             self.before_call()
         messages = []
         if request.system:
-            system = request.system if isinstance(request.system, str) else "".join(p.text for p in request.system)
+            system = (
+                request.system if isinstance(request.system, str) else "".join(p.text for p in request.system)
+            )
             messages.append(common_pb2.ChatMessage(role="system", content=system))
         for message in request.messages:
             # "developer" turns are instructions: the chat template knows them as system turns.
@@ -89,7 +91,9 @@ class InferenceEngine:
             parameters.seed = int(config.seed)
         reply = self.stub.Chat(
             inference_pb2.ChatRequest(
-                messages=messages, model=inference_pb2.ModelSelection(adapter=self.adapter), parameters=parameters
+                messages=messages,
+                model=inference_pb2.ModelSelection(adapter=self.adapter),
+                parameters=parameters,
             ),
             timeout=self.timeout,
         )

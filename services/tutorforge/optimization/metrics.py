@@ -19,7 +19,90 @@ from tutorforge.datasets.quality import reveals_answer as states_answer
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 # Function words say nothing about whether the material was used.
 _STOPWORDS = frozenset(
-    ["a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "there", "here", "i", "you", "he", "she", "we", "they", "me", "him", "her", "us", "them", "my", "your", "our", "their", "his", "what", "which", "who", "whom", "do", "does", "did", "so", "not", "no", "yes", "can", "could", "will", "would", "should", "may", "might", "must", "have", "has", "had", "than", "then", "too", "very", "just", "also", "into", "out", "up", "down", "over", "about"]
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "from",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "here",
+        "i",
+        "you",
+        "he",
+        "she",
+        "we",
+        "they",
+        "me",
+        "him",
+        "her",
+        "us",
+        "them",
+        "my",
+        "your",
+        "our",
+        "their",
+        "his",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "do",
+        "does",
+        "did",
+        "so",
+        "not",
+        "no",
+        "yes",
+        "can",
+        "could",
+        "will",
+        "would",
+        "should",
+        "may",
+        "might",
+        "must",
+        "have",
+        "has",
+        "had",
+        "than",
+        "then",
+        "too",
+        "very",
+        "just",
+        "also",
+        "into",
+        "out",
+        "up",
+        "down",
+        "over",
+        "about",
+    ]
 )
 
 # Teaching moves, each found by any of its markers (whole words or phrases, case-insensitive).
@@ -29,6 +112,7 @@ PEDAGOGICAL_MARKERS: dict[str, tuple[str, ...]] = {
     "explanation": ("because", "therefore", "this means", "that means", "so that", "since", "which is why"),
     "engagement": ("let's", "let us", "try", "imagine", "think about", "notice", "what do you think"),
 }
+
 
 def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
@@ -54,7 +138,9 @@ def _has_marker(lowered: str, marker: str) -> bool:
 
 def pedagogical_moves(response: str) -> dict[str, bool]:
     lowered = response.lower()
-    return {move: any(_has_marker(lowered, m) for m in markers) for move, markers in PEDAGOGICAL_MARKERS.items()}
+    return {
+        move: any(_has_marker(lowered, m) for m in markers) for move, markers in PEDAGOGICAL_MARKERS.items()
+    }
 
 
 def pedagogical_elements(response: str) -> float:
@@ -150,7 +236,9 @@ class PedagogicalScore:
         notes = [f"Score {self.score:.2f}."]
         used = weights.normalized()
         if used["context_usage"] and self.context_usage < 0.3:
-            notes.append(f"Use more of the reference material's words and facts (context usage {self.context_usage:.2f}).")
+            notes.append(
+                f"Use more of the reference material's words and facts (context usage {self.context_usage:.2f})."
+            )
         missing = [move for move, present in self.moves.items() if not present]
         if used["pedagogical_elements"] and missing:
             notes.append(f"Add the missing teaching moves: {', '.join(missing)}.")

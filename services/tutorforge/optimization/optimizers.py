@@ -80,7 +80,10 @@ def compile_program(
         return LabeledFewShot(k=labeled).compile(student, trainset=trainset)
     if kind is OptimizerKind.BOOTSTRAP_FEW_SHOT:
         optimizer = BootstrapFewShot(
-            metric=metric, max_bootstrapped_demos=bootstrapped, max_labeled_demos=labeled, max_rounds=budget.trials or 1
+            metric=metric,
+            max_bootstrapped_demos=bootstrapped,
+            max_labeled_demos=labeled,
+            max_rounds=budget.trials or 1,
         )
         return optimizer.compile(student, trainset=trainset)
     if kind is OptimizerKind.BOOTSTRAP_RANDOM_SEARCH:
@@ -94,9 +97,15 @@ def compile_program(
         return optimizer.compile(student, trainset=trainset, valset=valset)
     if kind is OptimizerKind.COPRO:
         optimizer = COPRO(
-            prompt_model=lm, metric=metric, breadth=max(2, budget.candidates or 2), depth=budget.trials or 1, init_temperature=1.0
+            prompt_model=lm,
+            metric=metric,
+            breadth=max(2, budget.candidates or 2),
+            depth=budget.trials or 1,
+            init_temperature=1.0,
         )
-        return optimizer.compile(student, trainset=trainset, eval_kwargs={"num_threads": budget.threads, "display_progress": False})
+        return optimizer.compile(
+            student, trainset=trainset, eval_kwargs={"num_threads": budget.threads, "display_progress": False}
+        )
     if kind is OptimizerKind.MIPRO:
         optimizer = MIPROv2(
             metric=metric,
@@ -148,7 +157,9 @@ class TrialProgress(BaseCallback):
         self.best = 0.0
         self._report = report
 
-    def on_evaluate_end(self, call_id: str, outputs: Any | None, exception: BaseException | None = None) -> None:
+    def on_evaluate_end(
+        self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+    ) -> None:
         if outputs is None or exception is not None:
             return
         self.trials += 1

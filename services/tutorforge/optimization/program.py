@@ -45,7 +45,9 @@ class TutorProgram(dspy.Module):
     def __init__(self, chain_of_thought: bool = False):
         super().__init__()
         self.chain_of_thought = chain_of_thought
-        self.respond = dspy.ChainOfThought(TeachingSignature) if chain_of_thought else dspy.Predict(TeachingSignature)
+        self.respond = (
+            dspy.ChainOfThought(TeachingSignature) if chain_of_thought else dspy.Predict(TeachingSignature)
+        )
 
     def forward(self, query: str, context: str = "", metadata: str = "") -> dspy.Prediction:
         return self.respond(query=query, context=context, metadata=metadata)
@@ -59,7 +61,7 @@ def format_metadata(metadata: dict[str, Any]) -> str:
 def material(system: str) -> str:
     """The teaching material of a system turn: what follows its "Context:"/"Passage:" label, else all of it."""
     match = _MATERIAL_LABEL.search(system)
-    return system[match.end():] if match else system
+    return system[match.end() :] if match else system
 
 
 def example_from_record(record: dict[str, Any]) -> dspy.Example | None:
@@ -72,7 +74,11 @@ def example_from_record(record: dict[str, Any]) -> dspy.Example | None:
     system = next((t.get("content", "") for t in turns if t.get("role") == "system"), "")
     query = reference = ""
     for index, turn in enumerate(turns):
-        if turn.get("role") == "user" and index + 1 < len(turns) and turns[index + 1].get("role") == "assistant":
+        if (
+            turn.get("role") == "user"
+            and index + 1 < len(turns)
+            and turns[index + 1].get("role") == "assistant"
+        ):
             query, reference = turn.get("content", ""), turns[index + 1].get("content", "")
             break
     if not query.strip() or not reference.strip():
@@ -206,7 +212,11 @@ class ProgramRepository:
         for name in self.store.list(PREFIX):
             versions = self._versions(name)
             if versions:
-                infos.append(ProgramInfo.from_json(self.store.read_json(f"{PREFIX}/{name}/{versions[-1]}/{_INFO_FILE}")))
+                infos.append(
+                    ProgramInfo.from_json(
+                        self.store.read_json(f"{PREFIX}/{name}/{versions[-1]}/{_INFO_FILE}")
+                    )
+                )
         return infos
 
     def _versions(self, name: str) -> list[str]:
@@ -218,5 +228,7 @@ class ProgramRepository:
         return [entry for _, entry in sorted(found)]
 
     def _latest_number(self, name: str) -> int:
-        numbers = [int(m.group(1)) for entry in self.store.list(f"{PREFIX}/{name}") if (m := _VERSION.match(entry))]
+        numbers = [
+            int(m.group(1)) for entry in self.store.list(f"{PREFIX}/{name}") if (m := _VERSION.match(entry))
+        ]
         return max(numbers, default=0)

@@ -12,6 +12,7 @@ from typing import Any
 from tutorforge.core.errors import NotFound
 from tutorforge.core.storage import ArtifactStore
 from tutorforge.optimization.evaluation import TargetMetrics
+from tutorforge.optimization.table import comparison_rows
 
 PREFIX = "evaluations"
 SCORE_CHART = "charts/scores_per_target.png"
@@ -46,29 +47,6 @@ class EvaluationReport:
         return cls(**{**data, "targets": [TargetMetrics.from_json(item) for item in data["targets"]]})
 
 
-def comparison_rows(targets: list[TargetMetrics]) -> tuple[list[str], list[list[str]]]:
-    """The comparison table (header, rows) shared by the Markdown report and the CLI."""
-    header = ["target", "score", "context", "elements", "length", "socratic", "question rate", "reveal rate",
-              "similarity", "latency s", "errors"]
-    rows = [
-        [
-            t.target,
-            f"{t.pedagogical_score:.3f}",
-            f"{t.context_usage:.3f}",
-            f"{t.pedagogical_elements:.3f}",
-            f"{t.length_ratio:.3f}",
-            f"{t.socratic:.3f}",
-            f"{t.question_rate:.0%}",
-            f"{t.answer_reveal_rate:.0%}",
-            f"{t.similarity.mean:.3f} ± {t.similarity.std:.3f}",
-            f"{t.mean_latency_seconds:.1f}",
-            f"{t.errors}/{t.examples}",
-        ]
-        for t in targets
-    ]
-    return header, rows
-
-
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
@@ -78,7 +56,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def render_markdown(report: EvaluationReport) -> str:
     header, rows = comparison_rows(report.targets)
     subjects = sorted({subject for t in report.targets for subject in t.score_per_subject})
-    subject_rows = [[s, *(f"{t.score_per_subject.get(s, 0.0):.3f}" for t in report.targets)] for s in subjects]
+    subject_rows = [
+        [s, *(f"{t.score_per_subject.get(s, 0.0):.3f}" for t in report.targets)] for s in subjects
+    ]
     weights = ", ".join(f"{name} {value:g}" for name, value in report.weights.items())
     parts = [
         f"# Evaluation {report.evaluation_id}",
@@ -109,7 +89,11 @@ def render_markdown(report: EvaluationReport) -> str:
         for example in report.examples.get(target.target, [])[:_SAMPLES_PER_TARGET]:
             reply = example["error"] or example["response"]
             score = (example.get("score") or {}).get("score", 0.0)
-            parts += ["", f"- **Student:** {_one_line(example['query'])}", f"  **Reply** (score {score:.2f}): {_one_line(reply)}"]
+            parts += [
+                "",
+                f"- **Student:** {_one_line(example['query'])}",
+                f"  **Reply** (score {score:.2f}): {_one_line(reply)}",
+            ]
     return "\n".join(parts) + "\n"
 
 
@@ -146,7 +130,12 @@ def render_charts(report: EvaluationReport) -> dict[str, bytes]:
     x = np.arange(len(components))
     width = 0.8 / max(1, len(names))
     for index, name in enumerate(names):
-        axes.bar(x + index * width - 0.4 + width / 2, [values[index] for values in components.values()], width, label=name)
+        axes.bar(
+            x + index * width - 0.4 + width / 2,
+            [values[index] for values in components.values()],
+            width,
+            label=name,
+        )
     axes.set_xticks(x, list(components))
     axes.set_ylim(0, 1)
     axes.set_ylabel("mean (0–1)")

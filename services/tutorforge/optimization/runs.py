@@ -147,11 +147,19 @@ class OptimizationRuns:
     def _max_tokens(self, requested: int) -> int:
         limit = self.settings.inference.max_new_tokens_limit
         if requested < 0 or requested > limit:
-            raise InvalidArgument(f"max_tokens must be between 1 and {limit} (0 = {DEFAULT_MAX_TOKENS}); got {requested}")
+            raise InvalidArgument(
+                f"max_tokens must be between 1 and {limit} (0 = {DEFAULT_MAX_TOKENS}); got {requested}"
+            )
         return requested or DEFAULT_MAX_TOKENS
 
     def _lm(self, adapter: str, max_tokens: int, usage: LmUsage, reporter: JobReporter) -> InferenceLM:
-        return InferenceLM(self._channel("inference"), adapter, max_tokens=max_tokens, usage=usage, before_call=reporter.check_cancelled)
+        return InferenceLM(
+            self._channel("inference"),
+            adapter,
+            max_tokens=max_tokens,
+            usage=usage,
+            before_call=reporter.check_cancelled,
+        )
 
     def _retrieved(self, examples: list[dspy.Example], reporter: JobReporter) -> list[dspy.Example]:
         """The examples with their context replaced by the passages the retrieval service finds for the query."""
@@ -169,7 +177,9 @@ class OptimizationRuns:
     def get_run(self, run_id: str) -> JobRecord:
         return self._manager(run_id).get(run_id)
 
-    def watch_run(self, run_id: str, after_sequence: int, is_active: Callable[[], bool]) -> Iterator[JobEvent]:
+    def watch_run(
+        self, run_id: str, after_sequence: int, is_active: Callable[[], bool]
+    ) -> Iterator[JobEvent]:
         return self._manager(run_id).watch(run_id, after_sequence, is_active)
 
     def cancel_run(self, run_id: str) -> JobRecord:
@@ -214,7 +224,12 @@ class OptimizationRuns:
             )
         lm_adapter = request.lm_adapter or self._default_lm_adapter()
         record = self.runs.create(
-            labels={"program": request.name, "dataset": info.name, "optimizer": request.optimizer.value, "adapter": request.adapter},
+            labels={
+                "program": request.name,
+                "dataset": info.name,
+                "optimizer": request.optimizer.value,
+                "adapter": request.adapter,
+            },
             parameters={
                 "name": request.name,
                 "dataset": info.name,
@@ -233,7 +248,9 @@ class OptimizationRuns:
         )
 
         def work(reporter: JobReporter) -> str:
-            return self._optimize(reporter, record.id, request, info, train, validation, lm_adapter, max_tokens, reflection)
+            return self._optimize(
+                reporter, record.id, request, info, train, validation, lm_adapter, max_tokens, reflection
+            )
 
         self.runs.start(record.id, work)
         return record
@@ -285,29 +302,60 @@ class OptimizationRuns:
 
             return report
 
-        reporter.progress(f"scoring the unoptimized program on {len(validation)} validation examples", step=0, total_steps=total)
-        baseline = scored(run_program(TutorProgram(request.chain_of_thought), validation, lm, adapter, threads=threads,
-                                      on_done=example_done("baseline", 0)))
-        reporter.progress(f"baseline score {baseline:.3f}; compiling with {request.optimizer.value}", step=done,
-                          total_steps=total, metrics={"baseline_score": baseline, "best_score": baseline})
+        reporter.progress(
+            f"scoring the unoptimized program on {len(validation)} validation examples",
+            step=0,
+            total_steps=total,
+        )
+        baseline = scored(
+            run_program(
+                TutorProgram(request.chain_of_thought),
+                validation,
+                lm,
+                adapter,
+                threads=threads,
+                on_done=example_done("baseline", 0),
+            )
+        )
+        reporter.progress(
+            f"baseline score {baseline:.3f}; compiling with {request.optimizer.value}",
+            step=done,
+            total_steps=total,
+            metrics={"baseline_score": baseline, "best_score": baseline},
+        )
 
         throttled = _Throttled(reporter.progress)
 
         def trial_done(trial: int, best: float) -> None:
-            throttled(f"trial {trial}: best candidate score {best:.3f}", step=done, total_steps=total, force=True,
-                      metrics={"trial": trial, "best_score": max(best, baseline), "lm_calls": usage.calls})
+            throttled(
+                f"trial {trial}: best candidate score {best:.3f}",
+                step=done,
+                total_steps=total,
+                force=True,
+                metrics={"trial": trial, "best_score": max(best, baseline), "lm_calls": usage.calls},
+            )
 
         progress = TrialProgress(trial_done)
 
         class _Calls(BaseCallback):
-            def on_lm_end(self, call_id: str, outputs: Any | None, exception: BaseException | None = None) -> None:
-                throttled(f"compiling with {request.optimizer.value}: {usage.calls} LM calls", step=done, total_steps=total,
-                          metrics={"lm_calls": usage.calls, "lm_tokens": usage.total_tokens})
+            def on_lm_end(
+                self, call_id: str, outputs: Any | None, exception: BaseException | None = None
+            ) -> None:
+                throttled(
+                    f"compiling with {request.optimizer.value}: {usage.calls} LM calls",
+                    step=done,
+                    total_steps=total,
+                    metrics={"lm_calls": usage.calls, "lm_tokens": usage.total_tokens},
+                )
 
-        metric = PedagogicalMetric(request.weights, embed, with_feedback=request.optimizer is OptimizerKind.GEPA)
+        metric = PedagogicalMetric(
+            request.weights, embed, with_feedback=request.optimizer is OptimizerKind.GEPA
+        )
         reflection_lm = None
         if request.optimizer is OptimizerKind.GEPA:
-            reflection_lm = self._lm("" if reflection == BASE else reflection, max(max_tokens, 256), usage, reporter)
+            reflection_lm = self._lm(
+                "" if reflection == BASE else reflection, max(max_tokens, 256), usage, reporter
+            )
         with dspy.context(lm=lm, adapter=adapter, callbacks=[progress, _Calls()]):
             compiled = compile_program(
                 request.optimizer,
@@ -323,8 +371,19 @@ class OptimizationRuns:
         # Optimizers swallow failed calls; a cancelled run ends here at the latest.
         reporter.check_cancelled()
         done = len(validation) + 1
-        reporter.progress("scoring the optimized program", step=done, total_steps=total, metrics={"trials": progress.trials})
-        optimized = scored(run_program(compiled, validation, lm, adapter, threads=threads, on_done=example_done("optimized", len(validation) + 1)))
+        reporter.progress(
+            "scoring the optimized program", step=done, total_steps=total, metrics={"trials": progress.trials}
+        )
+        optimized = scored(
+            run_program(
+                compiled,
+                validation,
+                lm,
+                adapter,
+                threads=threads,
+                on_done=example_done("optimized", len(validation) + 1),
+            )
+        )
         program = self.programs.save(
             compiled,
             ProgramInfo(
@@ -348,8 +407,13 @@ class OptimizationRuns:
             f"saved {program.name}@{program.version}: validation score {baseline:.3f} → {optimized:.3f}",
             step=total,
             total_steps=total,
-            metrics={"baseline_score": baseline, "optimized_score": optimized, "best_score": max(baseline, optimized),
-                     "lm_calls": usage.calls, "lm_tokens": usage.total_tokens},
+            metrics={
+                "baseline_score": baseline,
+                "optimized_score": optimized,
+                "best_score": max(baseline, optimized),
+                "lm_calls": usage.calls,
+                "lm_tokens": usage.total_tokens,
+            },
         )
         return f"{program.name}@{program.version}"
 
@@ -366,7 +430,9 @@ class OptimizationRuns:
 
     def evaluate(self, request: EvaluationRequest) -> JobRecord:
         if not request.targets:
-            raise InvalidArgument("give at least one target: 'base', 'adapter:NAME' or 'program:NAME[@ADAPTER]'")
+            raise InvalidArgument(
+                "give at least one target: 'base', 'adapter:NAME' or 'program:NAME[@ADAPTER]'"
+            )
         targets = [Target.parse(spec) for spec in request.targets]
         duplicates = sorted({t.spec for t in targets if [u.spec for u in targets].count(t.spec) > 1})
         if duplicates:
@@ -406,7 +472,9 @@ class OptimizationRuns:
         self.evaluations.start(record.id, work)
         return record
 
-    def _resolve(self, target: Target, default_lm_adapter: LmAdapterKind) -> tuple[TutorProgram, str, LmAdapterKind]:
+    def _resolve(
+        self, target: Target, default_lm_adapter: LmAdapterKind
+    ) -> tuple[TutorProgram, str, LmAdapterKind]:
         """The program, LoRA adapter and LM adapter a target answers with."""
         if target.kind == "program":
             info, program = self.programs.load(target.program)
@@ -435,7 +503,9 @@ class OptimizationRuns:
         results: list[TargetMetrics] = []
         details: dict[str, list[dict[str, Any]]] = {}
         for target in targets:
-            program, adapter, lm_adapter = self._resolve(target, request.lm_adapter or self._default_lm_adapter())
+            program, adapter, lm_adapter = self._resolve(
+                target, request.lm_adapter or self._default_lm_adapter()
+            )
             usage = LmUsage()
             lm = self._lm(adapter, max_tokens, usage, reporter)
 
@@ -446,7 +516,9 @@ class OptimizationRuns:
                     step = done
                 reporter.progress(f"{spec}: {step}/{total} replies", step=step, total_steps=total)
 
-            outcomes = run_program(program, examples, lm, make_adapter(lm_adapter), threads=threads, on_done=example_done)
+            outcomes = run_program(
+                program, examples, lm, make_adapter(lm_adapter), threads=threads, on_done=example_done
+            )
             score_outcomes(outcomes, examples, request.weights, embed)
             metrics = TargetMetrics.of(target.spec, outcomes)
             results.append(metrics)

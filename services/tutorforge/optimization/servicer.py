@@ -48,7 +48,10 @@ def _enum(mapping: dict, value: int, field: str, unspecified: object = None) -> 
 
 def weights_from_proto(message: pb.MetricWeights) -> MetricWeights:
     return MetricWeights.from_overrides(
-        **{name: getattr(message, name) if message.HasField(name) else None for name in MetricWeights.__dataclass_fields__}
+        **{
+            name: getattr(message, name) if message.HasField(name) else None
+            for name in MetricWeights.__dataclass_fields__
+        }
     )
 
 
@@ -95,7 +98,10 @@ def metrics_to_proto(metrics: TargetMetrics) -> pb.TargetMetrics:
         question_rate=metrics.question_rate,
         answer_reveal_rate=metrics.answer_reveal_rate,
         similarity=pb.SummaryStatistics(
-            mean=metrics.similarity.mean, min=metrics.similarity.min, max=metrics.similarity.max, std=metrics.similarity.std
+            mean=metrics.similarity.mean,
+            min=metrics.similarity.min,
+            max=metrics.similarity.max,
+            std=metrics.similarity.std,
         ),
         mean_latency_seconds=metrics.mean_latency_seconds,
         score_per_subject=metrics.score_per_subject,
@@ -120,7 +126,9 @@ class OptimizationServicer(optimization_pb2_grpc.OptimizationServiceServicer):
     def __init__(self, runs: OptimizationRuns):
         self.runs = runs
 
-    def StartOptimization(self, request: pb.StartOptimizationRequest, context: grpc.ServicerContext) -> pb.StartOptimizationResponse:
+    def StartOptimization(
+        self, request: pb.StartOptimizationRequest, context: grpc.ServicerContext
+    ) -> pb.StartOptimizationResponse:
         record = self.runs.start_optimization(
             OptimizationRequest(
                 name=request.name,
@@ -143,19 +151,29 @@ class OptimizationServicer(optimization_pb2_grpc.OptimizationServiceServicer):
     def GetRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pb.GetRunResponse:
         return pb.GetRunResponse(run=job_to_proto(self.runs.get_run(request.run_id)))
 
-    def WatchRun(self, request: pb.WatchRunRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchRunResponse]:
+    def WatchRun(
+        self, request: pb.WatchRunRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchRunResponse]:
         for event in self.runs.watch_run(request.run_id, request.after_sequence, context.is_active):
             yield pb.WatchRunResponse(event=event_to_proto(event))
 
     def CancelRun(self, request: pb.CancelRunRequest, context: grpc.ServicerContext) -> pb.CancelRunResponse:
         return pb.CancelRunResponse(run=job_to_proto(self.runs.cancel_run(request.run_id)))
 
-    def ListPrograms(self, request: pb.ListProgramsRequest, context: grpc.ServicerContext) -> pb.ListProgramsResponse:
-        return pb.ListProgramsResponse(programs=[program_to_proto(info) for info in self.runs.list_programs()])
+    def ListPrograms(
+        self, request: pb.ListProgramsRequest, context: grpc.ServicerContext
+    ) -> pb.ListProgramsResponse:
+        return pb.ListProgramsResponse(
+            programs=[program_to_proto(info) for info in self.runs.list_programs()]
+        )
 
-    def GetProgram(self, request: pb.GetProgramRequest, context: grpc.ServicerContext) -> pb.GetProgramResponse:
+    def GetProgram(
+        self, request: pb.GetProgramRequest, context: grpc.ServicerContext
+    ) -> pb.GetProgramResponse:
         info, state = self.runs.get_program(request.name, request.version)
-        return pb.GetProgramResponse(program=program_to_proto(info), state_json=json.dumps(state, indent=2, ensure_ascii=False))
+        return pb.GetProgramResponse(
+            program=program_to_proto(info), state_json=json.dumps(state, indent=2, ensure_ascii=False)
+        )
 
     def Evaluate(self, request: pb.EvaluateRequest, context: grpc.ServicerContext) -> pb.EvaluateResponse:
         record = self.runs.evaluate(
@@ -173,11 +191,16 @@ class OptimizationServicer(optimization_pb2_grpc.OptimizationServiceServicer):
         )
         return pb.EvaluateResponse(run=job_to_proto(record))
 
-    def GetEvaluation(self, request: pb.GetEvaluationRequest, context: grpc.ServicerContext) -> pb.GetEvaluationResponse:
+    def GetEvaluation(
+        self, request: pb.GetEvaluationRequest, context: grpc.ServicerContext
+    ) -> pb.GetEvaluationResponse:
         report = self.runs.evaluation_report(request.evaluation_id)
         files = []
         if request.include_files:
-            files = [pb.ReportFile(path=path, content=data) for path, data in report_files(self.runs.store, report).items()]
+            files = [
+                pb.ReportFile(path=path, content=data)
+                for path, data in report_files(self.runs.store, report).items()
+            ]
         return pb.GetEvaluationResponse(report=report_to_proto(report), files=files)
 
 

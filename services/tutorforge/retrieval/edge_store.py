@@ -1,14 +1,14 @@
 """`ChunkStore` on qdrant-edge: Qdrant's Rust engine in this process (HNSW, payload indexes, sparse
 vectors with IDF, prefetch + RRF), persisted in a local folder with a write-ahead log.
 
-Edge shards do not optimize on their own: after writes, a background thread runs `optimize()`
-(merging segments and building the HNSW index) so that searches stay fast while ingest returns."""
+Edge shards do not optimize on their own: the service calls `optimize()` after each ingest/delete
+call. It merges segments and builds the HNSW index once enough unindexed points piled up (a no-op
+otherwise). qdrant-edge 0.9.0 holds the GIL during `optimize()`, so it must not run in a background
+thread of a serving process: other calls wait for it either way, and this way only when an ingest
+has just added thousands of chunks (whose embedding took far longer than indexing them)."""
 
 from __future__ import annotations
 
-import logging
-import threading
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +26,6 @@ from tutorforge.retrieval.store import (
     Where,
 )
 
-log = logging.getLogger(__name__)
 _RRF_K = 60
 
 
@@ -60,10 +59,6 @@ class EdgeChunkStore:
         self._shard = shard
         self.path = path
         self._indexed = set(shard.info().payload_schema)
-        self._lock = threading.Lock()
-        self._optimize_pending = False
-        self._optimizer: threading.Thread | None = None
-        self._closed = False
 
     @classmethod
     def open(cls, path: Path, dimensions: int) -> EdgeChunkStore:
@@ -96,14 +91,12 @@ class EdgeChunkStore:
         ]
         if batch:
             self._shard.update(edge.UpdateOperation.upsert_points(batch))
-            self._request_optimize()
 
     def set_state(self, where: Where, state: str) -> None:
         self._shard.update(edge.UpdateOperation.set_payload_by_filter(_filter(where), {"state": state}))
 
     def delete(self, where: Where) -> None:
         self._shard.update(edge.UpdateOperation.delete_points_by_filter(_filter(where)))
-        self._request_optimize()
 
     def query(self, query: VectorQuery) -> list[StoredChunk]:
         where = _filter(query.where)
@@ -145,38 +138,9 @@ class EdgeChunkStore:
     def count(self, where: Where) -> int:
         return self._shard.count(edge.CountRequest(exact=True, filter=_filter(where)))
 
-    def wait_optimized(self) -> None:
-        """Block until the background optimizer is idle (benchmarks, tests)."""
-        while True:
-            with self._lock:
-                thread = self._optimizer
-            if thread is None:
-                return
-            thread.join()
+    def optimize(self) -> None:
+        self._shard.optimize()
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-        self.wait_optimized()
         self._shard.flush()
         self._shard.close()
-
-    def _request_optimize(self) -> None:
-        with self._lock:
-            self._optimize_pending = True
-            if self._optimizer is not None or self._closed:
-                return
-            self._optimizer = threading.Thread(target=self._optimize_loop, name=f"edge-optimize-{uuid.uuid4().hex[:6]}", daemon=True)
-            self._optimizer.start()
-
-    def _optimize_loop(self) -> None:
-        while True:
-            with self._lock:
-                if not self._optimize_pending or self._closed:
-                    self._optimizer = None
-                    return
-                self._optimize_pending = False
-            try:
-                self._shard.optimize()
-            except Exception:  # the shard stays searchable unoptimized; the next write retries
-                log.exception("optimizing the edge shard at %s failed", self.path)

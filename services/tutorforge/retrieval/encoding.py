@@ -42,7 +42,7 @@ class Encoder:
             if embedder.max_seq_length < self.window:
                 embedder.max_seq_length = self.window
         vocabulary = self.tokenizer.get_vocab()
-        self._ignored_ids = frozenset(
+        self.ignored_ids = frozenset(
             token_id
             for token, token_id in vocabulary.items()
             if token in _STOPWORDS or not any(char.isalnum() for char in token) or token_id in self.tokenizer.all_special_ids
@@ -54,7 +54,7 @@ class Encoder:
         )
 
     def sparse_document(self, token_ids: Sequence[int], average_length: float) -> SparseVector:
-        counts = Counter(token for token in token_ids if token not in self._ignored_ids)
+        counts = Counter(token for token in token_ids if token not in self.ignored_ids)
         length_norm = BM25_K1 * (1 - BM25_B + BM25_B * len(token_ids) / max(average_length, 1.0))
         indices = sorted(counts)
         values = [counts[i] * (BM25_K1 + 1) / (counts[i] + length_norm) for i in indices]
@@ -62,5 +62,5 @@ class Encoder:
 
     def sparse_query(self, query: str) -> SparseVector:
         ids = self.tokenizer(query, add_special_tokens=False)["input_ids"]
-        indices = sorted({token for token in ids if token not in self._ignored_ids})
+        indices = sorted({token for token in ids if token not in self.ignored_ids})
         return SparseVector(indices, [1.0] * len(indices))

@@ -136,5 +136,8 @@ class ServerChunkStore:
     def count(self, where: Where) -> int:
         return self._client.count(self.collection, count_filter=_filter(where), exact=True).count
 
+    def optimize(self) -> None:
+        """Nothing to do: a Qdrant server runs its optimizers by itself."""
+
     def close(self) -> None:
         self._client.close()

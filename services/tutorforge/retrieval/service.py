@@ -225,6 +225,7 @@ class RetrievalService:
                 self._embed_and_write(pending, results)
                 pending = []
         self._embed_and_write(pending, results)
+        self.store.optimize()
         done = [result for result in results if result is not None]
         if not done:
             raise InvalidArgument("the upload holds no documents: send a `document` header, then its `content`")
@@ -494,6 +495,7 @@ class RetrievalService:
             deleted = self.store.count(where)
             self.store.delete(where)
             self.catalog.remove(record.document_id)
+        self.store.optimize()
         return deleted
 
     def stats(self) -> Stats:

@@ -110,6 +110,9 @@ class ChunkStore(Protocol):
     def ensure_index(self, key: str, numeric: bool = False) -> None:
         """A payload index on `key` (keyword, or float when `numeric`)."""
 
+    def optimize(self) -> None:
+        """Bring indexes up to date after a batch of writes (merge segments, build HNSW)."""
+
     def close(self) -> None: ...
 
 

@@ -1,0 +1,232 @@
+"""Small stand-ins for a TGI server and a vLLM OpenAI-compatible server (neither can run here). They
+speak the documented request/response bodies, stream SSE like the real servers, and record what they
+received, so tests can check what the real client libraries sent."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+BASE_MODEL = "SmolLM2-135M-Instruct"
+
+
+@dataclass
+class Recorder:
+    requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def last(self, path: str) -> dict[str, Any]:
+        return [body for seen, body in self.requests if seen == path][-1]
+
+
+def _reply_words(who: str, limit: int) -> list[str]:
+    words = f"Hello from {who}, what do you already know about it?".split(" ")
+    return [word if index == 0 else f" {word}" for index, word in enumerate(words)][:limit]
+
+
+def _sse(events: Iterator[dict[str, Any] | str], prefix: str = "data: ") -> StreamingResponse:
+    """Server-sent events; TGI's native routes write `data:` without the space, OpenAI-style routes with it."""
+
+    def lines() -> Iterator[str]:
+        for event in events:
+            yield f"{prefix}{event if isinstance(event, str) else json.dumps(event)}\n\n"
+
+    return StreamingResponse(lines(), media_type="text/event-stream")
+
+
+def tgi_app(recorder: Recorder, adapters: set[str]) -> FastAPI:
+    """TGI's `/generate`, `/generate_stream` (and `/`, which dispatches on `stream`) and Messages API."""
+    app = FastAPI()
+
+    def check_adapter(adapter: str | None) -> JSONResponse | None:
+        if adapter and adapter not in adapters:
+            return JSONResponse(status_code=404, content={"error": f"adapter {adapter} not found", "error_type": "not_found"})
+        return None
+
+    def generate(body: dict[str, Any]) -> Any:
+        parameters = body.get("parameters") or {}
+        if refused := check_adapter(parameters.get("adapter_id")):
+            return refused
+        words = _reply_words(parameters.get("adapter_id") or "base", parameters.get("max_new_tokens") or 20)
+        reason = "length" if len(words) == parameters.get("max_new_tokens") else "eos_token"
+        details = {"finish_reason": reason, "generated_tokens": len(words), "seed": parameters.get("seed"), "input_length": 7}
+        if not body.get("stream"):
+            tokens = [{"id": 100 + i, "text": w, "logprob": -0.5, "special": False} for i, w in enumerate(words)]
+            return {"generated_text": "".join(words), "details": {**details, "prefill": [], "tokens": tokens}}
+
+        def events() -> Iterator[dict[str, Any]]:
+            for index, word in enumerate(words):
+                last = index == len(words) - 1
+                yield {
+                    "index": index + 1,
+                    "token": {"id": 100 + index, "text": word, "logprob": -0.5, "special": False},
+                    "top_tokens": None,
+                    "generated_text": "".join(words) if last else None,
+                    "details": details if last else None,
+                }
+
+        return _sse(events(), prefix="data:")
+
+    @app.post("/")
+    async def compat(request: Request) -> Any:
+        body = await request.json()
+        recorder.requests.append(("/", body))
+        return generate(body)
+
+    @app.post("/generate")
+    async def generate_route(request: Request) -> Any:
+        body = await request.json()
+        recorder.requests.append(("/generate", body))
+        return generate({**body, "stream": False})
+
+    @app.post("/generate_stream")
+    async def generate_stream(request: Request) -> Any:
+        body = await request.json()
+        recorder.requests.append(("/generate_stream", body))
+        return generate({**body, "stream": True})
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        body = await request.json()
+        recorder.requests.append(("/v1/chat/completions", body))
+        adapter = None if body.get("model") == "tgi" else body.get("model")
+        if refused := check_adapter(adapter):
+            return refused
+        return _chat_response(body, adapter or "base", "tgi")
+
+    return app
+
+
+def vllm_app(recorder: Recorder) -> FastAPI:
+    """vLLM's OpenAI-compatible server with runtime LoRA updating enabled."""
+    app = FastAPI()
+    loaded: dict[str, str] = {}
+
+    def error(status: int, message: str, kind: str) -> JSONResponse:
+        return JSONResponse(status_code=status, content={"object": "error", "message": message, "type": kind, "param": None, "code": status})
+
+    def model_of(body: dict[str, Any]) -> tuple[str | None, JSONResponse | None]:
+        model = body.get("model")
+        if model == BASE_MODEL:
+            return "base", None
+        if model in loaded:
+            return model, None
+        return None, error(404, f"The model `{model}` does not exist.", "NotFoundError")
+
+    @app.get("/v1/models")
+    def models() -> dict[str, Any]:
+        data = [{"id": BASE_MODEL, "object": "model", "created": 0, "owned_by": "vllm", "root": "/models/base", "parent": None}]
+        data += [
+            {"id": name, "object": "model", "created": 0, "owned_by": "vllm", "root": path, "parent": BASE_MODEL}
+            for name, path in loaded.items()
+        ]
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/load_lora_adapter")
+    async def load(request: Request) -> Any:
+        body = await request.json()
+        recorder.requests.append(("/v1/load_lora_adapter", body))
+        if body["lora_name"] in loaded:
+            return error(400, f"The lora adapter '{body['lora_name']}' has already been loaded.", "InvalidUserInput")
+        loaded[body["lora_name"]] = body["lora_path"]
+        return PlainTextResponse(f"Success: LoRA adapter '{body['lora_name']}' added successfully.")
+
+    @app.post("/v1/unload_lora_adapter")
+    async def unload(request: Request) -> Any:
+        body = await request.json()
+        recorder.requests.append(("/v1/unload_lora_adapter", body))
+        if loaded.pop(body["lora_name"], None) is None:
+            return error(404, f"The lora adapter '{body['lora_name']}' cannot be found.", "NotFoundError")
+        return PlainTextResponse(f"Success: LoRA adapter '{body['lora_name']}' removed successfully.")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Any:
+        body = await request.json()
+        recorder.requests.append(("/v1/completions", body))
+        who, refused = model_of(body)
+        if refused:
+            return refused
+        words = _reply_words(who, body.get("max_tokens") or 16)
+        reason = "length" if len(words) == body.get("max_tokens") else "stop"
+        header = {"id": "cmpl-1", "object": "text_completion", "created": int(time.time()), "model": body["model"]}
+        if not body.get("stream"):
+            usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
+            return {**header, "choices": [{"index": 0, "text": "".join(words), "finish_reason": reason, "logprobs": None}], "usage": usage}
+
+        def events() -> Iterator[dict[str, Any] | str]:
+            for index, word in enumerate(words):
+                finish = reason if index == len(words) - 1 else None
+                yield {**header, "choices": [{"index": 0, "text": word, "logprobs": None, "finish_reason": finish}], "usage": None}
+            if (body.get("stream_options") or {}).get("include_usage"):
+                usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
+                yield {**header, "choices": [], "usage": usage}
+            yield "[DONE]"
+
+        return _sse(events())
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        body = await request.json()
+        recorder.requests.append(("/v1/chat/completions", body))
+        who, refused = model_of(body)
+        if refused:
+            return refused
+        return _chat_response(body, who, "vllm")
+
+    return app
+
+
+def _chat_response(body: dict[str, Any], who: str, system_fingerprint: str) -> Any:
+    limit = body.get("max_tokens") or body.get("max_completion_tokens") or 16
+    words = _reply_words(who, limit)
+    reason = "length" if len(words) == limit else "stop"
+    header = {"id": "chatcmpl-1", "created": int(time.time()), "model": body.get("model"), "system_fingerprint": system_fingerprint}
+    usage = {"prompt_tokens": 9, "completion_tokens": len(words), "total_tokens": 9 + len(words)}
+    if not body.get("stream"):
+        message = {"role": "assistant", "content": "".join(words)}
+        return {**header, "object": "chat.completion", "choices": [{"index": 0, "message": message, "finish_reason": reason}], "usage": usage}
+
+    def events() -> Iterator[dict[str, Any] | str]:
+        chunk = {**header, "object": "chat.completion.chunk"}
+        for index, word in enumerate(words):
+            finish = reason if index == len(words) - 1 else None
+            delta = {"role": "assistant", "content": word}
+            yield {**chunk, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], "usage": None}
+        if (body.get("stream_options") or {}).get("include_usage"):
+            yield {**chunk, "choices": [], "usage": usage}
+        yield "[DONE]"
+
+    return _sse(events())
+
+
+class FakeServer:
+    """Serves a FastAPI app with uvicorn on a free loopback port in a background thread."""
+
+    def __init__(self, app: FastAPI):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> FakeServer:
+        self._thread.start()
+        while not self._server.started:
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)

@@ -1,0 +1,133 @@
+"""The tgi and openai engines against stand-in servers that speak TGI's and vLLM's HTTP protocols,
+driven through real gRPC by the real client libraries (huggingface_hub.InferenceClient, openai)."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+from fake_servers import BASE_MODEL, FakeServer, Recorder, tgi_app, vllm_app
+from inference_helpers import generate, stream_request
+import numpy as np
+from safetensors.numpy import save_file
+
+from tutorforge.core.adapters import AdapterRegistry
+from tutorforge.v1 import common_pb2
+from tutorforge.v1 import inference_pb2 as pb
+from tutorforge.v1 import inference_pb2_grpc
+
+
+def _chat(adapter: str = "", max_tokens: int = 5) -> pb.ChatRequest:
+    return pb.ChatRequest(
+        messages=[common_pb2.ChatMessage(role="user", content="What is a volcano?")],
+        model=pb.ModelSelection(adapter=adapter),
+        parameters=pb.GenerationParameters(max_tokens=max_tokens),
+    )
+
+
+def _register_stub_adapter(running, folder, name: str = "pirate") -> None:
+    """A minimal, valid LoRA folder (the remote server, not this process, would load its weights)."""
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "target_modules": ["q_proj"]}))
+    save_file(
+        {"base_model.model.layers.0.q_proj.lora_A.weight": np.zeros((2, 4), np.float32),
+         "base_model.model.layers.0.q_proj.lora_B.weight": np.zeros((4, 2), np.float32)},
+        str(folder / "adapter_model.safetensors"),
+    )
+    AdapterRegistry(running.runtime.store).register(folder, name, BASE_MODEL)
+
+
+@pytest.fixture(scope="module")
+def tgi(module_serve, tmp_path_factory):
+    recorder = Recorder()
+    with FakeServer(tgi_app(recorder, adapters={"pirate"})) as fake:
+        running, channel = module_serve("inference", inference__engine="tgi", inference__engine_url=fake.url)
+        _register_stub_adapter(running, tmp_path_factory.mktemp("adapter"))
+        yield inference_pb2_grpc.InferenceServiceStub(channel), recorder
+
+
+@pytest.fixture(scope="module")
+def vllm(module_serve, tmp_path_factory):
+    recorder = Recorder()
+    with FakeServer(vllm_app(recorder)) as fake:
+        running, channel = module_serve("inference", inference__engine="openai", inference__engine_url=fake.url)
+        _register_stub_adapter(running, tmp_path_factory.mktemp("adapter"))
+        yield inference_pb2_grpc.InferenceServiceStub(channel), recorder
+
+
+def test_tgi_generate_sends_adapter_id(tgi):
+    stub, recorder = tgi
+    response = stub.Generate(generate("Tell me", adapter="pirate", max_tokens=4, seed=3))
+    assert response.text == "Hello from pirate, what"
+    sent = recorder.last("/")
+    assert sent["inputs"] == "Tell me" and sent["stream"] is True
+    assert sent["parameters"]["adapter_id"] == "pirate" and sent["parameters"]["details"] is True
+    assert sent["parameters"]["max_new_tokens"] == 4 and sent["parameters"]["seed"] == 3
+    assert response.summary.usage.completion_tokens == 4 and response.summary.usage.prompt_tokens == 7
+    assert response.summary.finish_reason == pb.FINISH_REASON_LENGTH and response.summary.adapter == "pirate"
+
+
+def test_tgi_stream_and_base_model(tgi):
+    stub, recorder = tgi
+    events = list(stub.GenerateStream(stream_request("Tell me", max_tokens=30)))
+    assert [e.WhichOneof("event") for e in events][-1] == "summary"
+    assert "".join(e.token.text for e in events[:-1]) == "Hello from base, what do you already know about it?"
+    assert [e.token.token_id for e in events[:2]] == [100, 101]
+    assert "adapter_id" not in recorder.last("/")["parameters"]
+    assert events[-1].summary.finish_reason == pb.FINISH_REASON_STOP
+
+
+def test_tgi_chat_names_the_adapter_as_model(tgi):
+    stub, recorder = tgi
+    assert stub.Chat(_chat("pirate")).message.content == "Hello from pirate, what do"
+    sent = recorder.last("/v1/chat/completions")
+    assert sent["model"] == "pirate" and sent["stream"] is True and sent["max_tokens"] == 5
+    assert sent["messages"][0]["role"] == "system" and "Socratic" in sent["messages"][0]["content"]
+    stub.Chat(_chat(""))
+    assert recorder.last("/v1/chat/completions")["model"] == "tgi"
+
+
+def test_tgi_cannot_load_adapters_at_run_time(tgi):
+    stub, _ = tgi
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.LoadAdapter(pb.LoadAdapterRequest(name="pirate"))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "tutorforge adapters deploy pirate" in caught.value.details()
+    listing = stub.ListAdapters(pb.ListAdaptersRequest())
+    assert listing.engine == "tgi" and [a.name for a in listing.adapters] == ["pirate"]
+
+
+def test_remote_engines_refuse_adapters_missing_from_the_registry(tgi, vllm):
+    for stub, recorder in (tgi, vllm):
+        sent = len(recorder.requests)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Generate(generate("x", adapter="ghost", max_tokens=2))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        assert len(recorder.requests) == sent  # refused before reaching the server
+
+
+def test_openai_engine_loads_through_the_lora_endpoints(vllm):
+    stub, recorder = vllm
+    loaded = stub.LoadAdapter(pb.LoadAdapterRequest(name="pirate")).adapter
+    assert loaded.loaded and loaded.version == "v1"
+    assert recorder.last("/v1/load_lora_adapter") == {"lora_name": "pirate", "lora_path": "/adapters/pirate/v1"}
+    assert [a.name for a in stub.ListAdapters(pb.ListAdaptersRequest()).adapters if a.loaded] == ["pirate"]
+
+    response = stub.Generate(generate("Tell me", adapter="pirate", max_tokens=3, temperature=0.5, seed=9))
+    assert response.text == "Hello from pirate,"
+    sent = recorder.last("/v1/completions")
+    assert sent["model"] == "pirate" and sent["prompt"] == "Tell me" and sent["max_tokens"] == 3
+    assert sent["seed"] == 9 and sent["temperature"] == 0.5 and sent["stream"] is True
+    assert response.summary.usage.prompt_tokens == 7 and response.summary.finish_reason == pb.FINISH_REASON_LENGTH
+
+    assert stub.Chat(_chat("pirate")).message.content == "Hello from pirate, what do"
+    assert recorder.last("/v1/chat/completions")["model"] == "pirate"
+    stub.Chat(_chat(""))
+    assert recorder.last("/v1/chat/completions")["model"] == BASE_MODEL
+
+    stub.UnloadAdapter(pb.UnloadAdapterRequest(name="pirate"))
+    assert recorder.last("/v1/unload_lora_adapter") == {"lora_name": "pirate"}
+    # Registered but no longer loaded on the server: the server's 404 comes back as NOT_FOUND.
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Generate(generate("Tell me", adapter="pirate", max_tokens=3))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
