@@ -45,6 +45,7 @@ def test_synthetic_and_document_sources(serve):
     assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error
     assert any("synthetic:fractions: reply 1 gave" in e.message for e in events)
     assert any("documents:topic=fractions: chunk 1/1" in e.message for e in events)
+    assert all(a.progress <= b.progress for a, b in zip(events, events[1:]))
 
     version = stub.GetDataset(datasets_pb2.GetDatasetRequest(name="generated")).dataset
     summaries = {s.source: s for s in version.manifest.sources}

@@ -40,6 +40,7 @@ def test_build_get_export_list_delete(service):
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     assert events[-1].state == common_pb2.JOB_STATE_SUCCEEDED
     assert any(e.message.startswith("reading dialogues.jsonl") for e in events)
+    assert all(a.progress <= b.progress for a, b in zip(events, events[1:])) and events[-1].progress == 1.0
     version = stub.GetDataset(datasets_pb2.GetDatasetRequest(name="starter")).dataset
     assert version.version == job.result and version.content_hash.startswith(version.version)
     stats = version.stats

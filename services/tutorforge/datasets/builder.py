@@ -28,9 +28,27 @@ _STRICT_QUOTE = 5
 class Progress(Protocol):
     """What a build reports to (a JobReporter in the service)."""
 
-    def progress(self, message: str = "", *, step: int = 0, total_steps: int = 0, **_: Any) -> None: ...
+    def progress(
+        self, message: str = "", *, progress: float | None = None, step: int = 0, total_steps: int = 0, **_: Any
+    ) -> None: ...
 
     def check_cancelled(self) -> None: ...
+
+
+class _SourceProgress:
+    """A source's own steps (replies, chunks) mapped onto its share of the whole build's progress."""
+
+    def __init__(self, parent: Progress, position: int, stages: int):
+        self.parent = parent
+        self.position = position
+        self.stages = stages
+
+    def progress(self, message: str = "", *, step: int = 0, total_steps: int = 0, **_: Any) -> None:
+        done = step / total_steps if total_steps else 0.0
+        self.parent.progress(message, progress=(self.position + done) / self.stages, step=step, total_steps=total_steps)
+
+    def check_cancelled(self) -> None:
+        self.parent.check_cancelled()
 
 
 class SilentProgress:
@@ -232,10 +250,11 @@ def screen(
     summaries: list[dict[str, Any]] = []
     source_parameters: list[dict[str, Any]] = []
     invalid: list[Dropped] = []
-    for number, source in enumerate(request.sources, start=1):
+    stages = len(request.sources) + 2
+    for position, source in enumerate(request.sources):
         progress.check_cancelled()
-        progress.progress(f"reading {source.name}", step=number - 1, total_steps=len(request.sources) + 2)
-        result = source.read(progress)
+        progress.progress(f"reading {source.name}", step=position, total_steps=stages)
+        result = source.read(_SourceProgress(progress, position, stages))
         source_parameters.append(result.parameters)
         invalid += [Dropped(issue.source, issue.index, issue.reason, issue.kind) for issue in result.issues]
         kept_before = len(candidates)
@@ -254,7 +273,7 @@ def screen(
         raise InvalidArgument(f"strict mode: {len(invalid)} invalid record(s), nothing stored: {listed}{more}")
     dropped += invalid
 
-    progress.progress("filtering on quality, de-duplicating, decontaminating", step=len(request.sources), total_steps=len(request.sources) + 2)
+    progress.progress("filtering on quality, de-duplicating, decontaminating", step=stages - 2, total_steps=stages)
     survivors: list[_Candidate] = []
     for candidate in candidates:
         signals = quality_signals(candidate.record["conversations"])

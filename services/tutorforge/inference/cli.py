@@ -149,20 +149,16 @@ def _stream_turn(stub: inference_pb2_grpc.InferenceServiceStub, history: list[co
         else:
             console.print()
             if citations:
-                _print_citations(citations)
+                console.print(citations_table(citations))
             _print_summary(event.summary)
     return "".join(parts)
 
 
-def _print_citations(citations: list[pb.Citation]) -> None:
-    table = Table("tag", "source", "document", "chunk", "score", "passage", title="sources", title_justify="left")
+def citations_table(citations: list[pb.Citation]) -> Table:
+    table = Table("tag", "passage", "score", "source", title="sources", title_justify="left")
     for citation in citations:
-        passage = " ".join(citation.text.split())
-        table.add_row(
-            citation.tag, citation.source, citation.document_id, str(citation.chunk_index),
-            f"{citation.score:.3f}", passage[:90] + ("…" if len(passage) > 90 else ""),
-        )
-    console.print(table)
+        table.add_row(citation.tag, f"{citation.document_id} #{citation.chunk_index}", f"{citation.score:.3f}", citation.source)
+    return table
 
 
 def _print_summary(summary: pb.GenerationSummary) -> None:

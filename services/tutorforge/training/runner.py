@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tutorforge.core.adapters import AdapterRegistry, AdapterVersion
-from tutorforge.core.errors import Cancelled, FailedPrecondition, InvalidArgument, TutorforgeError
+from tutorforge.core.errors import Cancelled, FailedPrecondition, InvalidArgument, TutorforgeError, Unavailable
 from tutorforge.core.jobs import JobReporter
 from tutorforge.core.models import chat_model_name, chat_model_path, load_chat_tokenizer
 from tutorforge.core.settings import Settings
@@ -39,14 +39,16 @@ RESUME_HINT = "`tutorforge jobs resume <job id>` (ResumeJob) continues it from i
 _WORKER_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TUTORFORGE_HOME")
 
 _ray_lock = threading.Lock()
-
-
-def run_key(job_id: str) -> str:
-    return f"training/runs/{job_id}"
+# Set on shutdown: lets the thread that started Ray end.
+_ray_released = threading.Event()
 
 
 def ensure_ray(settings: Settings) -> None:
-    """Connect to Ray once per process: a local cluster, or the configured cluster address."""
+    """Connect to Ray once per process: a local cluster, or the configured cluster address.
+
+    `ray.init()` runs in a thread of its own that lives until `shutdown_ray()`: the local cluster's
+    processes are started with PR_SET_PDEATHSIG, which kills them when the *thread* that started them
+    ends, so starting them from a job's thread would kill Ray as soon as that job finished."""
     import ray
 
     with _ray_lock:
@@ -63,13 +65,30 @@ def ensure_ray(settings: Settings) -> None:
         if not address:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-        ray.init(
-            address=address or None,
-            include_dashboard=False if not address else None,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-            runtime_env={"env_vars": worker_env(settings)},
-        )
+        started = threading.Event()
+        failures: list[BaseException] = []
+
+        def hold() -> None:
+            try:
+                ray.init(
+                    address=address or None,
+                    include_dashboard=False if not address else None,
+                    log_to_driver=False,
+                    logging_level=logging.WARNING,
+                    runtime_env={"env_vars": worker_env(settings)},
+                )
+            except BaseException as error:  # handed to the caller below
+                failures.append(error)
+            finally:
+                started.set()
+            if not failures:
+                _ray_released.wait()
+
+        _ray_released.clear()
+        threading.Thread(target=hold, name="ray-driver", daemon=True).start()
+        started.wait()
+        if failures:
+            raise Unavailable(f"cannot start or reach Ray ({address or 'local'}): {failures[0]}") from failures[0]
 
 
 def shutdown_ray() -> None:
@@ -78,6 +97,12 @@ def shutdown_ray() -> None:
     with _ray_lock:
         if ray.is_initialized():
             ray.shutdown()
+        _ray_released.set()
+
+
+def run_key(job_id: str) -> str:
+    """Where a run's files live in the artifact store."""
+    return f"training/runs/{job_id}"
 
 
 def worker_env(settings: Settings) -> dict[str, str]:

@@ -1,0 +1,183 @@
+"""Inference benchmark: output tokens/s and time to first token through the served gRPC path
+(GenerateStream on a real server in this process, embedded engine, SmolLM2-135M-Instruct).
+
+    python bench/inference.py              # 16 requests × 128 new tokens per scenario
+    python bench/inference.py --quick      # 4 requests × 32 new tokens
+    python bench/inference.py --threads 1  # torch threads (default from settings: 2)
+
+Scenarios: 16 requests one at a time; 16 concurrent on the base; 16 concurrent spread over the base
+and two LoRA adapters of different ranks and target modules (one mixed batch). Every request asks
+for exactly N new tokens (greedy, ignore_eos), so tokens/s compare across scenarios. The adapters are
+random LoRA weights (no training needed to measure speed). TTFT is measured on the client, from the
+call to the first token event. The machine may be shared: the load average is printed alongside."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from tutorforge.core.adapters import AdapterRegistry  # noqa: E402
+from tutorforge.core.client import open_channel  # noqa: E402
+from tutorforge.core.models import chat_model_name, load_chat_model  # noqa: E402
+from tutorforge.core.server import start_server  # noqa: E402
+from tutorforge.core.settings import Settings  # noqa: E402
+from tutorforge.v1 import inference_pb2 as pb  # noqa: E402
+from tutorforge.v1 import inference_pb2_grpc  # noqa: E402
+
+TOPICS = ("fractions", "volcanoes", "photosynthesis", "the water cycle", "gravity", "the Roman Empire",
+          "prime numbers", "magnets", "the moon", "rainbows", "atoms", "bees", "rivers", "clouds", "maps", "music")
+ADAPTERS = {"bench-r8-attn": (8, ["q_proj", "k_proj", "v_proj", "o_proj"]), "bench-r16-mlp": (16, ["gate_proj", "up_proj", "down_proj"])}
+
+
+def _prompt(index: int) -> str:
+    topic = TOPICS[index % len(TOPICS)]
+    return f"<|im_start|>user\nTell me a long story about {topic}.<|im_end|>\n<|im_start|>assistant\n"
+
+
+def _make_adapters(settings: Settings, root: Path) -> dict[str, Path]:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    folders = {}
+    for name, (rank, targets) in ADAPTERS.items():
+        torch.manual_seed(rank)
+        model = get_peft_model(
+            load_chat_model(settings.models, dtype=torch.float32),
+            LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights=False, task_type="CAUSAL_LM"),
+        )
+        with torch.no_grad():  # random B too, but small: a real-looking perturbation, not noise
+            for parameter_name, parameter in model.named_parameters():
+                if "lora_B" in parameter_name:
+                    parameter.mul_(0.01)
+        model.save_pretrained(root / name, safe_serialization=True)
+        folders[name] = root / name
+    return folders
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _one(stub: inference_pb2_grpc.InferenceServiceStub, index: int, adapter: str, tokens: int) -> tuple[int, float, float]:
+    """(completion tokens, time to first token, duration) of one streamed request."""
+    request = pb.GenerateStreamRequest(
+        prompt=_prompt(index),
+        model=pb.ModelSelection(adapter=adapter),
+        parameters=pb.GenerationParameters(max_tokens=tokens, ignore_eos=True),
+    )
+    started = time.perf_counter()
+    first = 0.0
+    completion = 0
+    for event in stub.GenerateStream(request, timeout=3600):
+        if event.WhichOneof("event") == "token":
+            first = first or time.perf_counter() - started
+        else:
+            completion = event.summary.usage.completion_tokens
+    return completion, first, time.perf_counter() - started
+
+
+def _scenario(stub, name: str, requests: list[tuple[int, str]], tokens: int, concurrent: bool) -> dict[str, float]:
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    if concurrent:
+        with ThreadPoolExecutor(len(requests)) as pool:
+            results = list(pool.map(lambda item: _one(stub, item[0], item[1], tokens), requests))
+    else:
+        results = [_one(stub, index, adapter, tokens) for index, adapter in requests]
+    wall = time.perf_counter() - started
+    total = sum(r[0] for r in results)
+    ttfts = [r[1] for r in results]
+    row = {
+        "tokens_per_s": total / wall,
+        "ttft_p50": statistics.median(ttfts),
+        "ttft_max": max(ttfts),
+        "wall_s": wall,
+        "tokens": total,
+        "load": (load_before + os.getloadavg()[0]) / 2,
+    }
+    print(
+        f"{name:<34} {row['tokens_per_s']:8.1f} tok/s   TTFT p50 {row['ttft_p50']:6.2f} s  max {row['ttft_max']:6.2f} s"
+        f"   {total} tokens in {wall:6.1f} s   load avg {row['load']:.1f}",
+        flush=True,
+    )
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="4 requests × 32 tokens")
+    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = settings default)")
+    parser.add_argument("--model-cache", type=Path, default=Path(__file__).resolve().parents[1] / ".cache" / "models")
+    args = parser.parse_args(argv)
+    requests, tokens = (4, 32) if args.quick else (args.requests, args.tokens)
+
+    with tempfile.TemporaryDirectory(prefix="tutorforge-bench-") as tmp:
+        root = Path(tmp)
+        settings = Settings()
+        settings.home = root
+        settings.store = str(root / "store")
+        settings.models.cache_dir = args.model_cache
+        settings.inference.max_batch_size = max(16, requests)
+        settings.log_level = "WARNING"
+        if args.threads:
+            settings.inference.threads = args.threads
+        folders = _make_adapters(settings, root / "adapters")
+        running = start_server(settings, ["inference"], port=0)
+        registry = AdapterRegistry(running.runtime.store)
+        for name, folder in folders.items():
+            registry.register(folder, name, chat_model_name(settings.models))
+        channel = open_channel(running.address)
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        names = ["", *ADAPTERS]
+        # Warm up: load the model and both adapters, and the kernels' first-call costs.
+        for adapter in names:
+            _one(stub, 0, adapter, 4)
+
+        peak = [0.0]
+        stop = threading.Event()
+
+        def watch_rss() -> None:
+            while not stop.wait(0.5):
+                peak[0] = max(peak[0], _rss_mb())
+
+        threading.Thread(target=watch_rss, daemon=True).start()
+        print(
+            f"SmolLM2-135M-Instruct · {requests} requests × {tokens} new tokens · torch threads "
+            f"{settings.inference.threads} · {os.cpu_count()} CPUs · load avg {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+        _scenario(stub, "one at a time (base)", [(i, "") for i in range(requests)], tokens, concurrent=False)
+        _scenario(stub, f"{requests} concurrent (base)", [(i, "") for i in range(requests)], tokens, concurrent=True)
+        _scenario(stub, f"{requests} concurrent (base + 2 adapters)", [(i, names[i % 3]) for i in range(requests)], tokens, concurrent=True)
+        stop.set()
+        print(f"RSS now {_rss_mb():.0f} MB, peak {max(peak[0], _peak_rss_mb()):.0f} MB (whole process: server + clients)")
+        channel.close()
+        running.stop(grace=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
