@@ -6,7 +6,8 @@ Prints tokens/s of
 on the same batches (same tokens per step per worker), steady state (the first step is left out), and the
 padded-token share of the batches with and without packing.
 
-Targets: Ray overhead ≤ 10% of the plain loop at equal tokens (1 worker vs 1 thread); padding ≤ 5% with packing.
+Targets: Ray overhead ≤ 10% of the plain loop at equal tokens (1 worker vs 1 thread); padding ≤ 5%
+with packing.
 
     python bench/training.py [--steps 6] [--seq-len 256] [--batch-size 2]
 """
@@ -49,8 +50,16 @@ def padding_table(records: list[dict], tokenizer) -> None:
         examples = tokenize_records(tokenizer, records, length).examples
         shares = []
         for packing, grouped in ((True, False), (False, True), (False, False)):
-            batches = epoch_batches(examples, batch_size=4, max_seq_length=length, pad_token_id=tokenizer.pad_token_id,
-                                    packing=packing, group_lengths=grouped, seed=0, epoch=0)
+            batches = epoch_batches(
+                examples,
+                batch_size=4,
+                max_seq_length=length,
+                pad_token_id=tokenizer.pad_token_id,
+                packing=packing,
+                group_lengths=grouped,
+                seed=0,
+                epoch=0,
+            )
             shares.append(padding_share(batches))
         print(f"{length:>12} {shares[0]:>10.1%} {shares[1]:>10.1%} {shares[2]:>11.1%}")
 
@@ -65,9 +74,12 @@ def plain_loop(settings, examples, args, threads: int) -> float:
     from tutorforge.training.modeling import choose_device, load_for_training
 
     torch.set_num_threads(threads)
-    train_args = TrainArgs(batch_size=args.batch_size, gradient_accumulation_steps=1, max_seq_length=args.seq_len)
-    model = load_for_training(chat_model_path(settings.models), LoraSpec(), choose_device(False, False, 0),
-                              args.seq_len, 42)
+    train_args = TrainArgs(
+        batch_size=args.batch_size, gradient_accumulation_steps=1, max_seq_length=args.seq_len
+    )
+    model = load_for_training(
+        chat_model_path(settings.models), LoraSpec(), choose_device(False, False, 0), args.seq_len, 42
+    )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
     batches = run_batches(examples, train_args, 2, 0)
     rates = []
@@ -104,7 +116,9 @@ def ray_run(settings, service, workers: int, args) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=2)
@@ -121,13 +135,17 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="tutorforge-bench-training-"))
     settings = settings_for(root)
     tokenizer = load_chat_tokenizer(settings.models)
-    print(f"machine: {os.cpu_count()} CPU cores (shared with other work: numbers are noisy); "
-          f"{args.steps} steps of batch {args.batch_size} × ≤{args.seq_len} tokens per worker, packing on")
+    print(
+        f"machine: {os.cpu_count()} CPU cores (shared with other work: numbers are noisy); "
+        f"{args.steps} steps of batch {args.batch_size} × ≤{args.seq_len} tokens per worker, packing on"
+    )
     padding_table(records, tokenizer)
 
     store = ArtifactStore(settings.store_url)
-    DatasetRepository(store).save(DatasetInfo(name="starter", version="0bench", content_hash="0bench"),
-                                  {"train": records, "validation": []})
+    DatasetRepository(store).save(
+        DatasetInfo(name="starter", version="0bench", content_hash="0bench"),
+        {"train": records, "validation": []},
+    )
     examples = tokenize_records(tokenizer, records, args.seq_len).examples
 
     print("\nthroughput (real tokens per second, first step left out)")
@@ -138,11 +156,16 @@ def main() -> None:
     service = TrainingService(settings, store)
     try:
         ray_1, wall_1 = ray_run(settings, service, 1, args)
-        print(f"  Ray Train, 1 worker (1 CPU)    {ray_1:8.1f}   overhead vs plain 1 thread {1 - ray_1 / plain_1:+.1%}"
-              f"   (job wall time {wall_1:.0f} s incl. Ray start)")
+        print(
+            f"  Ray Train, 1 worker (1 CPU)    {ray_1:8.1f}   "
+            f"overhead vs plain 1 thread {1 - ray_1 / plain_1:+.1%}"
+            f"   (job wall time {wall_1:.0f} s incl. Ray start)"
+        )
         ray_2, wall_2 = ray_run(settings, service, 2, args)
-        print(f"  Ray Train, 2 workers (DDP)     {ray_2:8.1f}   vs plain 2 threads {ray_2 / plain_2 - 1:+.1%}"
-              f"   (job wall time {wall_2:.0f} s)")
+        print(
+            f"  Ray Train, 2 workers (DDP)     {ray_2:8.1f}   vs plain 2 threads {ray_2 / plain_2 - 1:+.1%}"
+            f"   (job wall time {wall_2:.0f} s)"
+        )
     finally:
         service.shutdown()
 

@@ -92,8 +92,8 @@ def test_container_answers_grpc_health_like_a_restricted_pod(image):
     # The chart's pod: read-only root, emptyDirs for /tmp, home and caches, no capabilities, an API token.
     run = _podman(
         "run", "-d", "--rm", "--name", name, "--network", "host", "--read-only",
-        "--tmpfs", "/tmp:rw,size=512m", "--tmpfs", "/var/lib/tutorforge:rw,uid=10001,gid=10001",
-        "--tmpfs", "/var/cache/tutorforge:rw,uid=10001,gid=10001",
+        # Anonymous volumes start owned like the image's folders (uid 10001), as emptyDirs with fsGroup do.
+        "--tmpfs", "/tmp:rw,size=512m", "-v", "/var/lib/tutorforge", "-v", "/var/cache/tutorforge",
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
         "-e", "TUTORFORGE_SERVER__API_TOKEN=image-test-token", "-e", "TUTORFORGE_STORE=/var/lib/tutorforge/store",
         image, *services, "--host", "127.0.0.1", "--port", str(port),
@@ -123,5 +123,5 @@ def test_container_answers_grpc_health_like_a_restricted_pod(image):
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
         channel.close()
     finally:
-        _podman("rm", "-f", container, check=False)
+        _podman("rm", "-f", "-v", container, check=False)
 

@@ -14,7 +14,14 @@ import pytest
 from tutorforge.core.storage import ArtifactStore
 from tutorforge.datasets.repository import DatasetInfo, DatasetRepository
 
-STARTER = Path(__file__).resolve().parents[2] / "services" / "tutorforge" / "samples" / "dialogues" / "starter.jsonl"
+STARTER = (
+    Path(__file__).resolve().parents[2]
+    / "services"
+    / "tutorforge"
+    / "samples"
+    / "dialogues"
+    / "starter.jsonl"
+)
 
 
 @pytest.fixture
@@ -28,10 +35,17 @@ def starter_records() -> list[dict[str, Any]]:
 def save_dataset() -> Callable[..., DatasetInfo]:
     """Save a dataset version exactly as the datasets service does: `save(store, name, train, validation)`."""
 
-    def _save(store: ArtifactStore, name: str, train: list[dict[str, Any]], validation: list[dict[str, Any]]) -> DatasetInfo:
+    def _save(
+        store: ArtifactStore, name: str, train: list[dict[str, Any]], validation: list[dict[str, Any]]
+    ) -> DatasetInfo:
         digest = hashlib.sha256(json.dumps([train, validation], sort_keys=True).encode()).hexdigest()
-        info = DatasetInfo(name=name, version=digest[:12], content_hash=digest, description="test fixture",
-                           stats={"records": len(train) + len(validation)})
+        info = DatasetInfo(
+            name=name,
+            version=digest[:12],
+            content_hash=digest,
+            description="test fixture",
+            stats={"records": len(train) + len(validation)},
+        )
         return DatasetRepository(store).save(info, {"train": train, "validation": validation})
 
     return _save
@@ -41,7 +55,9 @@ def save_dataset() -> Callable[..., DatasetInfo]:
 def starter_dataset(starter_records, save_dataset) -> Callable[..., DatasetInfo]:
     """`starter_dataset(store, name="starter", train=24, validation=6)`: a slice of the starter dialogues."""
 
-    def _make(store: ArtifactStore, name: str = "starter", train: int = 24, validation: int = 6) -> DatasetInfo:
+    def _make(
+        store: ArtifactStore, name: str = "starter", train: int = 24, validation: int = 6
+    ) -> DatasetInfo:
         return save_dataset(store, name, starter_records[:train], starter_records[train : train + validation])
 
     return _make

@@ -26,11 +26,22 @@ def conversation(topic: str, turns: int) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": f"You are a Socratic tutor for {topic}."}]
     for turn in range(turns):
         messages.append({"role": "user", "content": f"Question {turn} about {topic}: what is the answer?"})
-        messages.append({"role": "assistant", "content": f"What do you already know about {topic}, step {turn}?"})
+        messages.append(
+            {"role": "assistant", "content": f"What do you already know about {topic}, step {turn}?"}
+        )
     return messages
 
 
-TOPICS = ["fractions", "photosynthesis", "gravity", "loops", "atoms", "plate tectonics", "the water cycle", "essays"]
+TOPICS = [
+    "fractions",
+    "photosynthesis",
+    "gravity",
+    "loops",
+    "atoms",
+    "plate tectonics",
+    "the water cycle",
+    "essays",
+]
 
 
 @pytest.fixture
@@ -41,14 +52,21 @@ def tokenizer(settings: Settings):
 def test_only_assistant_turns_are_labelled(tokenizer) -> None:
     messages = conversation("fractions", 2)
     example = tokenize_conversation(tokenizer, messages)
-    labelled = tokenizer.decode([t for t, label in zip(example.input_ids, example.labels) if label != IGNORE_INDEX])
+    labelled = tokenizer.decode(
+        [t for t, label in zip(example.input_ids, example.labels) if label != IGNORE_INDEX]
+    )
     assert labelled == (
         "What do you already know about fractions, step 0?<|im_end|>"
         "What do you already know about fractions, step 1?<|im_end|>"
     )
     # Nothing of the system prompt or the user turns is trained on.
     assert "Socratic tutor" not in labelled and "Question" not in labelled
-    assert example.input_ids == tokenizer(tokenizer.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"]
+    assert (
+        example.input_ids
+        == tokenizer(tokenizer.apply_chat_template(messages, tokenize=False), add_special_tokens=False)[
+            "input_ids"
+        ]
+    )
 
 
 def test_truncation_and_records_without_assistant_tokens(tokenizer) -> None:
@@ -62,7 +80,9 @@ def test_truncation_and_records_without_assistant_tokens(tokenizer) -> None:
 
 
 def test_packing_keeps_sequences_apart(tokenizer) -> None:
-    examples = tokenize_records(tokenizer, [{"conversations": conversation(t, 1 + i % 3)} for i, t in enumerate(TOPICS)], 512).examples
+    examples = tokenize_records(
+        tokenizer, [{"conversations": conversation(t, 1 + i % 3)} for i, t in enumerate(TOPICS)], 512
+    ).examples
     rows = pack_examples(examples, 256)
     assert len(rows) < len(examples)
     assert sorted(len(e) for e in examples) == sorted(n for row in rows for n in row.segments)
@@ -107,14 +127,26 @@ def test_group_by_length_and_packing_cut_padding(tokenizer) -> None:
     random.Random(0).shuffle(shuffled)
     plain = padding_share(padded_batches(shuffled, 4, pad))
     grouped = padding_share(padded_batches(group_by_length(examples, 4, random.Random(0)), 4, pad))
-    packed = padding_share(epoch_batches(examples, batch_size=2, max_seq_length=512, pad_token_id=pad, packing=True,
-                                         group_lengths=False, seed=0, epoch=0))
+    packed = padding_share(
+        epoch_batches(
+            examples,
+            batch_size=2,
+            max_seq_length=512,
+            pad_token_id=pad,
+            packing=True,
+            group_lengths=False,
+            seed=0,
+            epoch=0,
+        )
+    )
     assert grouped < plain
     assert packed < 0.05
 
 
 def test_epoch_order_is_deterministic_per_epoch(tokenizer) -> None:
-    examples = tokenize_records(tokenizer, [{"conversations": conversation(t, 2)} for t in TOPICS], 512).examples
+    examples = tokenize_records(
+        tokenizer, [{"conversations": conversation(t, 2)} for t in TOPICS], 512
+    ).examples
     kwargs = dict(batch_size=2, max_seq_length=512, pad_token_id=0, packing=False, group_lengths=True, seed=3)
     first = epoch_batches(examples, epoch=0, **kwargs)
     assert [b.input_ids for b in first] == [b.input_ids for b in epoch_batches(examples, epoch=0, **kwargs)]

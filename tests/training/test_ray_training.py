@@ -13,7 +13,7 @@ from tutorforge.core.models import chat_model_path, load_chat_tokenizer
 from tutorforge.core.storage import ArtifactStore
 from tutorforge.training.data import padded_batches, tokenize_records
 from tutorforge.training.loop import evaluate_loss
-from tutorforge.v1 import common_pb2, training_pb2, training_pb2_grpc
+from tutorforge.v1 import common_pb2, inference_pb2, inference_pb2_grpc, training_pb2, training_pb2_grpc
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def test_training_publishes_an_adapter_that_fits_the_data(serve, starter_dataset
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    running, channel = serve("training")
+    running, channel = serve("training", "inference")
     store = running.runtime.store
     starter_dataset(store, train=24, validation=6)
     stub = training_pb2_grpc.TrainingServiceStub(channel)
@@ -80,7 +80,10 @@ def test_training_publishes_an_adapter_that_fits_the_data(serve, starter_dataset
     assert adapter.target_modules == ["k_proj", "o_proj", "q_proj", "v_proj"]
     assert adapter.metadata["subject"] == "mathematics" and adapter.metadata["teaching_style"] == "socratic"
     assert adapter.lineage["job_id"] == job.id
-    assert adapter.lineage["dataset"]["name"] == "starter" and adapter.lineage["dataset"]["version"] == job.labels["dataset_version"]
+    assert (
+        adapter.lineage["dataset"]["name"] == "starter"
+        and adapter.lineage["dataset"]["version"] == job.labels["dataset_version"]
+    )
     assert adapter.lineage["hyperparameters"]["arguments"]["learning_rate"] == pytest.approx(1e-3)
     assert adapter.lineage["metrics"]["final_loss"] == pytest.approx(job.metrics["final_loss"])
     assert "chat_template.jinja" in adapter.files or "tokenizer_config.json" in adapter.files
@@ -90,21 +93,44 @@ def test_training_publishes_an_adapter_that_fits_the_data(serve, starter_dataset
 
     # The adapter fits the training dialogues better than the base model, and changes what it says.
     tokenizer = load_chat_tokenizer(settings.models)
-    examples = tokenize_records(tokenizer, starter_records[:24], 256).examples
+    examples = tokenize_records(tokenizer, starter_records[:8], 256).examples
     base = AutoModelForCausalLM.from_pretrained(chat_model_path(settings.models), dtype=torch.float32)
     prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "I think 1/3 + 1/3 = 2/6. Am I right?"}], tokenize=False, add_generation_prompt=True
+        [{"role": "user", "content": "I think 1/3 + 1/3 = 2/6. Am I right?"}],
+        tokenize=False,
+        add_generation_prompt=True,
     )
     inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
-        before_text = tokenizer.decode(base.generate(**inputs, max_new_tokens=24, do_sample=False)[0])
+        before_text = tokenizer.decode(base.generate(**inputs, max_new_tokens=16, do_sample=False)[0])
     base_loss = mean_loss(base, examples, tokenizer.pad_token_id)
-    tuned = PeftModel.from_pretrained(base, str(AdapterRegistry(store).materialize(adapter, settings.models.cache_dir)))
+    tuned = PeftModel.from_pretrained(
+        base, str(AdapterRegistry(store).materialize(adapter, settings.models.cache_dir))
+    )
     tuned_loss = mean_loss(tuned, examples, tokenizer.pad_token_id)
     with torch.no_grad():
-        after_text = tokenizer.decode(tuned.generate(**inputs, max_new_tokens=24, do_sample=False)[0])
+        after_text = tokenizer.decode(tuned.generate(**inputs, max_new_tokens=16, do_sample=False)[0])
     assert tuned_loss < base_loss - 0.1, (base_loss, tuned_loss)
     assert after_text != before_text
+
+    # The inference service loads the published adapter by name, and it changes the reply.
+    inference = inference_pb2_grpc.InferenceServiceStub(channel)
+
+    def chat(adapter: str) -> inference_pb2.ChatResponse:
+        return inference.Chat(
+            inference_pb2.ChatRequest(
+                messages=[
+                    common_pb2.ChatMessage(role="user", content="I think 1/3 + 1/3 = 2/6. Am I right?")
+                ],
+                model=inference_pb2.ModelSelection(adapter=adapter),
+                parameters=inference_pb2.GenerationParameters(max_tokens=16),
+                retrieval=inference_pb2.RetrievalOptions(enabled=False),
+            )
+        )
+
+    served = chat("socratic")
+    assert served.summary.adapter == "socratic"
+    assert served.message.content != chat("").message.content
 
 
 def test_a_worker_crash_resumes_from_the_last_checkpoint(serve, starter_dataset) -> None:

@@ -19,6 +19,7 @@ DATASET = "demo-socratic"
 # Small on purpose: generation on 2 CPU cores runs at a few tokens per second.
 DOCUMENT_CHUNKS = 2
 SYNTHETIC_CONVERSATIONS = 1
+SYNTHETIC_MAX_TOKENS = 192
 
 
 def _file(path: Path) -> datasets_pb2.RecordFile:
@@ -36,7 +37,7 @@ def run(context: DemoContext) -> None:
     )))
     sources.append(datasets_pb2.DatasetSource(synthetic=datasets_pb2.SyntheticSource(
         topic="fractions", num_conversations=SYNTHETIC_CONVERSATIONS, num_exchanges=1,
-        model=inference_pb2.ModelSelection(),
+        model=inference_pb2.ModelSelection(), parameters=inference_pb2.GenerationParameters(max_tokens=SYNTHETIC_MAX_TOKENS),
     )))
     options = datasets_pb2.BuildOptions(seed=0, decontaminate_against=[_file(samples.evaluation_items())])
     job = stub.CreateDataset(datasets_pb2.CreateDatasetRequest(

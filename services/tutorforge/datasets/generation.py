@@ -29,6 +29,8 @@ DEFAULT_MIN_FAITHFULNESS = 0.3
 _SYNTHETIC_TOKENS_PER_EXCHANGE = 120
 _TURN_TOKENS = 96
 _EXAMPLE_COPY_JACCARD = 0.5
+# How much of a dropped generation the reason quotes.
+_QUOTE_CHARS = 120
 _CONTENT_WORD = re.compile(r"[a-z][a-z'-]{3,}")
 # Frequent words that say nothing about whether a turn is grounded in the passage.
 _STOPWORDS = frozenset(
@@ -155,7 +157,8 @@ class SyntheticSource:
             )
             parsed = parse_conversations(reply)
             for reason in parsed.rejected:
-                result.issues.append(Issue(self.name, result.records_read, f"reply {attempt}: {reason}", "unparseable"))
+                quoted = f"{reason}; reply began {reply.strip()[:_QUOTE_CHARS]!r}"
+                result.issues.append(Issue(self.name, result.records_read, f"reply {attempt}: {quoted}", "unparseable"))
                 result.records_read += 1
             for conversation in parsed.conversations[:wanted]:
                 if copies_example(conversation):
@@ -317,7 +320,11 @@ class DocumentSource:
                 turns.append({"role": "user", "content": reply})
         score = faithfulness([t["content"] for t in turns if t["role"] == "assistant"], chunk.text)
         if score < self.min_faithfulness:
-            return {}, f"unfaithful to the chunk: {score:.0%} of the tutor's content words are in it (minimum {self.min_faithfulness:.0%})"
+            said = " / ".join(t["content"] for t in turns if t["role"] == "assistant")
+            return {}, (
+                f"unfaithful to the chunk: {score:.0%} of the tutor's content words are in it "
+                f"(minimum {self.min_faithfulness:.0%}); tutor said {said[:_QUOTE_CHARS]!r}"
+            )
         subject = chunk.metadata.get("subject") or chunk.metadata.get("category") or chunk.metadata.get("topic") or ""
         record = {
             "conversations": [{"role": "system", "content": system}, *turns],

@@ -1,4 +1,5 @@
-"""`tutorforge train …` and `tutorforge jobs list|show|watch|cancel|resume` (training jobs) on a running server."""
+"""`tutorforge train …` and `tutorforge jobs list|show|watch|cancel|resume` (training jobs) on a running
+server."""
 
 from __future__ import annotations
 
@@ -6,8 +7,15 @@ import json
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Column, Table
 
 from tutorforge.core.cli_support import (
     DEFAULT_ADDRESS,
@@ -21,10 +29,18 @@ from tutorforge.core.cli_support import (
 )
 from tutorforge.v1 import common_pb2, training_pb2, training_pb2_grpc
 
-jobs_app = typer.Typer(name="jobs", help="Training jobs: list, show, watch, cancel, resume.", no_args_is_help=True)
+jobs_app = typer.Typer(
+    name="jobs", help="Training jobs: list, show, watch, cancel, resume.", no_args_is_help=True
+)
 
 _STATES = {name.removeprefix("JOB_STATE_").lower(): value for name, value in common_pb2.JobState.items()}
-_STATE_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan", "queued": "dim"}
+_STATE_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+    "running": "cyan",
+    "queued": "dim",
+}
 
 
 def _stub(address: str) -> training_pb2_grpc.TrainingServiceStub:
@@ -36,7 +52,7 @@ def _state(job: common_pb2.Job) -> str:
 
 
 def follow(stub: training_pb2_grpc.TrainingServiceStub, job_id: str, quiet: bool = False) -> common_pb2.Job:
-    """Follow a job's events with a live progress bar (step, loss, ETA) on stderr; returns the final record."""
+    """Follow a job's events with a live progress bar (step, loss, ETA) on stderr; returns the final job."""
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -61,7 +77,9 @@ def follow(stub: training_pb2_grpc.TrainingServiceStub, job_id: str, quiet: bool
 
 def _print_job(job: common_pb2.Job) -> None:
     state = _state(job)
-    console.print(f"[bold]{job.id}[/] [{_STATE_STYLE.get(state, 'white')}]{state}[/] {job.progress:.0%} — {job.message}")
+    console.print(
+        f"[bold]{job.id}[/] [{_STATE_STYLE.get(state, 'white')}]{state}[/] {job.progress:.0%} — {job.message}"
+    )
     if job.error:
         console.print(f"[red]error:[/] {job.error}")
     if job.labels:
@@ -81,32 +99,58 @@ def _show(job: common_pb2.Job, as_json: bool) -> None:
 
 def train(
     dataset: Annotated[str, typer.Argument(help="Dataset name (built with `tutorforge dataset build`).")],
-    adapter_name: Annotated[str, typer.Option("--adapter-name", help="Name under which the adapter is published.")],
-    dataset_version: Annotated[str, typer.Option("--dataset-version", help="Dataset version (default: newest).")] = "",
-    workers: Annotated[int, typer.Option("--workers", help="Ray workers (default from server settings).")] = 0,
+    adapter_name: Annotated[
+        str, typer.Option("--adapter-name", help="Name under which the adapter is published.")
+    ],
+    dataset_version: Annotated[
+        str, typer.Option("--dataset-version", help="Dataset version (default: newest).")
+    ] = "",
+    workers: Annotated[
+        int, typer.Option("--workers", help="Ray workers (default from server settings).")
+    ] = 0,
     epochs: Annotated[float, typer.Option(help="Epochs (default 3).")] = 0.0,
     max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after this many optimizer steps.")] = 0,
-    max_seq_len: Annotated[int, typer.Option("--max-seq-len", help="Max tokens per sequence (default 1024).")] = 0,
+    max_seq_len: Annotated[
+        int, typer.Option("--max-seq-len", help="Max tokens per sequence (default 1024).")
+    ] = 0,
     rank: Annotated[int, typer.Option(help="LoRA rank (default 16).")] = 0,
     alpha: Annotated[float, typer.Option(help="LoRA alpha (default 32).")] = 0.0,
     learning_rate: Annotated[float, typer.Option("--learning-rate", help="Default 2e-4.")] = 0.0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Per worker (default 4).")] = 0,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Gradient accumulation steps (default 4).")] = 0,
-    eval_steps: Annotated[int, typer.Option("--eval-steps", help="Validate every N steps (0 = at the end).")] = 0,
-    checkpoint_steps: Annotated[int, typer.Option("--checkpoint-steps", help="Checkpoint every N steps (0 = per epoch).")] = 0,
-    no_packing: Annotated[bool, typer.Option("--no-packing", help="Pad instead of packing sequences.")] = False,
+    grad_accum: Annotated[
+        int, typer.Option("--grad-accum", help="Gradient accumulation steps (default 4).")
+    ] = 0,
+    eval_steps: Annotated[
+        int, typer.Option("--eval-steps", help="Validate every N steps (0 = at the end).")
+    ] = 0,
+    checkpoint_steps: Annotated[
+        int, typer.Option("--checkpoint-steps", help="Checkpoint every N steps (0 = per epoch).")
+    ] = 0,
+    no_packing: Annotated[
+        bool, typer.Option("--no-packing", help="Pad instead of packing sequences.")
+    ] = False,
     subject: Annotated[str, typer.Option(help="Adapter metadata: subject.")] = "",
     grade_level: Annotated[str, typer.Option("--grade-level", help="Adapter metadata: grade level.")] = "",
-    teaching_style: Annotated[str, typer.Option("--teaching-style", help="Adapter metadata: teaching style.")] = "",
+    teaching_style: Annotated[
+        str, typer.Option("--teaching-style", help="Adapter metadata: teaching style.")
+    ] = "",
     use_unsloth: Annotated[bool, typer.Option("--unsloth", help="Use Unsloth (needs CUDA workers).")] = False,
-    load_in_4bit: Annotated[bool, typer.Option("--load-in-4bit", help="4-bit QLoRA (needs CUDA workers).")] = False,
-    merge: Annotated[bool, typer.Option("--merge-and-export", help="Also export a merged full model.")] = False,
+    load_in_4bit: Annotated[
+        bool, typer.Option("--load-in-4bit", help="4-bit QLoRA (needs CUDA workers).")
+    ] = False,
+    merge: Annotated[
+        bool, typer.Option("--merge-and-export", help="Also export a merged full model.")
+    ] = False,
     detach: Annotated[bool, typer.Option("--detach", help="Print the job id and return at once.")] = False,
     as_json: JsonOption = False,
     address: AddressOption = DEFAULT_ADDRESS,
 ) -> None:
     """Fine-tune a LoRA adapter on a dataset with Ray Train and publish it to the adapter registry."""
-    metadata = {k: v for k, v in (("subject", subject), ("grade_level", grade_level), ("teaching_style", teaching_style)) if v}
+    metadata = {
+        k: v
+        for k, v in (("subject", subject), ("grade_level", grade_level), ("teaching_style", teaching_style))
+        if v
+    }
     request = training_pb2.StartTrainingRequest(
         dataset=dataset,
         dataset_version=dataset_version,
@@ -147,8 +191,10 @@ def _finish(job: common_pb2.Job, as_json: bool) -> None:
         print_json(job)
     elif _state(job) == "succeeded":
         version = job.labels.get("adapter_version", "")
-        console.print(f"[bold green]adapter[/] [bold]{job.result}[/]{'@' + version if version else ''} "
-                      f"(final loss {job.metrics.get('final_loss', float('nan')):.4f})")
+        console.print(
+            f"[bold green]adapter[/] [bold]{job.result}[/]{'@' + version if version else ''} "
+            f"(final loss {job.metrics.get('final_loss', float('nan')):.4f})"
+        )
     else:
         _print_job(job)
     if _state(job) != "succeeded":
@@ -157,7 +203,10 @@ def _finish(job: common_pb2.Job, as_json: bool) -> None:
 
 @jobs_app.command("list")
 def list_jobs(
-    state: Annotated[Optional[str], typer.Option(help=f"Only jobs in this state: {', '.join(k for k in _STATES if k != 'unspecified')}.")] = None,
+    state: Annotated[
+        Optional[str],
+        typer.Option(help=f"Only jobs in this state: {', '.join(k for k in _STATES if k != 'unspecified')}."),
+    ] = None,
     limit: Annotated[int, typer.Option(help="At most this many (newest first).")] = 50,
     as_json: JsonOption = False,
     address: AddressOption = DEFAULT_ADDRESS,
@@ -172,7 +221,15 @@ def list_jobs(
     if as_json:
         print_json(response)
         return
-    table = Table("id", "state", "progress", "dataset", "adapter", "loss", "message")
+    table = Table(
+        Column("id", no_wrap=True),
+        Column("state", no_wrap=True),
+        "progress",
+        "dataset",
+        "adapter",
+        "loss",
+        "message",
+    )
     for job in response.jobs:
         state_name = _state(job)
         loss = job.metrics.get("final_loss", job.metrics.get("loss"))

@@ -43,10 +43,11 @@ def run(context: DemoContext) -> None:
     if job.state != common_pb2.JOB_STATE_SUCCEEDED:
         raise RuntimeError(f"training job {job.id} ended {common_pb2.JobState.Name(job.state)}: {job.error}")
     metrics = job.metrics
+    validation = f", validation loss {metrics['eval_loss']:.3f}" if "eval_loss" in metrics else ""
     context.console.print(
-        f"loss {metrics['initial_loss']:.3f} → {metrics['final_loss']:.3f}"
-        + (f", validation loss {metrics['eval_loss']:.3f}" if "eval_loss" in metrics else "")
-        + f", {metrics['mean_tokens_per_second']:.0f} tokens/s; published [bold]{job.result}@{job.labels['adapter_version']}[/]"
-        f" (loss curve and TensorBoard events under training/runs/{job.id}/ in the store)"
+        f"loss {metrics['initial_loss']:.3f} → {metrics['final_loss']:.3f}{validation}, "
+        f"{metrics['mean_tokens_per_second']:.0f} tokens/s; published "
+        f"[bold]{job.result}@{job.labels['adapter_version']}[/] "
+        f"(loss curve and TensorBoard events under training/runs/{job.id}/ in the store)"
     )
     context.results["adapter"] = job.result

@@ -183,6 +183,8 @@ def train_worker(config: dict[str, Any]) -> None:
     import torch
     from transformers import get_scheduler
 
+    from tutorforge.core.models import chat_model_path
+    from tutorforge.core.settings import ModelSettings
     from tutorforge.training.modeling import choose_device, load_for_training
 
     spec = TrainingSpec.from_json(config["spec"])
@@ -199,7 +201,8 @@ def train_worker(config: dict[str, Any]) -> None:
     autocast_dtype = getattr(torch, device.dtype) if device.device == "cuda" else None
     torch_device = ray.train.torch.get_device()
     torch.manual_seed(args.seed)
-    model = load_for_training(config["model_path"], spec.lora, device, args.max_seq_length, args.seed)
+    model_path = chat_model_path(ModelSettings(**config["models"]))
+    model = load_for_training(model_path, spec.lora, device, args.max_seq_length, args.seed)
     if not (device.load_in_4bit or device.use_unsloth):
         model.to(torch_device)  # quantized and Unsloth models are placed by their loaders
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -11,6 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -39,16 +42,20 @@ RESUME_HINT = "`tutorforge jobs resume <job id>` (ResumeJob) continues it from i
 _WORKER_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TUTORFORGE_HOME")
 
 _ray_lock = threading.Lock()
-# Set on shutdown: lets the thread that started Ray end.
+# Set on shutdown: lets the thread that holds Ray (and the local head process) end.
 _ray_released = threading.Event()
+_local_head: list[subprocess.Popen] = []
+HEAD_START_TIMEOUT_SECONDS = 180.0
 
 
 def ensure_ray(settings: Settings) -> None:
-    """Connect to Ray once per process: a local cluster, or the configured cluster address.
+    """Connect to Ray once per process: the configured cluster address, or a local head started for it.
 
-    `ray.init()` runs in a thread of its own that lives until `shutdown_ray()`: the local cluster's
-    processes are started with PR_SET_PDEATHSIG, which kills them when the *thread* that started them
-    ends, so starting them from a job's thread would kill Ray as soon as that job finished."""
+    The local head is a `ray start --head --block` child process, not `ray.init()`'s built-in one:
+    `ray.init()` forks Ray's processes with a Python `preexec_fn`, which is not safe in a process full of
+    gRPC and torch threads (children crashed in fork handlers). The head runs under
+    `setpriv --pdeathsig KILL`, bound to a thread that lives until `shutdown_ray()`, so it dies with the
+    service even on SIGKILL (PR_SET_PDEATHSIG fires when the *thread* that started a child ends)."""
     import ray
 
     with _ray_lock:
@@ -70,9 +77,9 @@ def ensure_ray(settings: Settings) -> None:
 
         def hold() -> None:
             try:
+                target = address or _start_local_head()
                 ray.init(
-                    address=address or None,
-                    include_dashboard=False if not address else None,
+                    address=target,
                     log_to_driver=False,
                     logging_level=logging.WARNING,
                     runtime_env={"env_vars": worker_env(settings)},
@@ -88,7 +95,45 @@ def ensure_ray(settings: Settings) -> None:
         threading.Thread(target=hold, name="ray-driver", daemon=True).start()
         started.wait()
         if failures:
+            _stop_local_head()
             raise Unavailable(f"cannot start or reach Ray ({address or 'local'}): {failures[0]}") from failures[0]
+
+
+def _start_local_head() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+        f"--port={port}", "--include-dashboard=false", "--disable-usage-stats",
+    ]
+    if shutil.which("setpriv"):
+        command = ["setpriv", "--pdeathsig", "KILL", *command]
+    log_file = tempfile.NamedTemporaryFile(prefix="tutorforge-ray-head-", suffix=".log", delete=False)  # noqa: SIM115
+    with log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    _local_head.append(process)
+    deadline = time.monotonic() + HEAD_START_TIMEOUT_SECONDS
+    log_path = Path(log_file.name)
+    while time.monotonic() < deadline:
+        output = log_path.read_text(errors="replace")
+        if "Ray runtime started" in output:
+            return f"127.0.0.1:{port}"
+        if process.poll() is not None:
+            raise RuntimeError(f"`ray start --head` exited with {process.returncode}: {output[-800:]}")
+        time.sleep(0.5)
+    raise RuntimeError(f"`ray start --head` was not up after {HEAD_START_TIMEOUT_SECONDS:.0f} s (log: {log_path})")
+
+
+def _stop_local_head() -> None:
+    while _local_head:
+        process = _local_head.pop()
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def shutdown_ray() -> None:
@@ -97,6 +142,7 @@ def shutdown_ray() -> None:
     with _ray_lock:
         if ray.is_initialized():
             ray.shutdown()
+        _stop_local_head()
         _ray_released.set()
 
 
@@ -234,10 +280,12 @@ class TrainingRunner:
         import ray
 
         ensure_ray(self.settings)
+        chat_model_path(self.settings.models)  # convert the GGUF once here, not in every worker
         spec = prepared.spec
         config = {
             "spec": spec.to_json(),
-            "model_path": chat_model_path(self.settings.models),
+            # Workers resolve the base model themselves (on a cluster they have their own model cache).
+            "models": self.settings.models.model_dump(mode="json"),
             "store_url": self.store.url,
             "run_key": run_key(job_id),
             "train": [(e.input_ids, e.labels) for e in prepared.train.examples],

@@ -43,7 +43,11 @@ class TrainingService:
                 "dataset": spec.dataset,
                 "dataset_version": prepared.dataset.version,
                 "adapter_name": spec.adapter_name,
-                **{k: v for k, v in spec.metadata.items() if k in ("subject", "grade_level", "teaching_style")},
+                **{
+                    k: v
+                    for k, v in spec.metadata.items()
+                    if k in ("subject", "grade_level", "teaching_style")
+                },
             },
             parameters=spec.to_json(),
         )
@@ -72,20 +76,28 @@ class TrainingService:
     def get(self, job_id: str) -> JobRecord:
         return self.jobs.get(job_id)
 
-    def list(self, state: JobState | None = None, page_size: int = 0, page_token: str = "") -> tuple[list[JobRecord], str]:
+    def list(
+        self, state: JobState | None = None, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[JobRecord], str]:
         """Newest first; `page_token` is the offset handed back by the previous page."""
         if page_size < 0 or page_size > MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size={page_size} is not valid: use 0 (default 100) to {MAX_PAGE_SIZE}")
+            raise InvalidArgument(
+                f"page_size={page_size} is not valid: use 0 (default 100) to {MAX_PAGE_SIZE}"
+            )
         try:
             offset = int(page_token or 0)
         except ValueError:
-            raise InvalidArgument(f"page_token {page_token!r} is not valid: pass the next_page_token of a previous page") from None
+            raise InvalidArgument(
+                f"page_token {page_token!r} is not valid: pass the next_page_token of a previous page"
+            ) from None
         size = page_size or 100
         records = self.jobs.list(state)
         page = records[offset : offset + size]
         return page, str(offset + size) if offset + size < len(records) else ""
 
-    def watch(self, job_id: str, after_sequence: int = 0, is_active: Callable[[], bool] = lambda: True) -> Iterator[JobEvent]:
+    def watch(
+        self, job_id: str, after_sequence: int = 0, is_active: Callable[[], bool] = lambda: True
+    ) -> Iterator[JobEvent]:
         self.jobs.get(job_id)
         return self.jobs.watch(job_id, after_sequence, is_active)
 

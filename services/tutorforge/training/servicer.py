@@ -69,7 +69,9 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         return training_pb2.GetJobResponse(job=job_to_proto(self.service.get(request.job_id)))
 
     def ListJobs(self, request, context):  # noqa: ANN001, ANN201, N802
-        records, token = self.service.list(job_state_from_proto(request.state), request.page_size, request.page_token)
+        records, token = self.service.list(
+            job_state_from_proto(request.state), request.page_size, request.page_token
+        )
         return training_pb2.ListJobsResponse(jobs=[job_to_proto(r) for r in records], next_page_token=token)
 
     def WatchJob(self, request, context: grpc.ServicerContext) -> Iterator[training_pb2.WatchJobResponse]:  # noqa: N802
