@@ -149,7 +149,7 @@ def bench_latency(size: int, root: Path, encoder: Encoder, settings: Settings, q
     query_vectors = rng.standard_normal((200, encoder.dimensions)).astype(np.float32)
     query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)
     sparse_queries = [encoder.sparse_query(query) for query in queries]
-    print(f"search at {size:,} chunks (random unit vectors + Zipf sparse vectors, not embedded text; "
+    print(f"search at {size:,} chunks (random unit vectors + Zipf-ranked word-piece sparse vectors, not embedded text; "
           f"upsert {loaded:.1f} s, HNSW/optimize {indexed:.1f} s):")
     for mode in ("dense", "hybrid"):
         timings = []

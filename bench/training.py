@@ -143,7 +143,7 @@ def main() -> None:
 
     store = ArtifactStore(settings.store_url)
     DatasetRepository(store).save(
-        DatasetInfo(name="starter", version="0bench", content_hash="0bench"),
+        DatasetInfo(name="starter", version="0bec4", content_hash="0bec4"),
         {"train": records, "validation": []},
     )
     examples = tokenize_records(tokenizer, records, args.seq_len).examples

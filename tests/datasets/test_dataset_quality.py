@@ -49,6 +49,8 @@ def test_quality_signals():
     assert signals.question_rate == 0.5 and signals.answer_revealing_turns == 1
     assert reveals_answer("So it equals 42 in the end.")
     assert not reveals_answer("What do you think the answer could be?")
+    assert not reveals_answer("Nice. So the answer is 15?")
+    assert reveals_answer("Add the tops, which is equivalent to 3/10. Next?")
 
 
 def _records(counts: dict[str, int]) -> list[dict]:

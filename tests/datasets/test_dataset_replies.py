@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tutorforge.datasets.generation import copies_example, faithfulness
+from tutorforge.datasets.generation import (
+    DEFAULT_MIN_FAITHFULNESS,
+    copies_example,
+    degenerate_turn,
+    faithfulness,
+    repetition,
+)
 from tutorforge.datasets.quality import quality_signals
 from tutorforge.datasets.replies import parse_conversations
 from tutorforge.datasets.validation import structure_problem
@@ -103,11 +109,34 @@ def test_turns_run_together_in_one_object_are_refused_not_collapsed():
 
 
 def test_real_grounded_reply_is_scored_and_flagged():
-    """The model's real tutor turn for a fractions passage: it uses the passage's words (so it passes the
-    lexical faithfulness bar) but hands over a (wrong) answer, which the answer-revealing signal catches."""
+    """The model's real question and tutor turn for a fractions passage: the tutor explains (wrongly,
+    1/5 + 2/5 = 3/10) instead of asking, drifts from the passage's words and states a result — the
+    faithfulness score falls under the default bar and the answer-revealing signal fires."""
     fixture = json.loads((Path(__file__).parent / "fixtures" / "real_replies" / "grounded_fractions.json").read_text())
     score = faithfulness([fixture["tutor"]], fixture["passage"])
-    assert 0.3 <= score < 0.6
+    assert 0.1 < score < DEFAULT_MIN_FAITHFULNESS
     assert faithfulness(["What do you think the shadow of the moon tells us about pizza?"], fixture["passage"]) == 0.0
+    assert faithfulness(["What do the numerators do when you keep the denominator?"], fixture["passage"]) == 1.0
     signals = quality_signals([{"role": "user", "content": fixture["question"]}, {"role": "assistant", "content": fixture["tutor"]}])
     assert signals.reveals_answer and signals.question_rate == 0.0
+
+
+def test_decoding_loops_are_recognised_on_real_replies():
+    """Greedy replies of the small model loop on one phrase; hand-written dialogues never come close."""
+    looping = json.loads((Path(__file__).parent / "fixtures" / "real_replies" / "synthetic_photosynthesis.json").read_text())
+    assert repetition(looping["reply"]) > 0.9
+    problem = degenerate_turn([{"role": "user", "content": "Why?"}, {"role": "assistant", "content": looping["reply"]}])
+    assert problem.startswith("turn 1 (assistant) repeats itself")
+    starter = [json.loads(line) for line in (Path(__file__).parent / "fixtures" / "dialogues.jsonl").read_text().splitlines()]
+    assert all(degenerate_turn(record["conversations"]) is None for record in starter)
+
+
+def test_synthetic_prompt_carries_the_parameters():
+    from tutorforge.datasets.prompts import GENERAL_TOPIC, synthetic_prompt
+
+    prompt = synthetic_prompt("photosynthesis", 3, 2)
+    assert prompt.startswith("Write 3 short conversation(s) between a student and a tutor about photosynthesis.")
+    assert "Each conversation has 2 exchange(s)" in prompt and "never states the final answer" in prompt
+    assert GENERAL_TOPIC in synthetic_prompt("General", 1, 1)
+    # Later requests differ, so greedy decoding does not repeat the first reply.
+    assert synthetic_prompt("x", 1, 1, variation=1) != synthetic_prompt("x", 1, 1)

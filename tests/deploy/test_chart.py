@@ -166,7 +166,7 @@ def test_settings_of_the_default_install(render, monkeypatch):
 
 @pytest.mark.parametrize(
     ("profile", "engine", "url"),
-    [("tgi", "tgi", f"http://{FULLNAME}-tgi:8080"), ("vllm", "openai", f"http://{FULLNAME}-vllm:8000/v1")],
+    [("tgi", "tgi", f"http://{FULLNAME}-tgi:8080"), ("vllm", "openai", f"http://{FULLNAME}-vllm:8000")],
 )
 def test_inference_points_at_the_serving_engine(render, monkeypatch, profile, engine, url):
     docs = render(profile)

@@ -118,6 +118,13 @@ def test_container_answers_grpc_health_like_a_restricted_pod(image):
         for service in services:
             response = stub.Check(health_pb2.HealthCheckRequest(service=GRPC_NAMES[service]), timeout=5)
             assert response.status == health_pb2.HealthCheckResponse.SERVING, service
+        # The baked chat model loads as uid 10001, offline, from the read-only image.
+        loaded = _podman("exec", container, "python", "-c",
+                         "from tutorforge.core.models import chat_model_path, load_chat_model; "
+                         "from tutorforge.core.settings import Settings; s = Settings().models; "
+                         "print(chat_model_path(s), load_chat_model(s).num_parameters())", timeout=300)
+        path, parameters = loaded.stdout.split()[-2:]
+        assert path == "/opt/tutorforge/models/smollm2-135m-instruct" and int(parameters) > 100_000_000
         with pytest.raises(grpc.RpcError) as unknown:
             stub.Check(health_pb2.HealthCheckRequest(service="tutorforge.v1.NoSuchService"), timeout=5)
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND

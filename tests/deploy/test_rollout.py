@@ -185,7 +185,7 @@ class _FakeVLLM(BaseHTTPRequestHandler):
 def vllm() -> Iterator[type[_FakeVLLM]]:
     handler = type("Handler", (_FakeVLLM,), {"loaded": {}, "calls": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    handler.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    handler.url = f"http://127.0.0.1:{server.server_address[1]}"  # as the chart sets the engine URL
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield handler
     server.shutdown()
@@ -208,7 +208,7 @@ def test_vllm_loads_at_run_time_and_replaces_a_loaded_version(settings, tmp_path
 
 
 def test_vllm_without_runtime_updating_is_a_failed_precondition(settings, tmp_path, vllm):
-    settings.inference.engine, settings.inference.engine_url = "openai", vllm.url.replace("/v1", "/off/v1")
+    settings.inference.engine, settings.inference.engine_url = "openai", f"{vllm.url}/off"
     _register(settings, "algebra-tutor", tmp=tmp_path)
     with pytest.raises(FailedPrecondition, match="VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"):
         deploy_adapter("algebra-tutor", settings)

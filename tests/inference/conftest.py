@@ -6,14 +6,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import sys
+
 import grpc
 import pytest
 from inference_helpers import ADAPTERS, train_tiny_adapter
 
-from tests.conftest import MODEL_CACHE, make_settings
-from tutorforge.core.client import open_channel
-from tutorforge.core.server import RunningServer, start_server
-from tutorforge.core.settings import ModelSettings
+# The repository root, so that `tests.conftest` imports under plain `pytest` as under `python -m pytest`.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.conftest import MODEL_CACHE, make_settings  # noqa: E402
+from tutorforge.core.client import open_channel  # noqa: E402
+from tutorforge.core.server import RunningServer, start_server  # noqa: E402
+from tutorforge.core.settings import ModelSettings  # noqa: E402
 
 ServerFactory = Callable[..., tuple[RunningServer, grpc.Channel]]
 

@@ -3,11 +3,14 @@ mixed batches whose rows each match their own unbatched greedy output."""
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import numpy as np
 import pytest
 from inference_helpers import ADAPTERS, PROMPT, generate
+from safetensors.numpy import save_file
 
 from tests.conftest import MODEL_CACHE
 from tutorforge.core.adapters import AdapterRegistry
@@ -79,6 +82,24 @@ def test_load_refuses_bad_unknown_and_foreign_adapters(server, name, code):
     assert caught.value.code() == code
 
 
+def test_weights_that_do_not_fit_the_base_are_refused_before_loading(server, tmp_path):
+    running, stub = server
+    folder = tmp_path / "misfit"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "target_modules": ["q_proj"]}))
+    save_file(
+        {"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": np.zeros((2, 4), np.float32),
+         "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": np.zeros((4, 2), np.float32)},
+        str(folder / "adapter_model.safetensors"),
+    )
+    AdapterRegistry(running.runtime.store).register(folder, "misfit", DEFAULT_CHAT_MODEL_NAME)
+    before = stub.Generate(generate(max_tokens=6)).text
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.LoadAdapter(pb.LoadAdapterRequest(name="misfit"))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "does not fit" in caught.value.details()
+    assert stub.Generate(generate(max_tokens=6)).text == before  # nothing half-loaded
+
+
 def test_adapter_for_another_base_fails_unless_fallback(server):
     _, stub = server
     with pytest.raises(grpc.RpcError) as caught:
@@ -103,6 +124,7 @@ def test_concurrent_requests_over_base_and_two_adapters(server):
     assert summary.adapter == "pirate" and not summary.fell_back_to_base
 
 
+@pytest.mark.slow
 def test_one_mixed_batch_matches_unbatched_rows(tiny_adapters):
     """Domain level, so that the rows provably share one batch: the engine is paused while they queue.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from inference_helpers import PROMPT, generate, stream_request
+from inference_helpers import generate, stream_request
 
 from tutorforge.v1 import inference_pb2 as pb
 from tutorforge.v1 import inference_pb2_grpc

@@ -10,7 +10,6 @@ import pytest
 
 from tutorforge.core.adapters import AdapterRegistry
 from tutorforge.core.models import chat_model_path, load_chat_tokenizer
-from tutorforge.core.storage import ArtifactStore
 from tutorforge.training.data import padded_batches, tokenize_records
 from tutorforge.training.loop import evaluate_loss
 from tutorforge.v1 import common_pb2, inference_pb2, inference_pb2_grpc, training_pb2, training_pb2_grpc
@@ -134,22 +133,23 @@ def test_training_publishes_an_adapter_that_fits_the_data(serve, starter_dataset
 
 
 def test_a_worker_crash_resumes_from_the_last_checkpoint(serve, starter_dataset) -> None:
-    """The last worker exits (os._exit) once at step 3; Ray Train restarts the group from the step-2
-    checkpoint (FailureConfig) and the run finishes."""
-    running, channel = serve("training", training__test_fault_step=3)
+    """The last worker exits (os._exit) once just before step 4; Ray Train restarts the worker group
+    (FailureConfig) and the new workers continue from the step-2 checkpoint, so the run finishes."""
+    running, channel = serve("training", training__test_fault_step=4)
     store = running.runtime.store
     starter_dataset(store, train=16, validation=0)
     stub = training_pb2_grpc.TrainingServiceStub(channel)
-    job = stub.StartTraining(request(4, checkpoint_steps=2)).job
+    job = stub.StartTraining(request(5, checkpoint_steps=2)).job
     events = events_of(stub, job.id)
     job = stub.GetJob(training_pb2.GetJobRequest(job_id=job.id)).job
     assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error
     assert store.exists(f"training/runs/{job.id}/fault-injected")
-    # The crash came before step 3 finished; the restarted workers continued from the step-2
-    # checkpoint (a restart from scratch would have reported steps 1 and 2 again).
-    assert [e.step for e in events if "loss" in e.metrics] == [1, 2, 3, 4]
-    history = ArtifactStore(store.url).read_json(f"training/runs/{job.id}/metrics.json")
-    assert [r["step"] for r in history] == [1, 2, 3, 4]
+    # Step 3 ran, the crash came before step 4, the restarted workers began again after the step-2
+    # checkpoint: step 3 twice, steps 1-2 once (a restart from scratch would repeat them too).
+    assert [e.step for e in events if "loss" in e.metrics] == [1, 2, 3, 3, 4, 5]
+    assert any("resumed from the last checkpoint" in e.message for e in events)
+    history = store.read_json(f"training/runs/{job.id}/metrics.json")
+    assert [r["step"] for r in history] == [1, 2, 3, 4, 5]
     assert AdapterRegistry(store).get("socratic").lineage["job_id"] == job.id
 
 

@@ -112,7 +112,7 @@ app.kubernetes.io/part-of: tutorforge
 {{- if eq .Values.serving.engine "tgi" }}
 {{- printf "http://%s-tgi:%d" $fullname (int .Values.serving.tgi.port) }}
 {{- else if eq .Values.serving.engine "vllm" }}
-{{- printf "http://%s-vllm:%d/v1" $fullname (int .Values.serving.vllm.port) }}
+{{- printf "http://%s-vllm:%d" $fullname (int .Values.serving.vllm.port) }}
 {{- end }}
 {{- end }}
 

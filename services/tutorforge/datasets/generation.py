@@ -29,6 +29,8 @@ DEFAULT_MIN_FAITHFULNESS = 0.3
 _SYNTHETIC_TOKENS_PER_EXCHANGE = 120
 _TURN_TOKENS = 96
 _EXAMPLE_COPY_JACCARD = 0.5
+# Generated turns where more of the word 4-grams repeat than this are decoding loops, not dialogue.
+_MAX_REPETITION = 0.3
 # How much of a dropped generation the reason quotes.
 _QUOTE_CHARS = 120
 _CONTENT_WORD = re.compile(r"[a-z][a-z'-]{3,}")
@@ -94,6 +96,22 @@ def copies_example(conversation: list[dict[str, str]]) -> bool:
     return len(example & written) / len(example | written) >= _EXAMPLE_COPY_JACCARD if written else False
 
 
+def repetition(text: str) -> float:
+    """Share of the word 4-grams of `text` that repeat an earlier one (0 = none; loops approach 1)."""
+    tokens = words(text)
+    grams = [tuple(tokens[i : i + 4]) for i in range(len(tokens) - 3)]
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def degenerate_turn(conversation: list[dict[str, str]]) -> str | None:
+    """Why a generated conversation is a decoding loop, or None."""
+    for position, turn in enumerate(conversation):
+        share = repetition(turn["content"])
+        if share > _MAX_REPETITION:
+            return f"turn {position} ({turn['role']}) repeats itself ({share:.0%} of its 4-grams are repeats): {turn['content'][:_QUOTE_CHARS]!r}"
+    return None
+
+
 @dataclass
 class SyntheticSource:
     """Socratic dialogues about `topic` written by the model behind the inference service."""
@@ -142,12 +160,12 @@ class SyntheticSource:
         # Replies that yield nothing still count, so a model that never produces JSON cannot loop forever.
         attempts = 2 * math.ceil(self.num_conversations / CONVERSATIONS_PER_REPLY)
         for attempt in range(attempts):
-            wanted = self.num_conversations - result.records_read
+            wanted = self.num_conversations - len(result.records)
             if wanted <= 0:
                 break
             progress.check_cancelled()
             batch = min(CONVERSATIONS_PER_REPLY, wanted)
-            prompt = prompts.synthetic_prompt(self.topic, batch, self.num_exchanges)
+            prompt = prompts.synthetic_prompt(self.topic, batch, self.num_exchanges, variation=attempt)
             reply = _chat(
                 stub,
                 [{"role": "system", "content": prompts.GENERATOR_SYSTEM}, {"role": "user", "content": prompt}],
@@ -161,8 +179,10 @@ class SyntheticSource:
                 result.issues.append(Issue(self.name, result.records_read, f"reply {attempt}: {quoted}", "unparseable"))
                 result.records_read += 1
             for conversation in parsed.conversations[:wanted]:
-                if copies_example(conversation):
-                    result.issues.append(Issue(self.name, result.records_read, f"reply {attempt}: copied the prompt's example", "unparseable"))
+                problem = "copied the prompt's example" if copies_example(conversation) else degenerate_turn(conversation)
+                if problem:
+                    kind = "unparseable" if problem.startswith("copied") else "degenerate"
+                    result.issues.append(Issue(self.name, result.records_read, f"reply {attempt}: {problem}", kind))
                     result.records_read += 1
                     continue
                 # Extra exchanges beyond the request are cut; too few are left for validation to judge.
@@ -277,9 +297,9 @@ class DocumentSource:
         result = SourceResult(name=self.name, format="documents", records_read=len(chunks), parameters=self.parameters())
         for index, chunk in enumerate(chunks):
             progress.check_cancelled()
-            record, problem = self._dialogue(stub, chunk)
+            record, problem, kind = self._dialogue(stub, chunk)
             if problem:
-                result.issues.append(Issue(self.name, index, problem, "unfaithful" if "faithful" in problem else "unparseable"))
+                result.issues.append(Issue(self.name, index, problem, kind))
             else:
                 result.records.append((index, record))
             progress.progress(
@@ -290,41 +310,47 @@ class DocumentSource:
             )
         return result
 
-    def _dialogue(self, stub: inference_pb2_grpc.InferenceServiceStub, chunk: Chunk) -> tuple[dict[str, Any], str | None]:
+    def _dialogue(
+        self, stub: inference_pb2_grpc.InferenceServiceStub, chunk: Chunk
+    ) -> tuple[dict[str, Any], str | None, str]:
+        """(record, None, "") or ({}, why it was dropped, kind of drop)."""
         parameters = inference_pb2.GenerationParameters(max_tokens=_TURN_TOKENS)
         what = "grounded dialogue generation"
         question = _chat(
             stub,
-            [{"role": "system", "content": prompts.STUDENT_SYSTEM},
+            [{"role": "system", "content": prompts.STUDENT_QUESTION_SYSTEM},
              {"role": "user", "content": prompts.STUDENT_QUESTION_TEMPLATE.format(PASSAGE=chunk.text)}],
             self.model, parameters, what,
         ).strip()
-        if not question:
-            return {}, "the model wrote no student question"
+        if "?" not in question:
+            return {}, f"the model wrote no student question: {question[:_QUOTE_CHARS]!r}", "unparseable"
         system = prompts.GROUNDED_TUTOR_SYSTEM.format(PASSAGE=chunk.text)
         turns = [{"role": "user", "content": question}]
         for exchange in range(self.exchanges):
             tutor = _chat(stub, [{"role": "system", "content": system}, *turns], self.model, parameters, what).strip()
             if not tutor:
-                return {}, f"the model wrote an empty tutor turn in exchange {exchange + 1}"
+                return {}, f"the model wrote an empty tutor turn in exchange {exchange + 1}", "unparseable"
             turns.append({"role": "assistant", "content": tutor})
             if exchange + 1 < self.exchanges:
                 reply = _chat(
                     stub,
-                    [{"role": "system", "content": prompts.STUDENT_SYSTEM},
+                    [{"role": "system", "content": prompts.STUDENT_REPLY_SYSTEM},
                      {"role": "user", "content": prompts.STUDENT_FOLLOW_UP_TEMPLATE.format(QUESTION=tutor, PASSAGE=chunk.text)}],
                     self.model, parameters, what,
                 ).strip()
                 if not reply:
-                    return {}, f"the model wrote an empty student turn in exchange {exchange + 2}"
+                    return {}, f"the model wrote an empty student turn in exchange {exchange + 2}", "unparseable"
                 turns.append({"role": "user", "content": reply})
+        loop = degenerate_turn(turns)
+        if loop:
+            return {}, loop, "degenerate"
         score = faithfulness([t["content"] for t in turns if t["role"] == "assistant"], chunk.text)
         if score < self.min_faithfulness:
             said = " / ".join(t["content"] for t in turns if t["role"] == "assistant")
             return {}, (
                 f"unfaithful to the chunk: {score:.0%} of the tutor's content words are in it "
                 f"(minimum {self.min_faithfulness:.0%}); tutor said {said[:_QUOTE_CHARS]!r}"
-            )
+            ), "unfaithful"
         subject = chunk.metadata.get("subject") or chunk.metadata.get("category") or chunk.metadata.get("topic") or ""
         record = {
             "conversations": [{"role": "system", "content": system}, *turns],
@@ -338,4 +364,4 @@ class DocumentSource:
                 "faithfulness": round(score, 3),
             },
         }
-        return record, None
+        return record, None, ""

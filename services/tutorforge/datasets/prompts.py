@@ -32,13 +32,17 @@ Now write the JSON for {TOPIC}."""
 GENERAL_TOPIC = "a different school subject for each conversation (for example maths, science, history, language)"
 
 # Without a system turn the inference service answers as the Socratic tutor; the student side needs its own.
-STUDENT_SYSTEM = "You play a curious school student. You write only what the student says, in one or two sentences."
+# The small model loops on "What is the answer to the question: ..." when asked to "write a question a
+# student might ask"; asking for a Why/How question gives real questions.
+STUDENT_QUESTION_SYSTEM = "You write questions that students ask."
 
-STUDENT_QUESTION_TEMPLATE = """Here is a passage from a lesson:
+STUDENT_QUESTION_TEMPLATE = """Here is a lesson:
 
 {PASSAGE}
 
-Write one short question a student might ask about this passage. Reply with the question only."""
+Write one question about this lesson that starts with 'Why' or 'How'."""
+
+STUDENT_REPLY_SYSTEM = "You write what a student answers to a tutor, in one or two sentences."
 
 GROUNDED_TUTOR_SYSTEM = """You are a Socratic tutor. Use only the lesson passage below.
 Do not give the answer. Ask one short guiding question that helps the student think, using the words of the passage.
@@ -56,11 +60,17 @@ Lesson passage:
 Write the student's short reply: an honest attempt using the passage. Reply with the student's words only."""
 
 
-def synthetic_prompt(topic: str, num_conversations: int, num_exchanges: int) -> str:
+# Later requests of one build say which set they are: with greedy decoding the same prompt would give
+# the same reply again.
+VARIATION = "\nThis is set {SET}: use different student questions and situations than in earlier sets."
+
+
+def synthetic_prompt(topic: str, num_conversations: int, num_exchanges: int, variation: int = 0) -> str:
     subject = GENERAL_TOPIC if topic.strip().lower() == "general" else topic.strip()
-    return SYNTHETIC_TEMPLATE.format(
+    prompt = SYNTHETIC_TEMPLATE.format(
         NUM_CONVERSATIONS=num_conversations,
         NUM_EXCHANGES=num_exchanges,
         TOPIC=subject,
         EXAMPLE=json.dumps(EXAMPLE_CONVERSATION),
     )
+    return prompt + VARIATION.format(SET=variation + 1) if variation else prompt

@@ -12,9 +12,11 @@ _REVEALING = re.compile(
     r"(\s+to\s+(this|the|that|your)\s+(question|problem|exercise))?\s+(is|was|would be|=|:)"
     r"|\banswer\s*[:=]\s*\S"
     r"|\bso\s+(it|the answer)\s+(is|equals)\s+-?\d"
-    r"|\b(it|this|that)\s+equals\s+-?\d",
+    r"|\b(it|this|that)\s+equals\s+-?\d"
+    r"|\b(which|it|this|that)\s+(is|are)\s+(equal|equivalent)\s+to\s+-?\d",
     re.IGNORECASE,
 )
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,10 @@ class QualitySignals:
 
 
 def reveals_answer(text: str) -> bool:
-    return bool(_REVEALING.search(text))
+    """A statement (not a question) that hands over the result."""
+    return any(
+        _REVEALING.search(sentence) for sentence in _SENTENCE_END.split(text) if not sentence.rstrip().endswith("?")
+    )
 
 
 def quality_signals(conversation: list[dict[str, Any]]) -> QualitySignals:

@@ -24,7 +24,6 @@ from tutorforge.core.models import chat_model_name, load_chat_model, load_chat_t
 from tutorforge.core.settings import Settings
 from tutorforge.inference.decoding import IncrementalDecoder, StopMatcher
 from tutorforge.inference.types import (
-    BASE,
     FinishReason,
     GenerationRequest,
     GenerationStream,

@@ -348,7 +348,7 @@ def _deploy_vllm(
     import httpx
 
     if not url:
-        raise InvalidArgument("no engine URL: set TUTORFORGE_INFERENCE__ENGINE_URL to the vLLM server (http://host:8000/v1)")
+        raise InvalidArgument("no engine URL: set TUTORFORGE_INFERENCE__ENGINE_URL to the vLLM server (http://host:8000)")
     root = url.rstrip("/").removesuffix("/v1")
     path = f"{adapter_root.rstrip('/')}/{record.name}/{record.version}"
     client = http_client or httpx.Client(timeout=120.0)

@@ -91,41 +91,108 @@ class TrainingSpec:
         validate_name(self.adapter_name, "adapter_name")
         lora, args, resources = self.lora, self.args, self.resources
         _check(1 <= lora.rank <= 1024, "lora.rank", lora.rank, "an integer in 1..1024 (16 is a good start)")
-        _check(_finite(lora.alpha) and lora.alpha > 0, "lora.alpha", lora.alpha, "a positive number (often 2 × rank)")
+        _check(
+            _finite(lora.alpha) and lora.alpha > 0,
+            "lora.alpha",
+            lora.alpha,
+            "a positive number (often 2 × rank)",
+        )
         _check(_finite(lora.dropout) and 0 <= lora.dropout < 1, "lora.dropout", lora.dropout, "in [0, 1)")
         _check(lora.bias in LORA_BIASES, "lora.bias", lora.bias, f"one of {', '.join(LORA_BIASES)}")
         for module in lora.target_modules:
-            _check(module.replace("_", "").replace(".", "").isalnum(), "lora.target_modules", module,
-                   "module names such as q_proj or v_proj")
-        _check(_finite(args.epochs) and 0 < args.epochs <= 1000, "arguments.epochs", args.epochs, "in (0, 1000]")
+            _check(
+                module.replace("_", "").replace(".", "").isalnum(),
+                "lora.target_modules",
+                module,
+                "module names such as q_proj or v_proj",
+            )
+        _check(
+            _finite(args.epochs) and 0 < args.epochs <= 1000, "arguments.epochs", args.epochs, "in (0, 1000]"
+        )
         _check(1 <= args.batch_size <= 4096, "arguments.batch_size", args.batch_size, "in 1..4096")
-        _check(1 <= args.gradient_accumulation_steps <= 4096, "arguments.gradient_accumulation_steps",
-               args.gradient_accumulation_steps, "in 1..4096")
-        _check(_finite(args.learning_rate) and 0 < args.learning_rate <= 1, "arguments.learning_rate",
-               args.learning_rate, "in (0, 1] (2e-4 is typical for LoRA)")
-        _check(_finite(args.warmup_ratio) and 0 <= args.warmup_ratio < 1, "arguments.warmup_ratio",
-               args.warmup_ratio, "in [0, 1)")
-        _check(args.lr_scheduler in LR_SCHEDULERS, "arguments.lr_scheduler", args.lr_scheduler,
-               f"one of {', '.join(LR_SCHEDULERS)}")
-        _check(_finite(args.weight_decay) and 0 <= args.weight_decay <= 1, "arguments.weight_decay",
-               args.weight_decay, "in [0, 1]")
-        _check(16 <= args.max_seq_length <= MAX_SEQ_LENGTH_LIMIT, "arguments.max_seq_length", args.max_seq_length,
-               f"in 16..{MAX_SEQ_LENGTH_LIMIT}")
+        _check(
+            1 <= args.gradient_accumulation_steps <= 4096,
+            "arguments.gradient_accumulation_steps",
+            args.gradient_accumulation_steps,
+            "in 1..4096",
+        )
+        _check(
+            _finite(args.learning_rate) and 0 < args.learning_rate <= 1,
+            "arguments.learning_rate",
+            args.learning_rate,
+            "in (0, 1] (2e-4 is typical for LoRA)",
+        )
+        _check(
+            _finite(args.warmup_ratio) and 0 <= args.warmup_ratio < 1,
+            "arguments.warmup_ratio",
+            args.warmup_ratio,
+            "in [0, 1)",
+        )
+        _check(
+            args.lr_scheduler in LR_SCHEDULERS,
+            "arguments.lr_scheduler",
+            args.lr_scheduler,
+            f"one of {', '.join(LR_SCHEDULERS)}",
+        )
+        _check(
+            _finite(args.weight_decay) and 0 <= args.weight_decay <= 1,
+            "arguments.weight_decay",
+            args.weight_decay,
+            "in [0, 1]",
+        )
+        _check(
+            16 <= args.max_seq_length <= MAX_SEQ_LENGTH_LIMIT,
+            "arguments.max_seq_length",
+            args.max_seq_length,
+            f"in 16..{MAX_SEQ_LENGTH_LIMIT}",
+        )
         _check(0 <= args.seed < 2**32, "arguments.seed", args.seed, "in 0..2^32-1")
-        _check(args.eval_steps >= 0, "arguments.eval_steps", args.eval_steps, "0 (end only) or a positive step count")
-        _check(args.checkpoint_steps >= 0, "arguments.checkpoint_steps", args.checkpoint_steps,
-               "0 (each epoch) or a positive step count")
-        _check(args.max_steps >= 0, "arguments.max_steps", args.max_steps, "0 (all epochs) or a positive step count")
-        _check(_finite(args.max_grad_norm) and args.max_grad_norm > 0, "arguments.max_grad_norm",
-               args.max_grad_norm, "a positive number")
-        _check(1 <= resources.num_workers <= 1024, "resources.num_workers", resources.num_workers, "in 1..1024")
-        _check(_finite(resources.cpus_per_worker) and resources.cpus_per_worker > 0, "resources.cpus_per_worker",
-               resources.cpus_per_worker, "a positive number")
-        _check(_finite(resources.gpus_per_worker) and resources.gpus_per_worker >= 0, "resources.gpus_per_worker",
-               resources.gpus_per_worker, "0 or more")
+        _check(
+            args.eval_steps >= 0,
+            "arguments.eval_steps",
+            args.eval_steps,
+            "0 (end only) or a positive step count",
+        )
+        _check(
+            args.checkpoint_steps >= 0,
+            "arguments.checkpoint_steps",
+            args.checkpoint_steps,
+            "0 (each epoch) or a positive step count",
+        )
+        _check(
+            args.max_steps >= 0,
+            "arguments.max_steps",
+            args.max_steps,
+            "0 (all epochs) or a positive step count",
+        )
+        _check(
+            _finite(args.max_grad_norm) and args.max_grad_norm > 0,
+            "arguments.max_grad_norm",
+            args.max_grad_norm,
+            "a positive number",
+        )
+        _check(
+            1 <= resources.num_workers <= 1024, "resources.num_workers", resources.num_workers, "in 1..1024"
+        )
+        _check(
+            _finite(resources.cpus_per_worker) and resources.cpus_per_worker > 0,
+            "resources.cpus_per_worker",
+            resources.cpus_per_worker,
+            "a positive number",
+        )
+        _check(
+            _finite(resources.gpus_per_worker) and resources.gpus_per_worker >= 0,
+            "resources.gpus_per_worker",
+            resources.gpus_per_worker,
+            "0 or more",
+        )
         for key, value in self.metadata.items():
-            _check(bool(key) and len(key) <= 64 and len(value) <= 256, "metadata", key,
-                   "keys of 1-64 characters with values up to 256")
+            _check(
+                bool(key) and len(key) <= 64 and len(value) <= 256,
+                "metadata",
+                key,
+                "keys of 1-64 characters with values up to 256",
+            )
         return self
 
 

@@ -87,7 +87,9 @@ def tokenize_conversation(tokenizer: Any, messages: Sequence[dict[str, str]]) ->
         if message["role"] != "assistant":
             continue
         # The assistant's text is what the template adds between "prompt up to this turn" and "this turn".
-        start = len(tokenizer.apply_chat_template(list(messages[:index]), tokenize=False, add_generation_prompt=True))
+        start = len(
+            tokenizer.apply_chat_template(list(messages[:index]), tokenize=False, add_generation_prompt=True)
+        )
         rendered = tokenizer.apply_chat_template(list(messages[: index + 1]), tokenize=False)
         if not text.startswith(rendered):
             raise InvalidArgument(
@@ -109,7 +111,9 @@ def tokenize_conversation(tokenizer: Any, messages: Sequence[dict[str, str]]) ->
     return Example(input_ids=input_ids, labels=labels)
 
 
-def tokenize_records(tokenizer: Any, records: Sequence[dict[str, Any]], max_seq_length: int) -> TokenizedSplit:
+def tokenize_records(
+    tokenizer: Any, records: Sequence[dict[str, Any]], max_seq_length: int
+) -> TokenizedSplit:
     examples, dropped, truncated = [], 0, 0
     for number, record in enumerate(records):
         messages = record.get("conversations")
@@ -117,7 +121,9 @@ def tokenize_records(tokenizer: Any, records: Sequence[dict[str, Any]], max_seq_
             isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
             for m in messages
         ):
-            raise InvalidArgument(f"dataset record {record.get('id', number)!r} has no valid 'conversations' list")
+            raise InvalidArgument(
+                f"dataset record {record.get('id', number)!r} has no valid 'conversations' list"
+            )
         example = tokenize_conversation(tokenizer, messages)
         if len(example) > max_seq_length:
             truncated += 1

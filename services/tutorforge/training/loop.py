@@ -106,7 +106,11 @@ def token_loss_sum(model: Any, batch: Batch, device: str, autocast_dtype: Any = 
 
     inputs = batch.tensors(device)
     labels = inputs.pop("labels")
-    autocast = torch.autocast(torch.device(device).type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    autocast = (
+        torch.autocast(torch.device(device).type, dtype=autocast_dtype)
+        if autocast_dtype
+        else contextlib.nullcontext()
+    )
     with autocast:
         logits = model(**inputs, use_cache=False).logits
     return F.cross_entropy(
@@ -117,7 +121,9 @@ def token_loss_sum(model: Any, batch: Batch, device: str, autocast_dtype: Any = 
     )
 
 
-def evaluate_loss(model: Any, batches: list[Batch], device: str, autocast_dtype: Any = None) -> tuple[float, int]:
+def evaluate_loss(
+    model: Any, batches: list[Batch], device: str, autocast_dtype: Any = None
+) -> tuple[float, int]:
     """(summed loss, labelled tokens) over `batches`, without gradients."""
     import torch
 
@@ -177,7 +183,7 @@ def _all_reduce(values: list[float]) -> list[float]:
 
 
 def train_worker(config: dict[str, Any]) -> None:
-    """Ray Train's `train_loop_per_worker`. `config` holds the spec, the tokenised splits and where to write."""
+    """Ray Train's `train_loop_per_worker`; `config` holds the spec, the tokenised splits, where to write."""
     import ray.train
     import ray.train.torch
     import torch
@@ -256,10 +262,17 @@ def train_worker(config: dict[str, Any]) -> None:
         epoch, index = divmod(step, plan.steps_per_epoch)
         if epoch != cached_epoch:
             batches = run_batches(train_examples, args, pad, epoch)
-            mine = batches[rank :: world][: plan.batches_per_worker]
+            mine = batches[rank::world][: plan.batches_per_worker]
             cached_epoch = epoch
-        micro = mine[index * args.gradient_accumulation_steps : (index + 1) * args.gradient_accumulation_steps]
-        if config.get("fault_step") and step + 1 == config["fault_step"] and rank == world - 1 and files.take_fault():
+        micro = mine[
+            index * args.gradient_accumulation_steps : (index + 1) * args.gradient_accumulation_steps
+        ]
+        if (
+            config.get("fault_step")
+            and step + 1 == config["fault_step"]
+            and rank == world - 1
+            and files.take_fault()
+        ):
             os._exit(1)  # test-only: simulate a worker crash (enabled by settings.training.test_fault_step)
 
         started = time.perf_counter()
@@ -282,7 +295,11 @@ def train_worker(config: dict[str, Any]) -> None:
         step += 1
 
         total_loss, real_tokens, cancel = _all_reduce(
-            [loss_sum, float(sum(batch.real_tokens for batch in micro)), float(rank == 0 and files.cancel_requested)]
+            [
+                loss_sum,
+                float(sum(batch.real_tokens for batch in micro)),
+                float(rank == 0 and files.cancel_requested),
+            ]
         )
         elapsed = time.perf_counter() - started
         metrics = {

@@ -44,7 +44,11 @@ def choose_device(use_unsloth: bool, load_in_4bit: bool, gpus_per_worker: float)
         wanted = "use_unsloth" if use_unsloth else "load_in_4bit"
         raise FailedPrecondition(
             f"{wanted} needs a CUDA GPU on every training worker, and "
-            + ("resources.gpus_per_worker is 0" if gpus_per_worker <= 0 else "this worker sees no CUDA device")
+            + (
+                "resources.gpus_per_worker is 0"
+                if gpus_per_worker <= 0
+                else "this worker sees no CUDA device"
+            )
             + "; set resources.gpus_per_worker >= 1 on a GPU cluster, or train without it on CPU"
         )
     if not has_gpu:
@@ -60,7 +64,11 @@ def linear_module_names(model: Any) -> set[str]:
 
     names = set()
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Conv1D", "Linear4bit", "Linear8bitLt"):
+        if isinstance(module, torch.nn.Linear) or type(module).__name__ in (
+            "Conv1D",
+            "Linear4bit",
+            "Linear8bitLt",
+        ):
             names.add(name.rsplit(".", 1)[-1])
     return names
 
@@ -73,7 +81,9 @@ def detect_target_modules(model: Any) -> list[str]:
             return list(family)
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 
-    known = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(getattr(model.config, "model_type", ""), [])
+    known = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(
+        getattr(model.config, "model_type", ""), []
+    )
     found = [name for name in known if name in present]
     if found:
         return found
@@ -103,7 +113,9 @@ def check_target_modules_of(model_path: str, target_modules: list[str]) -> None:
     check_target_modules(skeleton, target_modules)
 
 
-def load_for_training(model_path: str, lora: LoraSpec, device: DeviceConfig, max_seq_length: int, seed: int) -> Any:
+def load_for_training(
+    model_path: str, lora: LoraSpec, device: DeviceConfig, max_seq_length: int, seed: int
+) -> Any:
     """The base model with a fresh trainable LoRA adapter (on CPU unless a loader placed it)."""
     import torch
 
@@ -116,7 +128,9 @@ def load_for_training(model_path: str, lora: LoraSpec, device: DeviceConfig, max
     if device.load_in_4bit:
         from transformers import BitsAndBytesConfig
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=kwargs["dtype"])
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_compute_dtype=kwargs["dtype"]
+        )
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     model.config.use_cache = False
     targets = lora.target_modules or detect_target_modules(model)
@@ -132,7 +146,9 @@ def load_for_training(model_path: str, lora: LoraSpec, device: DeviceConfig, max
     return get_peft_model(model, config)
 
 
-def _load_unsloth(model_path: str, lora: LoraSpec, device: DeviceConfig, max_seq_length: int, seed: int) -> Any:
+def _load_unsloth(
+    model_path: str, lora: LoraSpec, device: DeviceConfig, max_seq_length: int, seed: int
+) -> Any:
     try:
         from unsloth import FastLanguageModel
     except ImportError as error:

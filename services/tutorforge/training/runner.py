@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from tutorforge.core.adapters import AdapterRegistry, AdapterVersion
-from tutorforge.core.errors import Cancelled, FailedPrecondition, InvalidArgument, TutorforgeError, Unavailable
+from tutorforge.core.errors import (
+    Cancelled,
+    FailedPrecondition,
+    InvalidArgument,
+    TutorforgeError,
+    Unavailable,
+)
 from tutorforge.core.jobs import JobReporter
 from tutorforge.core.models import chat_model_name, chat_model_path, load_chat_tokenizer
 from tutorforge.core.settings import Settings
@@ -34,6 +40,10 @@ from tutorforge.training.loop import RunFiles, StepPlan, plan_steps, run_batches
 from tutorforge.training.modeling import check_target_modules_of, choose_device
 
 log = logging.getLogger(__name__)
+
+# Ray reads this once, when it is first imported (nothing imports it before this module): a head this
+# process starts, and the driver, stay on 127.0.0.1. A KubeRay cluster is reached by its ray:// address.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 # Seconds a cancelled run gets to checkpoint and stop by itself before its Ray task is killed.
 CANCEL_GRACE_SECONDS = 60.0
@@ -64,11 +74,10 @@ def ensure_ray(settings: Settings) -> None:
         address = settings.training.ray_address
         if address.startswith(("http://", "https://")):
             raise FailedPrecondition(
-                f"training.ray_address={address!r} is a Ray Job Submission URL; the training service drives Ray "
-                "Train as a client: use the head's client address ray://HEAD:10001"
+                f"training.ray_address={address!r} is a Ray Job Submission URL; the training service drives "
+                "Ray Train as a client: use the head's client address ray://HEAD:10001"
             )
-        # Loopback only, and no token handshake for the cluster this process starts itself.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        # No token handshake with the cluster this process starts itself.
         if not address:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
@@ -96,7 +105,9 @@ def ensure_ray(settings: Settings) -> None:
         started.wait()
         if failures:
             _stop_local_head()
-            raise Unavailable(f"cannot start or reach Ray ({address or 'local'}): {failures[0]}") from failures[0]
+            raise Unavailable(
+                f"cannot start or reach Ray ({address or 'local'}): {failures[0]}"
+            ) from failures[0]
 
 
 def _start_local_head() -> str:
@@ -104,14 +115,24 @@ def _start_local_head() -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [
-        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-        f"--port={port}", "--include-dashboard=false", "--disable-usage-stats",
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--port={port}",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
     ]
     if shutil.which("setpriv"):
         command = ["setpriv", "--pdeathsig", "KILL", *command]
     log_file = tempfile.NamedTemporaryFile(prefix="tutorforge-ray-head-", suffix=".log", delete=False)  # noqa: SIM115
     with log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     _local_head.append(process)
     deadline = time.monotonic() + HEAD_START_TIMEOUT_SECONDS
     log_path = Path(log_file.name)
@@ -122,7 +143,9 @@ def _start_local_head() -> str:
         if process.poll() is not None:
             raise RuntimeError(f"`ray start --head` exited with {process.returncode}: {output[-800:]}")
         time.sleep(0.5)
-    raise RuntimeError(f"`ray start --head` was not up after {HEAD_START_TIMEOUT_SECONDS:.0f} s (log: {log_path})")
+    raise RuntimeError(
+        f"`ray start --head` was not up after {HEAD_START_TIMEOUT_SECONDS:.0f} s (log: {log_path})"
+    )
 
 
 def _stop_local_head() -> None:
@@ -130,7 +153,7 @@ def _stop_local_head() -> None:
         process = _local_head.pop()
         process.terminate()
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -201,15 +224,17 @@ class TrainingRunner:
         )
         if not train.examples:
             raise InvalidArgument(
-                f"dataset {spec.dataset}@{dataset.version} has no training record with an assistant turn that fits "
-                f"arguments.max_seq_length={args.max_seq_length}"
+                f"dataset {spec.dataset}@{dataset.version} has no training record with an assistant turn "
+                f"that fits arguments.max_seq_length={args.max_seq_length}"
             )
         validation = tokenize_records(
             tokenizer, self.datasets.records(spec.dataset, dataset.version, "validation"), args.max_seq_length
         )
         batches = run_batches(train.examples, args, tokenizer.pad_token_id, 0)
         plan = plan_steps(len(batches), spec.resources.num_workers, args)
-        return PreparedRun(spec, dataset, train, validation, plan, tokenizer.pad_token_id, padding_share(batches))
+        return PreparedRun(
+            spec, dataset, train, validation, plan, tokenizer.pad_token_id, padding_share(batches)
+        )
 
     def _check_gpu(self, spec: TrainingSpec) -> None:
         if self.settings.training.ray_address:
@@ -221,8 +246,9 @@ class TrainingRunner:
             available = ray.cluster_resources().get("GPU", 0.0)
             if spec.resources.gpus_per_worker <= 0 or available < needed:
                 raise FailedPrecondition(
-                    f"use_unsloth/load_in_4bit need GPU workers: the cluster has {available:g} GPU(s), the request "
-                    f"asks for {needed:g} (resources.gpus_per_worker × num_workers); set gpus_per_worker >= 1"
+                    f"use_unsloth/load_in_4bit need GPU workers: the cluster has {available:g} GPU(s), the "
+                    f"request asks for {needed:g} (resources.gpus_per_worker × num_workers); "
+                    "set gpus_per_worker >= 1"
                 )
         else:
             choose_device(spec.use_unsloth, spec.load_in_4bit, spec.resources.gpus_per_worker)
@@ -275,7 +301,12 @@ class TrainingRunner:
         return f"{self.store.url.rstrip('/')}/training/runs"
 
     def _fit(
-        self, job_id: str, prepared: PreparedRun, files: RunFiles, recorder: MetricsRecorder, reporter: JobReporter
+        self,
+        job_id: str,
+        prepared: PreparedRun,
+        files: RunFiles,
+        recorder: MetricsRecorder,
+        reporter: JobReporter,
     ) -> Any:
         import ray
 
@@ -315,10 +346,12 @@ class TrainingRunner:
                 return ray.get(ref)
             except Exception as error:
                 if self._stopping:
-                    raise TutorforgeError(f"the service stopped while this job was running; {RESUME_HINT}") from None
+                    raise TutorforgeError(
+                        f"the service stopped while this job was running; {RESUME_HINT}"
+                    ) from None
                 raise TutorforgeError(
-                    f"training failed: {_root_cause(error)}. `tutorforge jobs resume {job_id}` continues from "
-                    "the last checkpoint once the cause is fixed"
+                    f"training failed: {_root_cause(error)}. `tutorforge jobs resume {job_id}` continues "
+                    "from the last checkpoint once the cause is fixed"
                 ) from error
         finally:
             with self._refs_lock:
@@ -340,7 +373,9 @@ class TrainingRunner:
 
     # -- publishing -------------------------------------------------------------------------------------
 
-    def _publish(self, job_id: str, prepared: PreparedRun, checkpoint: Any, metrics: dict[str, float]) -> AdapterVersion:
+    def _publish(
+        self, job_id: str, prepared: PreparedRun, checkpoint: Any, metrics: dict[str, float]
+    ) -> AdapterVersion:
         spec = prepared.spec
         with tempfile.TemporaryDirectory(prefix="tutorforge-adapter-") as folder:
             directory = Path(checkpoint.to_directory(str(Path(folder) / "checkpoint")))
@@ -383,7 +418,9 @@ class TrainingRunner:
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
-        base = AutoModelForCausalLM.from_pretrained(chat_model_path(self.settings.models), dtype=torch.float32)
+        base = AutoModelForCausalLM.from_pretrained(
+            chat_model_path(self.settings.models), dtype=torch.float32
+        )
         merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
         with tempfile.TemporaryDirectory(prefix="tutorforge-merged-") as folder:
             merged.save_pretrained(folder, safe_serialization=True)
@@ -442,7 +479,9 @@ class MetricsRecorder:
         self._forwarded_time = max((r.get("time", 0.0) for r in already_seen), default=0.0)
         self._local = store.is_local
         self._tb_dir = (
-            store.local_path(f"{key}/tensorboard") if self._local else Path(tempfile.mkdtemp(prefix="tutorforge-tb-"))
+            store.local_path(f"{key}/tensorboard")
+            if self._local
+            else Path(tempfile.mkdtemp(prefix="tutorforge-tb-"))
         )
         self._writer: Any = None
 
@@ -456,7 +495,9 @@ class MetricsRecorder:
                 # A worker-group restart (FailureConfig) or an explicit resume went back to a checkpoint.
                 reporter.progress(f"resumed from the last checkpoint: step {record['step']} runs again")
             self.last_step = int(record["step"])
-            numbers = {k: float(v) for k, v in record.items() if k not in ("step", "total_steps", "time", "epoch")}
+            numbers = {
+                k: float(v) for k, v in record.items() if k not in ("step", "total_steps", "time", "epoch")
+            }
             numbers["epoch"] = float(record.get("epoch", 0.0))
             message = f"step {record['step']}/{total_steps} loss {record['loss']:.4f}"
             if "eval_loss" in record:
@@ -472,7 +513,9 @@ class MetricsRecorder:
             self._writer = SummaryWriter(str(self._tb_dir))
         for name in ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_second"):
             if name in record:
-                self._writer.add_scalar(f"train/{name}" if name != "eval_loss" else "eval/loss", record[name], record["step"])
+                self._writer.add_scalar(
+                    f"train/{name}" if name != "eval_loss" else "eval/loss", record[name], record["step"]
+                )
         self._writer.flush()
 
     def final_metrics(self) -> dict[str, float]:
