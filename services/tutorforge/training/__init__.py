@@ -1,0 +1,1 @@
+"""Training service: LoRA fine-tuning on Ray Train, durable jobs, adapter publishing."""
