@@ -41,23 +41,23 @@ def test_ingest_search_documents_stats(cli, retrieval, files: Path, tmp_path: Pa
 
     result = runner.invoke(cli, ["ingest", str(files), "--category", "science", "--meta", "grade=6", "--chunk-size", "64", "--json", *address])
     assert result.exit_code == 0, result.output
-    outcomes = {r["document_id"]: r["outcome"] for r in json.loads(result.output)["results"]}
+    outcomes = {r["document_id"]: r["outcome"] for r in json.loads(result.stdout)["results"]}
     assert outcomes == {"photosynthesis": "INGEST_OUTCOME_UNCHANGED", "volcanoes": "INGEST_OUTCOME_UNCHANGED"}
 
     result = runner.invoke(cli, ["search", "what erupts from a volcano", "--limit", "2", "--filter", "grade>=6", "--json", *address])
     assert result.exit_code == 0, result.output
-    hits = json.loads(result.output)["hits"]
+    hits = json.loads(result.stdout)["hits"]
     assert hits[0]["document_id"] == "volcanoes" and hits[0]["metadata"]["source"] == "volcanoes.txt" and len(hits) <= 2
 
     result = runner.invoke(cli, ["search", "chlorophyll", "--mode", "sparse", *address])
     assert result.exit_code == 0 and "photosynthesis #" in result.output and "photosynthesis.md" in result.output
 
     result = runner.invoke(cli, ["documents", "list", "--filter", "category=science|history", "--json", *address])
-    assert [d["document_id"] for d in json.loads(result.output)["documents"]] == ["photosynthesis", "volcanoes"]
+    assert [d["document_id"] for d in json.loads(result.stdout)["documents"]] == ["photosynthesis", "volcanoes"]
     result = runner.invoke(cli, ["documents", "show", "volcanoes", "--chunks", *address])
     assert result.exit_code == 0 and "volcanoes.txt" in result.output and "#0" in result.output
     result = runner.invoke(cli, ["stats", "--json", *address])
-    stats = json.loads(result.output)
+    stats = json.loads(result.stdout)
     assert stats["documents"] == "2" and stats["store_backend"] == "edge"
     result = runner.invoke(cli, ["documents", "delete", "volcanoes", *address])
     assert result.exit_code == 0 and "deleted volcanoes" in result.output
@@ -82,7 +82,7 @@ def test_failures_exit_non_zero_with_the_servers_message(cli, retrieval, tmp_pat
     good.write_text(ROME)
     result = runner.invoke(cli, ["ingest", str(bad), str(good), "--chunk-size", "64", "--json", *address])
     assert result.exit_code == 1
-    assert [r["outcome"] for r in json.loads(result.output)["results"]] == ["INGEST_OUTCOME_FAILED", "INGEST_OUTCOME_CREATED"]
+    assert [r["outcome"] for r in json.loads(result.stdout)["results"]] == ["INGEST_OUTCOME_FAILED", "INGEST_OUTCOME_CREATED"]
 
     result = runner.invoke(cli, ["search", "x", "--address", "127.0.0.1:1"])
     assert result.exit_code != 0 and "cannot reach" in result.output
