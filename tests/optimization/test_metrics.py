@@ -66,7 +66,7 @@ def test_socratic_signals() -> None:
     assert not reveals_answer("What could x be if 2x = 8?", final_answer="4")
     assert socratic("What could x be if 2x = 8?", final_answer="4") == 1.0
     assert socratic("The answer is 4.") == 0.0
-    assert socratic("The answer is 4, right?") == 0.5
+    assert socratic("The answer is 4. Does that make sense?") == 0.5
 
 
 def test_default_weights_are_the_seeds_40_30_30() -> None:

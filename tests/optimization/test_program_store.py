@@ -148,7 +148,7 @@ def test_report_is_saved_as_json_markdown_and_png(tmp_path) -> None:
         ("math", "What do you notice? For example, try halves."),
         ("physics", "The answer is 4."),
     ]:
-        outcome = Outcome("r", subject, "q?", "What do you see here?", reply, 1.5)
+        outcome = Outcome("r", subject, "q?", "halves thirds", "What do you see here?", reply, 1.5)
         outcome.score = score_response(
             reply, context="halves thirds", reference=outcome.reference, weights=weights, similarity=0.5
         )

@@ -18,7 +18,14 @@ from tutorforge.optimization.program import (
     TutorProgram,
     examples_from_records,
 )
-from tutorforge.v1 import common_pb2, inference_pb2, inference_pb2_grpc, optimization_pb2_grpc
+from tutorforge.v1 import (
+    common_pb2,
+    inference_pb2,
+    inference_pb2_grpc,
+    optimization_pb2_grpc,
+    retrieval_pb2,
+    retrieval_pb2_grpc,
+)
 from tutorforge.v1 import optimization_pb2 as pb
 
 SERVICES = ("optimization", "inference", "datasets")
@@ -129,7 +136,6 @@ def test_round_trip_two_target_evaluation_and_chat_with_a_program(serve, tmp_pat
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-@pytest.mark.slow
 def test_cancelling_a_run_stops_it_and_saves_nothing(serve):
     running, channel = serve(*SERVICES)
     store_starter(running.runtime.store)
@@ -155,3 +161,42 @@ def test_cancelling_a_run_stops_it_and_saves_nothing(serve):
     with pytest.raises(grpc.RpcError) as again:
         stub.CancelRun(pb.CancelRunRequest(run_id=started.id))
     assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_evaluation_with_retrieval_grounds_examples_on_ingested_material(serve):
+    running, channel = serve(
+        *SERVICES, "retrieval", retrieval__chunk_size_tokens=64, retrieval__chunk_overlap_tokens=8
+    )
+    store_starter(running.runtime.store)
+    material = (
+        "Opportunity cost is the value of the next best alternative you give up when you make a choice. "
+        "A scholarship pays tuition, but studying still costs the wages you could have earned by working."
+    )
+    ingest = retrieval_pb2_grpc.RetrievalServiceStub(channel).IngestDocuments(
+        iter(
+            [
+                retrieval_pb2.IngestDocumentsRequest(
+                    document=retrieval_pb2.DocumentHeader(filename="costs.txt")
+                ),
+                retrieval_pb2.IngestDocumentsRequest(content=material.encode()),
+            ]
+        )
+    )
+    assert ingest.results[0].chunks_written >= 1
+    stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
+    started = stub.Evaluate(
+        pb.EvaluateRequest(
+            dataset="starter",
+            targets=[pb.EvaluationTarget(spec="base")],
+            max_examples=1,
+            max_tokens=8,
+            use_retrieval=True,
+        )
+    ).run
+    run, _ = wait_for(stub, started.id)
+    assert run.state == common_pb2.JOB_STATE_SUCCEEDED, run.error
+    report = stub.GetEvaluation(pb.GetEvaluationRequest(evaluation_id=run.result, include_files=True))
+    files = {f.path: f.content for f in report.files}
+    example = json.loads(files["report.json"])["examples"]["base"][0]
+    # The program was given the ingested passage instead of the dataset's system turn.
+    assert "opportunity cost" in example["context"].lower()

@@ -68,6 +68,8 @@ class Outcome:
     record_id: str
     subject: str
     query: str
+    # The material the program was given (the dataset's, or retrieved passages).
+    context: str
     reference: str
     response: str
     latency_seconds: float
@@ -113,6 +115,7 @@ def run_program(
             record_id=example.get("record_id", ""),
             subject=example.get("subject", "") or "unknown",
             query=example.query,
+            context=example.context,
             reference=example.response,
             response=response,
             latency_seconds=time.perf_counter() - started,

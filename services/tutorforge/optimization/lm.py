@@ -20,6 +20,7 @@ from tutorforge.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 # DSPy logs a warning for every reply cut by max_tokens; our budgets cut replies on purpose.
 logging.getLogger("dspy.clients.lm").setLevel(logging.ERROR)
 
+_POLL_SECONDS = 1.0
 _FINISH = {
     inference_pb2.FINISH_REASON_STOP: "stop",
     inference_pb2.FINISH_REASON_LENGTH: "length",
@@ -62,7 +63,7 @@ class InferenceEngine:
         self.stub = inference_pb2_grpc.InferenceServiceStub(channel)
         self.adapter = adapter
         self.usage = usage or LmUsage()
-        # Raises to stop work (e.g. a cancelled job) before any more tokens are spent.
+        # Raises to stop work (e.g. a cancelled job): checked before and during every call.
         self.before_call = before_call
         self.timeout = timeout
 
@@ -89,7 +90,7 @@ class InferenceEngine:
             parameters.top_p = float(config.top_p)
         if config.seed is not None:
             parameters.seed = int(config.seed)
-        reply = self.stub.Chat(
+        call = self.stub.Chat.future(
             inference_pb2.ChatRequest(
                 messages=messages,
                 model=inference_pb2.ModelSelection(adapter=self.adapter),
@@ -97,6 +98,7 @@ class InferenceEngine:
             ),
             timeout=self.timeout,
         )
+        reply = self._wait(call)
         usage = reply.summary.usage
         self.usage.add(usage.prompt_tokens, usage.completion_tokens)
         return Response(
@@ -106,6 +108,19 @@ class InferenceEngine:
             finish_reason=_FINISH.get(reply.summary.finish_reason, "stop"),
             usage=Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens),
         )
+
+    def _wait(self, call: grpc.Future) -> inference_pb2.ChatResponse:
+        """The reply; while waiting, `before_call` is polled so a cancelled job stops the generation too."""
+        while self.before_call is not None:
+            try:
+                return call.result(timeout=_POLL_SECONDS)
+            except grpc.FutureTimeoutError:
+                try:
+                    self.before_call()
+                except BaseException:
+                    call.cancel()
+                    raise
+        return call.result()
 
     def stream(self, request: Request):
         return response_to_events(self.complete(request))

@@ -18,7 +18,13 @@ import dspy
 from tutorforge.core.errors import InvalidArgument, NotFound
 from tutorforge.core.names import validate_name
 from tutorforge.core.storage import ArtifactStore
-from tutorforge.optimization.metrics import Embed, MetricWeights, cosine_similarities, score_response
+from tutorforge.optimization.metrics import (
+    Embed,
+    MetricWeights,
+    PedagogicalScore,
+    cosine_similarities,
+    score_response,
+)
 
 PREFIX = "programs"
 _VERSION = re.compile(r"^v(\d+)$")
@@ -114,7 +120,7 @@ class PedagogicalMetric:
         self.best = 0.0
         self._lock = threading.Lock()
 
-    def score(self, example: dspy.Example, response: str):
+    def score(self, example: dspy.Example, response: str) -> PedagogicalScore:
         similarity = None
         if self.embed is not None:
             similarity = cosine_similarities(self.embed, [response], [example.response])[0]
@@ -127,7 +133,14 @@ class PedagogicalMetric:
             similarity=similarity,
         )
 
-    def __call__(self, example, prediction, trace=None, pred_name=None, pred_trace=None):
+    def __call__(
+        self,
+        example: dspy.Example,
+        prediction: dspy.Prediction | None,
+        trace: Any = None,
+        pred_name: str | None = None,
+        pred_trace: Any = None,
+    ) -> float | dspy.Prediction:
         response = (prediction.get("response") if prediction is not None else None) or ""
         result = self.score(example, str(response))
         with self._lock:

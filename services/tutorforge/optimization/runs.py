@@ -168,7 +168,11 @@ class OptimizationRuns:
         for example in examples:
             reporter.check_cancelled()
             try:
-                hits = stub.Search(retrieval_pb2.SearchRequest(query=example.query), timeout=120).hits
+                # Threshold 0: the best passages ground the reply whatever their absolute score.
+                search = retrieval_pb2.SearchRequest(
+                    query=example.query, limit=self.settings.retrieval.default_limit, score_threshold=0.0
+                )
+                hits = stub.Search(search, timeout=120).hits
             except grpc.RpcError as error:
                 raise as_domain_error(error, "retrieval for use_retrieval failed") from error
             grounded.append(example.copy(context="\n\n".join(hit.text for hit in hits)) if hits else example)
