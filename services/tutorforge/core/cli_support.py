@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
@@ -14,8 +14,17 @@ import typer
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from tutorforge.core.client import open_channel
+from tutorforge.v1 import common_pb2
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -54,3 +63,41 @@ def rpc_errors(address: str) -> Iterator[None]:
             details = f"cannot reach tutorforge at {address} ({details}); start it with `tutorforge serve all`"
         err_console.print(f"[bold red]error[/] {code.name}: {details}")
         raise typer.Exit(code=2) from None
+
+
+def job_state_label(state: int) -> str:
+    """'succeeded', 'failed', ... for a JobState value."""
+    return common_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+
+
+def follow_job(
+    events: Iterable[common_pb2.JobEvent],
+    *,
+    label: str = "",
+    metric: str = "",
+    out: Console = err_console,
+    quiet: bool = False,
+) -> None:
+    """Render a job's streamed events as a live progress bar (steps and ETA when the job counts steps,
+    its progress fraction otherwise), with the latest value of `metric` (e.g. loss) beside it.
+    On stderr by default, so --json output on stdout stays clean."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[metric]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=out, disable=quiet) as bar:
+        task = bar.add_task(label or "queued", total=1.0, metric="")
+        for event in events:
+            message = (event.message or "working")[:70]
+            update: dict[str, object] = {"description": f"{label}: {message}" if label else message}
+            if event.total_steps:
+                update.update(total=event.total_steps, completed=event.step)
+            else:
+                update.update(total=1.0, completed=event.progress)
+            if metric in event.metrics:
+                update["metric"] = f"{metric} {event.metrics[metric]:.4f}"
+            bar.update(task, **update)

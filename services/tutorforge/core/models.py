@@ -135,10 +135,16 @@ def torch_dtype(settings: ModelSettings) -> torch.dtype:
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
 
-def load_chat_tokenizer(settings: ModelSettings):  # noqa: ANN201 - transformers' tokenizer classes vary
+@lru_cache(maxsize=4)
+def _load_tokenizer(path: str):  # noqa: ANN202 - transformers' tokenizer classes vary
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(chat_model_path(settings))
+    return AutoTokenizer.from_pretrained(path)
+
+
+def load_chat_tokenizer(settings: ModelSettings):  # noqa: ANN201
+    """The chat model's tokenizer, loaded once per process and shared (callers must not modify it)."""
+    return _load_tokenizer(chat_model_path(settings))
 
 
 def load_chat_model(settings: ModelSettings, dtype: torch.dtype | None = None):  # noqa: ANN201

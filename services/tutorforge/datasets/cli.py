@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tutorforge.core.cli_support import (
@@ -17,6 +16,8 @@ from tutorforge.core.cli_support import (
     connect,
     console,
     err_console,
+    follow_job,
+    job_state_label,
     print_json,
     rpc_errors,
     to_dict,
@@ -59,13 +60,8 @@ def parse_filters(expressions: list[str]) -> list[retrieval_pb2.MetadataFilter]:
 
 
 def _watch(stub: datasets_pb2_grpc.DatasetServiceStub, job_id: str) -> common_pb2.Job:
-    """Follow the job's events with a progress bar (on stderr, so --json output stays clean)."""
-    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=False) as bar:
-        task = bar.add_task("queued", total=1.0)
-        for response in stub.WatchDatasetJob(datasets_pb2.WatchDatasetJobRequest(job_id=job_id)):
-            event = response.event
-            bar.update(task, completed=event.progress, description=event.message[:90] or "working")
+    events = stub.WatchDatasetJob(datasets_pb2.WatchDatasetJobRequest(job_id=job_id))
+    follow_job(response.event for response in events)
     return stub.GetDatasetJob(datasets_pb2.GetDatasetJobRequest(job_id=job_id)).job
 
 
@@ -138,10 +134,9 @@ def build(
         job = stub.CreateDataset(datasets_pb2.CreateDatasetRequest(name=name, sources=sources, options=options, description=description)).job
         job = _watch(stub, job.id)
         if job.state != common_pb2.JOB_STATE_SUCCEEDED:
-            state = common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
             if json_output:
                 print_json({"job": to_dict(job)})
-            err_console.print(f"[bold red]build {state.lower()}[/] {job.error or job.message}")
+            err_console.print(f"[bold red]build {job_state_label(job.state)}[/] {job.error or job.message}")
             raise typer.Exit(code=1)
         version = stub.GetDataset(datasets_pb2.GetDatasetRequest(name=name, version=job.result)).dataset
     if json_output:

@@ -1,22 +1,21 @@
-"""gRPC DatasetService: proto ⇄ domain translation only; the work happens in `builder`."""
+"""gRPC DatasetService: proto ⇄ domain translation only; the work happens in `service` and `builder`."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import grpc
 
 from tutorforge.core.convert import event_to_proto, job_to_proto
 from tutorforge.core.errors import InvalidArgument
-from tutorforge.core.jobs import JobManager, JobReporter
 from tutorforge.core.runtime import Runtime
-from tutorforge.datasets.builder import BuildOptions, BuildRequest, EvaluationFile, FileSource, Source, build_dataset
+from tutorforge.datasets.builder import BuildOptions, BuildRequest, EvaluationFile, FileSource, Source
 from tutorforge.datasets.formats import RecordFormat
 from tutorforge.datasets.generation import DEFAULT_MIN_FAITHFULNESS, DocumentSource, SyntheticSource
-from tutorforge.datasets.repository import SPLITS, DatasetInfo, DatasetRepository
-from tutorforge.datasets.validation import DEFAULT_MAX_TOKENS, TokenCounter, chat_token_counter, validate_record
+from tutorforge.datasets.repository import SPLITS, DatasetInfo
+from tutorforge.datasets.service import DatasetService
+from tutorforge.datasets.validation import DEFAULT_MAX_TOKENS
 from tutorforge.v1 import datasets_pb2, datasets_pb2_grpc
 
 SERVICE_NAME = "tutorforge.v1.DatasetService"
@@ -33,21 +32,6 @@ _SPLITS = {
     datasets_pb2.DATASET_SPLIT_TRAIN: ("train",),
     datasets_pb2.DATASET_SPLIT_VALIDATION: ("validation",),
 }
-_DEFAULT_PAGE_SIZE = 50
-_MAX_PAGE_SIZE = 1000
-
-
-def export_line(record: dict[str, Any], openai: bool) -> str:
-    """One exported record: OpenAI fine-tuning form holds only `messages`; ChatML keeps id and metadata."""
-    if openai:
-        return json.dumps({"messages": record["conversations"]}, ensure_ascii=False)
-    return json.dumps(
-        {"id": record["id"], "conversations": record["conversations"], "metadata": record.get("metadata", {}),
-         "source": record.get("source", {})},
-        ensure_ascii=False,
-    )
-
-
 def version_to_proto(info: DatasetInfo) -> datasets_pb2.DatasetVersion:
     stats = info.stats
     manifest = info.manifest
@@ -92,11 +76,7 @@ def version_to_proto(info: DatasetInfo) -> datasets_pb2.DatasetVersion:
 class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
-        self.repository = DatasetRepository(runtime.store)
-        self.jobs = JobManager(runtime.store, "dataset")
-
-    def token_counter(self) -> tuple[TokenCounter, str]:
-        return chat_token_counter(self.runtime.settings.models)
+        self.service = DatasetService(runtime.store, runtime.settings)
 
     def _file(self, file: datasets_pb2.RecordFile) -> FileSource:
         if not file.filename:
@@ -147,94 +127,52 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
         ).check()
 
     def CreateDataset(self, request: datasets_pb2.CreateDatasetRequest, context: grpc.ServicerContext) -> datasets_pb2.CreateDatasetResponse:
-        # Everything checkable without the model is checked here, so a bad request never becomes a job.
-        build = BuildRequest(
+        job = self.service.create(BuildRequest(
             name=request.name,
             sources=[self._source(source) for source in request.sources],
             options=self._options(request.options),
             description=request.description,
             evaluation=[EvaluationFile(f.filename or "evaluation", f.content) for f in request.options.decontaminate_against],
-        ).check()
-        job = self.jobs.create(
-            labels={"dataset": build.name},
-            parameters={"name": build.name, "sources": [source.parameters() for source in build.sources],
-                        "options": vars(build.options), "description": build.description},
-        )
-
-        def work(reporter: JobReporter) -> str:
-            reporter.progress("loading the tokenizer", progress=0.0)
-            count_tokens, tokenizer = self.token_counter()
-            info = build_dataset(build, self.repository, count_tokens, tokenizer, reporter)
-            self.jobs.update(
-                job.id,
-                message=f"stored {info.name} version {info.version}",
-                metrics={"records": info.stats["records"], "dropped": len(info.manifest["dropped"])},
-                labels={"version": info.version},
-            )
-            return info.version
-
-        self.jobs.start(job.id, work)
-        return datasets_pb2.CreateDatasetResponse(job=job_to_proto(self.jobs.get(job.id)))
+        ))
+        return datasets_pb2.CreateDatasetResponse(job=job_to_proto(job))
 
     def GetDatasetJob(self, request: datasets_pb2.GetDatasetJobRequest, context: grpc.ServicerContext) -> datasets_pb2.GetDatasetJobResponse:
-        return datasets_pb2.GetDatasetJobResponse(job=job_to_proto(self.jobs.get(request.job_id)))
+        return datasets_pb2.GetDatasetJobResponse(job=job_to_proto(self.service.jobs.get(request.job_id)))
 
     def WatchDatasetJob(self, request: datasets_pb2.WatchDatasetJobRequest, context: grpc.ServicerContext) -> Iterator[datasets_pb2.WatchDatasetJobResponse]:
-        self.jobs.get(request.job_id)
-        for event in self.jobs.watch(request.job_id, request.after_sequence, context.is_active):
+        self.service.jobs.get(request.job_id)
+        for event in self.service.jobs.watch(request.job_id, request.after_sequence, context.is_active):
             yield datasets_pb2.WatchDatasetJobResponse(event=event_to_proto(event))
 
     def GetDataset(self, request: datasets_pb2.GetDatasetRequest, context: grpc.ServicerContext) -> datasets_pb2.GetDatasetResponse:
-        return datasets_pb2.GetDatasetResponse(dataset=version_to_proto(self.repository.get(request.name, request.version)))
+        return datasets_pb2.GetDatasetResponse(dataset=version_to_proto(self.service.repository.get(request.name, request.version)))
 
     def ListDatasets(self, request: datasets_pb2.ListDatasetsRequest, context: grpc.ServicerContext) -> datasets_pb2.ListDatasetsResponse:
-        if request.page_size < 0 or request.page_size > _MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size must be 0..{_MAX_PAGE_SIZE} (0 = {_DEFAULT_PAGE_SIZE})")
-        if request.page_token and not request.page_token.isdigit():
-            raise InvalidArgument("page_token is not valid: pass the next_page_token of the previous page")
-        size = request.page_size or _DEFAULT_PAGE_SIZE
-        start = int(request.page_token or 0)
-        infos = self.repository.list()
-        page = infos[start : start + size]
-        next_token = str(start + size) if start + size < len(infos) else ""
+        page, next_token = self.service.list_page(request.page_size, request.page_token)
         return datasets_pb2.ListDatasetsResponse(datasets=[version_to_proto(info) for info in page], next_page_token=next_token)
 
     def ExportDataset(self, request: datasets_pb2.ExportDatasetRequest, context: grpc.ServicerContext) -> Iterator[datasets_pb2.ExportDatasetResponse]:
-        info = self.repository.get(request.name, request.version)
-        openai = request.format == datasets_pb2.EXPORT_FORMAT_OPENAI
-        for split in _SPLITS[request.split]:
-            for record in self.repository.records(info.name, info.version, split):
-                yield datasets_pb2.ExportDatasetResponse(line=export_line(record, openai))
+        lines = self.service.export(
+            request.name, request.version, _SPLITS[request.split], request.format == datasets_pb2.EXPORT_FORMAT_OPENAI
+        )
+        for line in lines:
+            yield datasets_pb2.ExportDatasetResponse(line=line)
 
     def DeleteDataset(self, request: datasets_pb2.DeleteDatasetRequest, context: grpc.ServicerContext) -> datasets_pb2.DeleteDatasetResponse:
-        return datasets_pb2.DeleteDatasetResponse(deleted_versions=self.repository.delete(request.name, request.version))
+        return datasets_pb2.DeleteDatasetResponse(deleted_versions=self.service.repository.delete(request.name, request.version))
 
     def ValidateRecords(self, request: datasets_pb2.ValidateRecordsRequest, context: grpc.ServicerContext) -> datasets_pb2.ValidateRecordsResponse:
-        if not request.files:
-            raise InvalidArgument("no files to validate")
-        max_tokens = request.max_tokens or DEFAULT_MAX_TOKENS
-        BuildOptions(max_tokens=max_tokens).check()
         files = [self._file(file) for file in request.files]
-        count_tokens, _ = self.token_counter()
-        response = datasets_pb2.ValidateRecordsResponse()
-        for file in files:
-            parsed = file.parsed
-            issues = [(issue.index, issue.reason) for issue in parsed.issues]
-            for index, record in parsed.records:
-                problem, _ = validate_record(record, count_tokens, max_tokens)
-                if problem:
-                    issues.append((index, problem))
-            response.invalid += len(issues)
-            response.valid += parsed.records_read - len(issues)
-            response.issues.extend(
-                datasets_pb2.RecordIssue(source=file.filename, index=index, reason=reason) for index, reason in sorted(issues)
-            )
-        return response
+        report = self.service.validate(files, request.max_tokens or DEFAULT_MAX_TOKENS)
+        return datasets_pb2.ValidateRecordsResponse(
+            valid=report.valid,
+            invalid=report.invalid,
+            issues=[datasets_pb2.RecordIssue(source=p.source, index=p.index, reason=p.reason) for p in report.problems],
+        )
 
 
 def register(server: grpc.Server, runtime: Runtime) -> str:
     servicer = DatasetServicer(runtime)
-    servicer.jobs.recover_interrupted("start the build again with `tutorforge dataset build`")
+    servicer.service.recover_interrupted()
     datasets_pb2_grpc.add_DatasetServiceServicer_to_server(servicer, server)
     return SERVICE_NAME
-

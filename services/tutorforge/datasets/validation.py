@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -17,20 +16,11 @@ _MAX_CHARS_PER_TOKEN = 32
 TokenCounter = Callable[[list[dict[str, str]]], int]
 
 
-_tokenizers: dict[str, Any] = {}
-_tokenizers_lock = threading.Lock()
-
-
 def chat_token_counter(models: ModelSettings) -> tuple[TokenCounter, str]:
-    """Counts a conversation's tokens with the chat template applied; returns it and the tokenizer name.
-    The tokenizer is loaded once per process and model (it takes seconds)."""
-    from tutorforge.core.models import chat_model_name, chat_model_path, load_chat_tokenizer
+    """Counts a conversation's tokens with the chat template applied; returns it and the tokenizer name."""
+    from tutorforge.core.models import chat_model_name, load_chat_tokenizer
 
-    path = chat_model_path(models)
-    with _tokenizers_lock:
-        if path not in _tokenizers:
-            _tokenizers[path] = load_chat_tokenizer(models)
-        tokenizer = _tokenizers[path]
+    tokenizer = load_chat_tokenizer(models)
 
     def count(conversation: list[dict[str, str]]) -> int:
         ids = tokenizer.apply_chat_template(conversation, tokenize=True, return_dict=False)

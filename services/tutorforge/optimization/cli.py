@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tutorforge.core.cli_support import (
@@ -17,6 +16,8 @@ from tutorforge.core.cli_support import (
     connect,
     console,
     err_console,
+    follow_job,
+    job_state_label,
     print_json,
     rpc_errors,
     to_dict,
@@ -71,15 +72,8 @@ def _weights(expressions: list[str]) -> pb.MetricWeights:
 
 
 def _watch(stub: optimization_pb2_grpc.OptimizationServiceStub, run_id: str) -> common_pb2.Job:
-    """Follow the run's events with a progress bar on stderr (so --json output stays clean)."""
-    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err_console) as bar:
-        task = bar.add_task("queued", total=1.0)
-        for response in stub.WatchRun(pb.WatchRunRequest(run_id=run_id)):
-            event = response.event
-            best = event.metrics.get("best_score")
-            suffix = f" (best {best:.3f})" if best is not None else ""
-            bar.update(task, completed=event.progress, description=(event.message[:80] or "working") + suffix)
+    events = stub.WatchRun(pb.WatchRunRequest(run_id=run_id))
+    follow_job((response.event for response in events), metric="best_score")
     return stub.GetRun(pb.GetRunRequest(run_id=run_id)).run
 
 
@@ -88,8 +82,7 @@ def _finished(job: common_pb2.Job, what: str, json_output: bool) -> None:
         return
     if json_output:
         print_json({"run": to_dict(job)})
-    state = common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
-    err_console.print(f"[bold red]{what} {state}[/] {job.error or job.message}")
+    err_console.print(f"[bold red]{what} {job_state_label(job.state)}[/] {job.error or job.message}")
     raise typer.Exit(code=1)
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
+from tutorforge.core.cli_support import follow_job
 from tutorforge.optimization.cli import comparison_table
 from tutorforge.v1 import common_pb2, optimization_pb2_grpc
 from tutorforge.v1 import optimization_pb2 as pb
@@ -25,13 +24,8 @@ VALIDATION_EXAMPLES = 3
 def _follow(
     context: DemoContext, stub: optimization_pb2_grpc.OptimizationServiceStub, run_id: str, what: str
 ) -> common_pb2.Job:
-    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=context.console) as bar:
-        task = bar.add_task(what, total=1.0)
-        for response in stub.WatchRun(pb.WatchRunRequest(run_id=run_id)):
-            bar.update(
-                task, completed=response.event.progress, description=f"{what}: {response.event.message[:70]}"
-            )
+    events = stub.WatchRun(pb.WatchRunRequest(run_id=run_id))
+    follow_job((response.event for response in events), label=what, metric="best_score", out=context.console)
     run = stub.GetRun(pb.GetRunRequest(run_id=run_id)).run
     if run.state != common_pb2.JOB_STATE_SUCCEEDED:
         raise RuntimeError(f"{what} ended {common_pb2.JobState.Name(run.state)}: {run.error or run.message}")

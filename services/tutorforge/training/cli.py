@@ -7,14 +7,6 @@ import json
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Column, Table
 
 from tutorforge.core.cli_support import (
@@ -23,7 +15,8 @@ from tutorforge.core.cli_support import (
     JsonOption,
     connect,
     console,
-    err_console,
+    follow_job,
+    job_state_label,
     print_json,
     rpc_errors,
 )
@@ -47,36 +40,15 @@ def _stub(address: str) -> training_pb2_grpc.TrainingServiceStub:
     return training_pb2_grpc.TrainingServiceStub(connect(address))
 
 
-def _state(job: common_pb2.Job) -> str:
-    return common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
-
-
 def follow(stub: training_pb2_grpc.TrainingServiceStub, job_id: str, quiet: bool = False) -> common_pb2.Job:
-    """Follow a job's events with a live progress bar (step, loss, ETA) on stderr; returns the final job."""
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err_console, transient=False, disable=quiet) as bar:
-        task = bar.add_task("queued", total=None, loss="-")
-        for response in stub.WatchJob(training_pb2.WatchJobRequest(job_id=job_id)):
-            event = response.event
-            update: dict[str, object] = {"description": (event.message or "working")[:60]}
-            if event.total_steps:
-                update.update(total=event.total_steps, completed=event.step)
-            if "loss" in event.metrics:
-                update["loss"] = f"{event.metrics['loss']:.4f}"
-            bar.update(task, **update)
+    """Follow a job with a live progress bar (step, loss, ETA) on stderr; returns the final job."""
+    events = stub.WatchJob(training_pb2.WatchJobRequest(job_id=job_id))
+    follow_job((response.event for response in events), metric="loss", quiet=quiet)
     return stub.GetJob(training_pb2.GetJobRequest(job_id=job_id)).job
 
 
 def _print_job(job: common_pb2.Job) -> None:
-    state = _state(job)
+    state = job_state_label(job.state)
     console.print(
         f"[bold]{job.id}[/] [{_STATE_STYLE.get(state, 'white')}]{state}[/] {job.progress:.0%} — {job.message}"
     )
@@ -189,7 +161,7 @@ def train(
 def _finish(job: common_pb2.Job, as_json: bool) -> None:
     if as_json:
         print_json(job)
-    elif _state(job) == "succeeded":
+    elif job_state_label(job.state) == "succeeded":
         version = job.labels.get("adapter_version", "")
         console.print(
             f"[bold green]adapter[/] [bold]{job.result}[/]{'@' + version if version else ''} "
@@ -197,7 +169,7 @@ def _finish(job: common_pb2.Job, as_json: bool) -> None:
         )
     else:
         _print_job(job)
-    if _state(job) != "succeeded":
+    if job_state_label(job.state) != "succeeded":
         raise typer.Exit(code=1)
 
 
@@ -231,7 +203,7 @@ def list_jobs(
         "message",
     )
     for job in response.jobs:
-        state_name = _state(job)
+        state_name = job_state_label(job.state)
         loss = job.metrics.get("final_loss", job.metrics.get("loss"))
         table.add_row(
             job.id,

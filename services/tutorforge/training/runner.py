@@ -216,8 +216,8 @@ class TrainingRunner:
         if spec.lora.target_modules:
             check_target_modules_of(chat_model_path(self.settings.models), spec.lora.target_modules)
         tokenizer = load_chat_tokenizer(self.settings.models)
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        # The tokenizer is shared by the process: pick the pad id without modifying it.
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         args = spec.args
         train = tokenize_records(
             tokenizer, self.datasets.records(spec.dataset, dataset.version, "train"), args.max_seq_length
@@ -230,10 +230,10 @@ class TrainingRunner:
         validation = tokenize_records(
             tokenizer, self.datasets.records(spec.dataset, dataset.version, "validation"), args.max_seq_length
         )
-        batches = run_batches(train.examples, args, tokenizer.pad_token_id, 0)
+        batches = run_batches(train.examples, args, pad_id, 0)
         plan = plan_steps(len(batches), spec.resources.num_workers, args)
         return PreparedRun(
-            spec, dataset, train, validation, plan, tokenizer.pad_token_id, padding_share(batches)
+            spec, dataset, train, validation, plan, pad_id, padding_share(batches)
         )
 
     def _check_gpu(self, spec: TrainingSpec) -> None:

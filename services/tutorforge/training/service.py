@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 
-from tutorforge.core.errors import FailedPrecondition, InvalidArgument
+from tutorforge.core.errors import FailedPrecondition
 from tutorforge.core.jobs import JobEvent, JobManager, JobRecord, JobReporter, JobState
+from tutorforge.core.paging import offset_page
 from tutorforge.core.settings import Settings
 from tutorforge.core.storage import ArtifactStore
 from tutorforge.training.config import TrainingSpec
@@ -15,7 +16,6 @@ from tutorforge.training.runner import RESUME_HINT, PreparedRun, TrainingRunner,
 
 log = logging.getLogger(__name__)
 
-MAX_PAGE_SIZE = 1000
 
 
 class TrainingService:
@@ -80,20 +80,7 @@ class TrainingService:
         self, state: JobState | None = None, page_size: int = 0, page_token: str = ""
     ) -> tuple[list[JobRecord], str]:
         """Newest first; `page_token` is the offset handed back by the previous page."""
-        if page_size < 0 or page_size > MAX_PAGE_SIZE:
-            raise InvalidArgument(
-                f"page_size={page_size} is not valid: use 0 (default 100) to {MAX_PAGE_SIZE}"
-            )
-        try:
-            offset = int(page_token or 0)
-        except ValueError:
-            raise InvalidArgument(
-                f"page_token {page_token!r} is not valid: pass the next_page_token of a previous page"
-            ) from None
-        size = page_size or 100
-        records = self.jobs.list(state)
-        page = records[offset : offset + size]
-        return page, str(offset + size) if offset + size < len(records) else ""
+        return offset_page(self.jobs.list(state), page_size, page_token)
 
     def watch(
         self, job_id: str, after_sequence: int = 0, is_active: Callable[[], bool] = lambda: True
