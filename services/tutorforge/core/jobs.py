@@ -5,7 +5,6 @@ Datasets, training and optimization all run their work through a `JobManager`.""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -112,6 +111,7 @@ class JobManager:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._threads: dict[str, threading.Thread] = {}
+        self._event_cache: dict[str, list[dict[str, Any]]] = {}
 
     def _key(self, job_id: str, name: str) -> str:
         if not job_id or "/" in job_id or ".." in job_id:
@@ -149,16 +149,23 @@ class JobManager:
         return sorted(records, key=lambda r: r.created_at, reverse=True)
 
     def events(self, job_id: str, after_sequence: int = 0) -> list[JobEvent]:
-        key = self._key(job_id, "events.json")
-        if not self.store.exists(key):
-            self.get(job_id)
-            return []
-        raw = self.store.read_json(key)
         return [
             JobEvent(**{**item, "state": JobState(item["state"])})
-            for item in raw
+            for item in self._history(job_id)
             if item["sequence"] > after_sequence
         ]
+
+    def _history(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's raw events. Read from the store once per process: this manager is their only writer,
+        and watchers poll them on every change."""
+        with self._lock:
+            if job_id not in self._event_cache:
+                key = self._key(job_id, "events.json")
+                if not self.store.exists(key):
+                    self.get(job_id)
+                    return []
+                self._event_cache[job_id] = self.store.read_json(key)
+            return self._event_cache[job_id]
 
     def update(
         self,
@@ -288,6 +295,7 @@ class JobManager:
         self.store.write_json(self._key(record.id, "job.json"), record.to_json())
         if events is not None:
             self.store.write_json(self._key(record.id, "events.json"), events)
+            self._event_cache[record.id] = list(events)
 
     def _append_event(
         self,
@@ -298,11 +306,10 @@ class JobManager:
         total_steps: int = 0,
         metrics: dict[str, float] | None = None,
     ) -> None:
-        key = self._key(record.id, "events.json")
-        events = self.store.read_json(key) if self.store.exists(key) else []
+        history = self._history(record.id)
         event = JobEvent(
             job_id=record.id,
-            sequence=len(events) + 1,
+            sequence=len(history) + 1,
             time=time.time(),
             state=record.state,
             progress=record.progress,
@@ -311,9 +318,7 @@ class JobManager:
             step=step,
             total_steps=total_steps,
         )
-        events.append({**asdict(event), "state": event.state.value})
-        self.store.write_json(key, events)
-
-
-def parameters_json(record: JobRecord) -> str:
-    return json.dumps(record.parameters, sort_keys=True)
+        # A new list, cached only once written: a failed write leaves cache and store as they were.
+        events = [*history, {**asdict(event), "state": event.state.value}]
+        self.store.write_json(self._key(record.id, "events.json"), events)
+        self._event_cache[record.id] = events

@@ -28,12 +28,6 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _convert_lock = threading.Lock()
 
 
-def _offline(settings: ModelSettings) -> None:
-    if settings.offline:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
 def embedder_path(settings: ModelSettings) -> str:
     if settings.embedder != "default":
         return settings.embedder
@@ -52,15 +46,16 @@ def embedder_name(settings: ModelSettings) -> str:
 
 
 @lru_cache(maxsize=4)
-def _load_embedder(path: str) -> SentenceTransformer:
+def _load_embedder(path: str, local_files_only: bool) -> SentenceTransformer:
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(path, device="cpu" if not _cuda() else "cuda")
+    return SentenceTransformer(path, device="cpu" if not _cuda() else "cuda", local_files_only=local_files_only)
 
 
 def load_embedder(settings: ModelSettings) -> SentenceTransformer:
-    _offline(settings)
-    return _load_embedder(embedder_path(settings))
+    # `offline` is passed to each load rather than set as HF_HUB_OFFLINE: the process-wide switch would
+    # also block huggingface_hub's clients of our own servers (TGI).
+    return _load_embedder(embedder_path(settings), settings.offline)
 
 
 def chat_model_name(settings: ModelSettings) -> str:
@@ -73,7 +68,6 @@ def chat_model_path(settings: ModelSettings) -> str:
 
     The default model ships as GGUF; on first use it is dequantized once into a safetensors folder in
     the cache (a few seconds to reload, instead of ~20 s to parse the GGUF each time)."""
-    _offline(settings)
     if settings.chat_model != "default":
         return settings.chat_model
     target = Path(settings.cache_dir) / "smollm2-135m-instruct"
@@ -92,9 +86,9 @@ def chat_model_path(settings: ModelSettings) -> str:
         log.info("converting %s to safetensors in %s (first use only)", _GGUF_FILE, target)
         from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-        tokenizer = AutoTokenizer.from_pretrained(source_dir, gguf_file=_GGUF_FILE)
+        tokenizer = AutoTokenizer.from_pretrained(source_dir, gguf_file=_GGUF_FILE, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
-            source_dir, gguf_file=_GGUF_FILE, quantization_config=GgufConfig(dequantize=True)
+            source_dir, gguf_file=_GGUF_FILE, quantization_config=GgufConfig(dequantize=True), local_files_only=True
         )
         staging = target.with_name(target.name + f".tmp-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
@@ -136,21 +130,23 @@ def torch_dtype(settings: ModelSettings) -> torch.dtype:
 
 
 @lru_cache(maxsize=4)
-def _load_tokenizer(path: str):  # noqa: ANN202 - transformers' tokenizer classes vary
+def _load_tokenizer(path: str, local_files_only: bool):  # noqa: ANN202 - transformers' tokenizer classes vary
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
 
 
 def load_chat_tokenizer(settings: ModelSettings):  # noqa: ANN201
     """The chat model's tokenizer, loaded once per process and shared (callers must not modify it)."""
-    return _load_tokenizer(chat_model_path(settings))
+    return _load_tokenizer(chat_model_path(settings), settings.offline)
 
 
 def load_chat_model(settings: ModelSettings, dtype: torch.dtype | None = None):  # noqa: ANN201
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(chat_model_path(settings), dtype=dtype or torch_dtype(settings))
+    model = AutoModelForCausalLM.from_pretrained(
+        chat_model_path(settings), dtype=dtype or torch_dtype(settings), local_files_only=settings.offline
+    )
     if _cuda():
         model = model.to("cuda")
     return model

@@ -109,7 +109,7 @@ def check_target_modules_of(model_path: str, target_modules: list[str]) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path, local_files_only=True))
     check_target_modules(skeleton, target_modules)
 
 
@@ -124,7 +124,8 @@ def load_for_training(
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": getattr(torch, device.dtype)}
+    # Nothing downloads at run time: the driver resolved `model_path` to local files.
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, device.dtype), "local_files_only": True}
     if device.load_in_4bit:
         from transformers import BitsAndBytesConfig
 

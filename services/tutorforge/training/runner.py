@@ -30,7 +30,7 @@ from tutorforge.core.errors import (
     Unavailable,
 )
 from tutorforge.core.jobs import JobReporter
-from tutorforge.core.models import chat_model_name, chat_model_path, load_chat_tokenizer
+from tutorforge.core.models import chat_model_name, chat_model_path, load_chat_model, load_chat_tokenizer
 from tutorforge.core.settings import Settings
 from tutorforge.core.storage import ArtifactStore
 from tutorforge.datasets.repository import DatasetInfo, DatasetRepository
@@ -416,11 +416,8 @@ class TrainingRunner:
         """Base + adapter merged into one safetensors model under `models/<name>/<version>/`."""
         import torch
         from peft import PeftModel
-        from transformers import AutoModelForCausalLM
 
-        base = AutoModelForCausalLM.from_pretrained(
-            chat_model_path(self.settings.models), dtype=torch.float32
-        )
+        base = load_chat_model(self.settings.models, dtype=torch.float32)
         merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
         with tempfile.TemporaryDirectory(prefix="tutorforge-merged-") as folder:
             merged.save_pretrained(folder, safe_serialization=True)
