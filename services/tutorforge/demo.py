@@ -4,6 +4,7 @@ Ray, in-process model) and run the whole pipeline on the bundled sample material
 from __future__ import annotations
 
 import importlib
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,8 @@ def demo_settings(workdir: Path) -> Settings:
 
 
 def run_demo(workdir: Path, port: int = 0) -> DemoContext:
-    console = Console()
+    # Logs and CI have no terminal: rich would fall back to 80 columns and truncate the report tables.
+    console = Console(width=None if sys.stdout.isatty() else 160)
     settings = demo_settings(workdir)
     configure_logging(settings.log_level, as_json=False)
     started = time.perf_counter()
