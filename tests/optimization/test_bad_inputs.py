@@ -31,8 +31,10 @@ def test_bad_requests_are_refused_with_a_status_saying_what_to_fix(serve):
     zero = pb.MetricWeights(context_usage=0, pedagogical_elements=0, length_ratio=0)
     code, details = _status(start, pb.StartOptimizationRequest(**ok, weights=zero))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "sum to a positive number" in details
-    code, details = _status(start, pb.StartOptimizationRequest(**ok, optimizer=pb.OPTIMIZER_GEPA))
-    assert code == grpc.StatusCode.FAILED_PRECONDITION and "reflection_lm" in details
+    code, details = _status(
+        start, pb.StartOptimizationRequest(**ok, optimizer=pb.OPTIMIZER_GEPA, reflection_adapter="ghost")
+    )
+    assert code == grpc.StatusCode.NOT_FOUND and "ghost" in details
     code, details = _status(start, pb.StartOptimizationRequest(name="../x", dataset="starter"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "program name" in details
     code, details = _status(start, pb.StartOptimizationRequest(**ok, budget=pb.OptimizerBudget(trials=-1)))

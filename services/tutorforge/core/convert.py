@@ -1,4 +1,4 @@
-"""Domain → proto conversions shared by the services (jobs and their events)."""
+"""Domain ⇄ proto conversions shared by the services (jobs and their events, teaching programs)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tutorforge.core.jobs import JobEvent, JobRecord, JobState
-from tutorforge.v1 import common_pb2
+from tutorforge.core.programs import Demonstration, TeachingProgram
+from tutorforge.v1 import common_pb2, inference_pb2
 
 _STATES = {
     JobState.QUEUED: common_pb2.JOB_STATE_QUEUED,
@@ -62,3 +63,34 @@ def event_to_proto(event: JobEvent) -> common_pb2.JobEvent:
         step=event.step,
         total_steps=event.total_steps,
     )
+
+
+def program_from_proto(program: inference_pb2.TeachingProgram) -> TeachingProgram:
+    return TeachingProgram(
+        instructions=program.instructions,
+        demonstrations=tuple(Demonstration(d.query, d.response) for d in program.demonstrations),
+        adapter=program.adapter,
+        base_model=program.base_model,
+    )
+
+
+def program_to_proto(program: TeachingProgram) -> inference_pb2.TeachingProgram:
+    return inference_pb2.TeachingProgram(
+        instructions=program.instructions,
+        demonstrations=[inference_pb2.Demonstration(query=d.query, response=d.response) for d in program.demonstrations],
+        adapter=program.adapter,
+        base_model=program.base_model,
+    )
+
+
+_RESPONSE_FORMAT_TYPES = {
+    inference_pb2.RESPONSE_FORMAT_TYPE_UNSPECIFIED: "text",
+    inference_pb2.RESPONSE_FORMAT_TYPE_TEXT: "text",
+    inference_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT: "json_object",
+    inference_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA: "json_schema",
+}
+
+
+def response_format_from_proto(response_format: inference_pb2.ResponseFormat) -> ResponseFormat | None:
+    kind = _RESPONSE_FORMAT_TYPES.get(response_format.type, str(response_format.type))
+    return parse_response_format(kind, response_format.schema, response_format.name)

@@ -85,6 +85,13 @@ class InferenceSettings(BaseModel):
     threads: int = 1
     # Folders from which adapters may be loaded besides the registry.
     adapter_roots: list[Path] = Field(default_factory=list)
+    # Tutor chat retrieval when the request leaves it unset. Dense with a threshold calibrated for
+    # all-MiniLM-L6-v2 by bench/chat_threshold.py: it keeps the relevant passage of all 60 labelled
+    # queries (weakest 0.21) and refuses most off-topic questions (median 0.15), so chat can say when
+    # the material has nothing. Recalibrate when the embedder changes.
+    chat_search_mode: Literal["dense", "sparse", "hybrid"] = "dense"
+    chat_score_threshold: float = 0.2
+    chat_passages: int = 2
 
 
 class TrainingSettings(BaseModel):
@@ -101,10 +108,28 @@ class TrainingSettings(BaseModel):
     test_fault_step: int = 0
 
 
+class LmEndpoint(BaseModel):
+    """An OpenAI-compatible chat server (vLLM, SGLang, a hosted API) for an LM besides the programs' own."""
+
+    # Base URL, e.g. http://vllm:8000/v1; "" = the platform's own inference service instead.
+    url: str = ""
+    # Model name the server knows.
+    model: str = ""
+    api_key: SecretStr | None = None
+    timeout_seconds: float = 60.0
+
+
 class OptimizationSettings(BaseModel):
     threads: int = 4
-    # "" = no reflection LM configured (GEPA unavailable). Otherwise an adapter name or "base".
-    reflection_lm: str = ""
+    # The LM that writes instructions (MIPROv2, COPRO) and reflects (GEPA, SIMBA): "base" or a LoRA adapter
+    # name on the platform's inference service ("" = "base"), unless reflection_endpoint.url names a stronger one.
+    reflection_lm: str = "base"
+    reflection_endpoint: LmEndpoint = Field(default_factory=LmEndpoint)
+    reflection_max_tokens: int = 256
+    # The LLM-judge metric's LM, in the same two forms.
+    judge_lm: str = "base"
+    judge_endpoint: LmEndpoint = Field(default_factory=LmEndpoint)
+    judge_max_tokens: int = 64
 
 
 class Settings(BaseSettings):

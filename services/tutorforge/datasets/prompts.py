@@ -74,3 +74,31 @@ def synthetic_prompt(topic: str, num_conversations: int, num_exchanges: int, var
         EXAMPLE=json.dumps(EXAMPLE_CONVERSATION),
     )
     return prompt + VARIATION.format(SET=variation + 1) if variation else prompt
+
+
+# Turn-by-turn generation: one short, focused request per turn, each answered as a small JSON document
+# (see generation.TURN_SCHEMAS). Starters vary the student's questions between attempts, so greedy
+# decoding does not write the same dialogue again.
+QUESTION_STARTERS = ("Why", "How", "What happens when", "Why do", "How can", "What is the difference between")
+
+SYNTHETIC_QUESTION_TEMPLATE = """Write one question that a curious student asks a tutor about {TOPIC}.
+The question starts with '{STARTER}'."""
+
+GROUNDED_QUESTION_TEMPLATE = """Here is a lesson:
+
+{PASSAGE}
+
+Write one question a student asks about this lesson. The question starts with '{STARTER}'."""
+
+TUTOR_SYSTEM = """You are a Socratic tutor talking with a student about {TOPIC}.
+Do not give the answer. Reply with one short guiding question that helps the student think it through."""
+
+STUDENT_ANSWER_TEMPLATE = """A tutor asked a student this question about {TOPIC}:
+
+{QUESTION}
+
+Write the student's short reply: an honest attempt in one sentence."""
+
+
+def synthetic_subject(topic: str) -> str:
+    return "a school subject of your choice" if topic.strip().lower() == "general" else topic.strip()

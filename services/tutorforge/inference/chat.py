@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument, Unavailable
-from tutorforge.inference.programs import ChatProgram
+from tutorforge.core.programs import TeachingProgram
 from tutorforge.inference.types import Citation
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -23,9 +23,15 @@ _MATERIAL_HEADER = (
     "Course material for this question (cite a passage by its tag, like [1], when you use it; if the "
     "material does not cover the question, say so):"
 )
+_NO_MATERIAL = (
+    "The course material has nothing on this question: say so, do not make up facts, and ask what the "
+    "student already knows about it."
+)
+# What a reply starts with when retrieval found nothing: said by the service, not left to a small model.
+NO_MATERIAL_NOTICE = "I couldn't find this in the course material, so I can't point you to a source. "
 # Passages go into the prompt shortened: prefill on CPU costs ~ms per token, and the start of a chunk
 # carries most of its meaning. Citations keep the whole text.
-_PASSAGE_CHARS = 700
+_PASSAGE_CHARS = 500
 ROLES = ("system", "user", "assistant")
 MAX_TURNS = 64
 
@@ -107,20 +113,23 @@ def build_prompt(
     messages: list[dict[str, str]],
     citations: list[Citation],
     system_prompt: str = "",
-    program: ChatProgram | None = None,
+    program: TeachingProgram | None = None,
+    material_missing: bool = False,
 ) -> list[dict[str, str]]:
-    """The ChatML turns the model sees: system prompt (+ tagged passages), demonstrations, conversation."""
+    """The ChatML turns the model sees: system prompt (+ tagged passages), a program's demonstrations,
+    the conversation. The one place a tutor prompt is assembled: chat, evaluations, optimizer trials and
+    the training set all go through it."""
     conversation = list(messages)
     if conversation[0]["role"] == "system":
         system = conversation.pop(0)["content"]
     else:
         system = system_prompt or (program.instructions if program else "") or DEFAULT_SYSTEM_PROMPT
     if citations:
-        passages = "\n\n".join(
-            f"{c.tag} (source: {c.source})\n{_shorten(c.text)}" for c in citations
-        )
+        passages = "\n\n".join(f"{c.tag} (source: {c.source})\n{_shorten(c.text)}" for c in citations)
         system = f"{system}\n\n{_MATERIAL_HEADER}\n\n{passages}"
-    demonstrations = list(program.demonstrations) if program else []
+    elif material_missing:
+        system = f"{system}\n\n{_NO_MATERIAL}"
+    demonstrations = program.demonstration_turns() if program else []
     return [{"role": "system", "content": system}, *demonstrations, *conversation]
 
 

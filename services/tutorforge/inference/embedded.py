@@ -23,6 +23,7 @@ from tutorforge.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from tutorforge.core.models import chat_model_name, load_chat_model, load_chat_tokenizer
 from tutorforge.core.settings import Settings
 from tutorforge.inference.decoding import IncrementalDecoder, StopMatcher
+from tutorforge.inference.structured import JsonConstraint, StructuredDecoding
 from tutorforge.inference.types import (
     FinishReason,
     GenerationRequest,
@@ -56,6 +57,8 @@ class _Sequence:
     decoder: IncrementalDecoder
     stops: StopMatcher
     generator: torch.Generator
+    # Set when the request has a structured response_format: masks each step's logits.
+    constraint: JsonConstraint | None = None
     generated: int = 0
     first_token_at: float = 0.0
     done: bool = False
@@ -92,15 +95,20 @@ class _Sequence:
             return
         self.generated += 1
         self.last_token = token_id
+        complete = False
+        if self.constraint is not None:
+            self.constraint.advance(token_id)
+            # The document is finished: end now rather than spend a step on the end token.
+            complete = self.constraint.complete
         text = self.stops.feed(self.decoder.push(token_id))
         if self.stops.stopped:
             self.emit(text, token_id)
             self.finish("stop")
-        elif self.generated >= self.params.max_tokens:
+        elif complete or self.generated >= self.params.max_tokens:
             text += self.stops.feed(self.decoder.flush())
             text += "" if self.stops.stopped else self.stops.flush()
             self.emit(text, token_id)
-            self.finish("stop" if self.stops.stopped else "length")
+            self.finish("stop" if self.stops.stopped or complete else "length")
         else:
             self.emit(text, token_id)
 
@@ -138,6 +146,7 @@ class EmbeddedEngine:
         self._model: Any = None
         self._peft: Any = None
         self.tokenizer: Any = None
+        self._structured: StructuredDecoding | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -158,6 +167,7 @@ class EmbeddedEngine:
             self._end_ids = frozenset(i for i in (*ids, end) if isinstance(i, int) and i >= 0)
             self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self._end_ids)
             self._context = int(getattr(self._model.config, "max_position_embeddings", 8192))
+            self._structured = StructuredDecoding(self.tokenizer)
             self._thread = threading.Thread(target=self._run, name="inference-scheduler", daemon=True)
             self._thread.start()
             log.info("embedded engine ready: %s (%s)", self.base_model, self._model.dtype)
@@ -204,6 +214,10 @@ class EmbeddedEngine:
             peft_name = self._adapters.get(request.adapter, "")
             if not peft_name:
                 raise NotFound(f"adapter {request.adapter!r} is not loaded; load it with LoadAdapter")
+        # Compiled here, in the caller's thread, so a schema that cannot be enforced is refused at once.
+        constraint = None
+        if params.response_format is not None and params.response_format.structured:
+            constraint = self._structured.constraint(params.response_format)
         seed = params.seed if params.seed is not None else random.getrandbits(63)
         stream = GenerationStream(adapter=request.adapter)
         sequence = _Sequence(
@@ -215,6 +229,7 @@ class EmbeddedEngine:
             decoder=IncrementalDecoder(self.tokenizer),
             stops=StopMatcher(params.stop),
             generator=torch.Generator().manual_seed(seed),
+            constraint=constraint,
         )
         with self._wakeup:
             if self._closed:
@@ -405,6 +420,9 @@ class EmbeddedEngine:
 
     def _accept(self, logits: torch.Tensor, rows: list[_Sequence]) -> None:
         """Sample each row's next token, stream it, and drop finished or cancelled rows from the batch."""
+        for index, row in enumerate(rows):
+            if row.constraint is not None:
+                row.constraint.mask(logits[index])
         tokens = logits.argmax(dim=-1).tolist()
         for index, row in enumerate(rows):
             if not row.params.greedy:

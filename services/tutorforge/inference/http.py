@@ -2,8 +2,12 @@
 SSE streaming), backed by the same `InferenceService` as gRPC. `model` is the base model's name or an
 adapter's; the tutor's citations travel in the extra field `citations`.
 
+`response_format` ({"type": "json_object"} or {"type": "json_schema", "json_schema": {"name", "schema",
+"strict"}}) holds the reply to JSON; the embedded engine enforces it token by token.
+
 Extra request fields (the openai client sends them with `extra_body`): `retrieval` (true/false, or
-{"limit", "score_threshold"}; on by default: this is the tutor), `fallback_to_base`, `program`."""
+{"limit", "score_threshold"}; unset = on for text replies, this is the tutor, and off for JSON replies,
+whose document the tutor's passages and notices do not belong in), `fallback_to_base`, `program`."""
 
 from __future__ import annotations
 
@@ -14,15 +18,16 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from tutorforge.core.errors import FailedPrecondition, TutorforgeError, status_of
+from tutorforge.core.errors import FailedPrecondition, InvalidArgument, TutorforgeError, status_of
 from tutorforge.inference.chat import RetrievalOptions
 from tutorforge.inference.service import ChatTurn, InferenceService
-from tutorforge.inference.types import TokenEvent
+from tutorforge.inference.structured import parse_response_format
+from tutorforge.inference.types import ResponseFormat, TokenEvent
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +68,8 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = 1
-    retrieval: bool | dict[str, Any] = True
+    response_format: dict[str, Any] | None = None
+    retrieval: bool | dict[str, Any] | None = None
     fallback_to_base: bool = False
     program: str = ""
 
@@ -109,7 +115,9 @@ def create_app(service: InferenceService, api_token: str | None = None) -> Any:
     def chat_completions(body: ChatCompletionRequest) -> Any:
         if body.n != 1:
             raise FailedPrecondition("only n=1 is supported")
-        retrieval = _retrieval_options(body.retrieval)
+        response_format = _response_format(body.response_format)
+        structured = response_format is not None
+        retrieval = _retrieval_options(not structured if body.retrieval is None else body.retrieval)
         stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         params = service.sampling(
             max_tokens=body.max_completion_tokens or body.max_tokens or 0,
@@ -118,6 +126,7 @@ def create_app(service: InferenceService, api_token: str | None = None) -> Any:
             stop=stops,
             seed=body.seed,
         )
+        params = replace(params, response_format=response_format)
         adapter = "" if body.model in ("", "base", service.base_model) else body.model
         turn = service.chat(
             [{"role": m.role, "content": _text_of(m.content)} for m in body.messages],
@@ -137,7 +146,7 @@ def create_app(service: InferenceService, api_token: str | None = None) -> Any:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
+                    "message": {"role": "assistant", "content": turn.preamble + text},
                     "finish_reason": _finish(summary.finish_reason),
                 }
             ],
@@ -169,7 +178,7 @@ def _sse(reply: _Reply, turn: ChatTurn, include_usage: bool) -> Iterator[str]:
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     try:
-        yield chunk({"role": "assistant", "content": ""}, citations=[asdict(c) for c in turn.citations])
+        yield chunk({"role": "assistant", "content": turn.preamble}, citations=[asdict(c) for c in turn.citations])
         for event in turn.stream:
             if isinstance(event, TokenEvent):
                 if event.text:
@@ -187,6 +196,18 @@ def _sse(reply: _Reply, turn: ChatTurn, include_usage: bool) -> Iterator[str]:
     finally:
         # The client went away (or the reply ended): free the generation slot.
         turn.stream.cancel()
+
+
+def _response_format(value: dict[str, Any] | None) -> ResponseFormat | None:
+    if not value:
+        return None
+    kind = str(value.get("type", "text"))
+    if kind != "json_schema":
+        return parse_response_format(kind)
+    spec = value.get("json_schema")
+    if not isinstance(spec, dict):
+        raise InvalidArgument('response_format.json_schema is missing: send {"name": ..., "schema": {...}}')
+    return parse_response_format(kind, spec.get("schema"), str(spec.get("name", "")))
 
 
 def _retrieval_options(value: bool | dict[str, Any]) -> RetrievalOptions:

@@ -21,6 +21,7 @@ from tutorforge.core.errors import (
 )
 from tutorforge.core.models import chat_model_name
 from tutorforge.core.settings import Settings
+from tutorforge.inference.structured import openai_response_format, schema_of
 from tutorforge.inference.types import BASE, FinishReason, GenerationRequest, GenerationStream, GenerationSummary, TokenEvent
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,14 @@ class TgiEngine(_RemoteEngine):
             "stop": list(params.stop) or None,
             "seed": params.seed,
         }
+        structured = params.response_format if params.response_format and params.response_format.structured else None
         if request.messages is not None:
+            if structured is not None:
+                # TGI's json_object takes its schema in `value`; json_schema is OpenAI's form.
+                sampling["response_format"] = (
+                    {"type": "json_object", "value": schema_of(structured)}
+                    if structured.type == "json_object" else openai_response_format(structured)
+                )
             # TGI's Messages API takes the adapter id in `model`; "tgi" means the base model.
             chunks = self._client.chat_completion(
                 request.messages, model=request.adapter or "tgi", stream=True, **sampling
@@ -144,6 +152,7 @@ class TgiEngine(_RemoteEngine):
             stream=True,
             details=True,
             do_sample=not params.greedy,
+            grammar={"type": "json", "value": schema_of(structured)} if structured is not None else None,
             **sampling,
         ):
             if output.token is not None and not output.token.special:
@@ -237,6 +246,13 @@ class OpenAIEngine(_RemoteEngine):
             sampling["stop"] = list(params.stop)
         if params.seed is not None:
             sampling["seed"] = params.seed
+        if params.response_format is not None and params.response_format.structured:
+            response_format = openai_response_format(params.response_format)
+            if request.messages is not None:
+                sampling["response_format"] = response_format
+            else:
+                # The client's completions API has no such parameter; vLLM and SGLang read it from the body.
+                sampling["extra_body"] = {"response_format": response_format}
         if request.messages is not None:
             chunks = self._client.chat.completions.create(messages=request.messages, **sampling)
             yield from _openai_style_chunks(chunks, lambda chunk: chunk.choices[0].delta.content if chunk.choices else None)

@@ -8,12 +8,19 @@ from dataclasses import dataclass
 
 from tutorforge.core.adapters import AdapterRegistry
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument
+from tutorforge.core.programs import ProgramRepository, TeachingProgram
 from tutorforge.core.runtime import Runtime
 from tutorforge.core.settings import Settings
 from tutorforge.inference.adapters import AdapterManager
-from tutorforge.inference.chat import RetrievalOptions, Retriever, build_prompt, retrieval_query, validate_messages
+from tutorforge.inference.chat import (
+    NO_MATERIAL_NOTICE,
+    RetrievalOptions,
+    Retriever,
+    build_prompt,
+    retrieval_query,
+    validate_messages,
+)
 from tutorforge.inference.engine import Engine, create_engine
-from tutorforge.inference.programs import RESOLVER_MODULE, ChatProgramResolver, load_program_resolver
 from tutorforge.inference.types import AdapterStatus, Citation, GenerationRequest, GenerationStream, SamplingParams
 
 MAX_STOP_STRINGS = 8
@@ -22,10 +29,14 @@ MAX_STOP_CHARS = 200
 
 @dataclass
 class ChatTurn:
-    """A started tutor reply: the passages it is grounded on, and the stream of its tokens."""
+    """A started tutor reply: the passages it is grounded on, and the stream of its tokens.
+
+    `preamble` is text the reply starts with before the model's tokens (the notice that the course
+    material has nothing on the question): doors send it first."""
 
     citations: list[Citation]
     stream: GenerationStream
+    preamble: str = ""
 
 
 class InferenceService:
@@ -35,7 +46,7 @@ class InferenceService:
         engine: Engine,
         adapters: AdapterManager,
         retriever: Retriever | None = None,
-        programs: ChatProgramResolver | None = None,
+        programs: ProgramRepository | None = None,
     ):
         self.settings = settings
         self.engine = engine
@@ -52,7 +63,7 @@ class InferenceService:
             engine,
             AdapterManager(AdapterRegistry(runtime.store), engine, settings),
             Retriever(lambda: runtime.channel("retrieval"), settings.address_of("retrieval")),
-            load_program_resolver(runtime.store),
+            ProgramRepository(runtime.store),
         )
 
     @property
@@ -106,27 +117,58 @@ class InferenceService:
         fallback_to_base: bool = False,
         retrieval: RetrievalOptions | None = None,
         system_prompt: str = "",
-        program: str = "",
+        program: str | TeachingProgram = "",
     ) -> ChatTurn:
-        """One tutor turn: retrieve passages for the student's question, then answer grounded on them."""
+        """One tutor turn: retrieve passages for the student's question, then answer grounded on them.
+
+        `program` is a stored program's reference (NAME or NAME@VERSION) or an inline one; either is
+        executed by `build_prompt`, so a program scored by an evaluation is served exactly so."""
         validate_messages(messages)
-        resolved = None
-        if program:
-            if self.programs is None:
-                raise FailedPrecondition(
-                    f"program {program!r} cannot be used: program support requires the optimization service "
-                    f"({RESOLVER_MODULE}) in this server"
-                )
-            resolved = self.programs.resolve(program)
+        resolved = self.resolve_program(program)
+        if resolved is not None:
             adapter = adapter or resolved.adapter
         citations: list[Citation] = []
+        preamble = ""
         if retrieval is not None and retrieval.enabled:
             if self.retriever is None:
                 raise FailedPrecondition("retrieval is not configured for this inference service")
-            citations = self.retriever.search(retrieval_query(messages), retrieval)
-        prompt = build_prompt(messages, citations, system_prompt, resolved)
+            citations = self.retriever.search(retrieval_query(messages), self._chat_retrieval(retrieval))
+            preamble = "" if citations else NO_MATERIAL_NOTICE
+        prompt = build_prompt(messages, citations, system_prompt, resolved, material_missing=bool(preamble))
         stream = self._submit(GenerationRequest(params=params, messages=prompt), adapter, fallback_to_base)
-        return ChatTurn(citations=citations, stream=stream)
+        return ChatTurn(citations=citations, stream=stream, preamble=preamble)
+
+    def resolve_program(self, program: str | TeachingProgram) -> TeachingProgram | None:
+        if not program:
+            return None
+        if isinstance(program, str):
+            if self.programs is None:
+                raise FailedPrecondition(f"program {program!r} cannot be used: this server has no program store")
+            _, program = self.programs.load(program)
+        if program.base_model and program.base_model != self.base_model:
+            raise FailedPrecondition(
+                f"program {program.name or '(inline)'} was compiled for base model {program.base_model!r}, but this "
+                f"server serves {self.base_model!r}: compile it again against this model"
+            )
+        return program
+
+    def _chat_retrieval(self, options: RetrievalOptions) -> RetrievalOptions:
+        """Unset chat retrieval options take the tutor's calibrated defaults (inference.chat_*): the
+        retrieval service's own defaults suit search, not a tutor that must cite when it can."""
+        settings = self.settings.inference
+        from tutorforge.v1 import retrieval_pb2
+
+        mode = options.mode or retrieval_pb2.SearchMode.Value(f"SEARCH_MODE_{settings.chat_search_mode.upper()}")
+        threshold = options.score_threshold
+        if threshold is None and options.mode == 0:
+            threshold = settings.chat_score_threshold
+        return RetrievalOptions(
+            enabled=True,
+            limit=options.limit or settings.chat_passages,
+            score_threshold=threshold,
+            filters=options.filters,
+            mode=mode,
+        )
 
     def _submit(self, request: GenerationRequest, adapter: str, fallback_to_base: bool) -> GenerationStream:
         choice = self.adapters.choose(adapter, fallback_to_base)

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 
 import grpc
 
+from tutorforge.core.errors import InvalidArgument
+from tutorforge.core.convert import program_from_proto
+from tutorforge.core.programs import TeachingProgram
 from tutorforge.core.runtime import Runtime
 from tutorforge.inference.chat import RetrievalOptions
 from tutorforge.inference.service import ChatTurn, InferenceService
-from tutorforge.inference.types import AdapterStatus, Citation, GenerationStream, GenerationSummary, SamplingParams, TokenEvent
+from tutorforge.inference.structured import parse_response_format
+from tutorforge.inference.types import (
+    AdapterStatus,
+    Citation,
+    GenerationStream,
+    GenerationSummary,
+    ResponseFormat,
+    SamplingParams,
+    TokenEvent,
+)
 from tutorforge.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -45,7 +58,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         turn = self._chat(request, context)
         text, summary = turn.stream.collect()
         return inference_pb2.ChatResponse(
-            message=common_pb2.ChatMessage(role="assistant", content=text),
+            message=common_pb2.ChatMessage(role="assistant", content=turn.preamble + text),
             citations=[citation_to_proto(c) for c in turn.citations],
             summary=summary_to_proto(summary),
         )
@@ -58,6 +71,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             yield inference_pb2.ChatStreamResponse(
                 citations=inference_pb2.CitationList(citations=[citation_to_proto(c) for c in turn.citations])
             )
+        if turn.preamble:
+            yield inference_pb2.ChatStreamResponse(token=inference_pb2.TokenDelta(text=turn.preamble, token_id=-1))
         for event in turn.stream:
             if isinstance(event, TokenEvent):
                 yield inference_pb2.ChatStreamResponse(token=inference_pb2.TokenDelta(text=event.text, token_id=event.token_id))
@@ -102,13 +117,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 mode=options.mode,
             ),
             request.system_prompt,
-            request.program,
+            _program(request),
         )
         _tie_to_call(turn.stream, context)
         return turn
 
     def _sampling(self, parameters: inference_pb2.GenerationParameters) -> SamplingParams:
-        return self.service.sampling(
+        params = self.service.sampling(
             max_tokens=parameters.max_tokens,
             temperature=parameters.temperature if parameters.HasField("temperature") else None,
             top_p=parameters.top_p if parameters.HasField("top_p") else None,
@@ -116,6 +131,30 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             seed=parameters.seed if parameters.HasField("seed") else None,
             ignore_eos=parameters.ignore_eos,
         )
+        if parameters.HasField("response_format"):
+            params = dataclasses.replace(params, response_format=response_format_from_proto(parameters.response_format))
+        return params
+
+
+def _program(request: inference_pb2.ChatRequest) -> str | TeachingProgram:
+    if not request.HasField("inline_program"):
+        return request.program
+    if request.program:
+        raise InvalidArgument("program and inline_program are exclusive: name a stored program or give one inline")
+    return program_from_proto(request.inline_program)
+
+
+_RESPONSE_FORMAT_TYPES = {
+    inference_pb2.RESPONSE_FORMAT_TYPE_UNSPECIFIED: "text",
+    inference_pb2.RESPONSE_FORMAT_TYPE_TEXT: "text",
+    inference_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT: "json_object",
+    inference_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA: "json_schema",
+}
+
+
+def response_format_from_proto(response_format: inference_pb2.ResponseFormat) -> ResponseFormat | None:
+    kind = _RESPONSE_FORMAT_TYPES.get(response_format.type, str(response_format.type))
+    return parse_response_format(kind, response_format.schema, response_format.name)
 
 
 def _tie_to_call(stream: GenerationStream, context: grpc.ServicerContext) -> GenerationStream:

@@ -14,6 +14,21 @@ BASE = ""
 
 
 @dataclass(frozen=True)
+class ResponseFormat:
+    """What the reply must be: free text, any JSON object, or a JSON document valid against `schema`
+    (JSON text, kept as a string so sampling parameters stay hashable)."""
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    schema: str = ""
+    # The schema's name (OpenAI's json_schema.name); informational.
+    name: str = ""
+
+    @property
+    def structured(self) -> bool:
+        return self.type != "text"
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int
     # 0 = greedy.
@@ -23,6 +38,8 @@ class SamplingParams:
     seed: int | None = None
     # Keep generating past the end token (benchmarks that need a fixed number of tokens).
     ignore_eos: bool = False
+    # None = free text.
+    response_format: ResponseFormat | None = None
 
     @property
     def greedy(self) -> bool:

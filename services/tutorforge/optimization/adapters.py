@@ -13,7 +13,7 @@ import dspy
 from dspy.signatures.signature import Signature
 from dspy.utils.exceptions import AdapterParseError
 
-from tutorforge.core.errors import InvalidArgument
+from tutorforge.core.errors import FailedPrecondition, InvalidArgument
 
 REASONING_FIELD = "reasoning"
 
@@ -108,6 +108,51 @@ class PlainAdapter(dspy.Adapter):
         return {**values, reasoning: "", output: text}
 
 
+class TutorTurns:
+    """Mixin for an adapter: teaching turns go to the tutor chat with the predictor's instructions and
+    demos as an inline program (and retrieval, as chat does) — whatever the LM adapter kind, since that is
+    how chat will serve the program; every other signature (the optimizers' own prompts) is formatted by
+    the adapter it is mixed into. The prediction carries the passages chat retrieved, for the metric."""
+
+    def __call__(
+        self,
+        lm: dspy.BaseLM,
+        lm_kwargs: dict[str, Any],
+        signature: type[Signature],
+        demos: list[dict[str, Any]],
+        inputs: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        from tutorforge.optimization.program import TutorProgram, is_teaching
+
+        if not is_teaching(signature):
+            return super().__call__(lm, lm_kwargs, signature, demos, inputs)
+        tutor = getattr(lm, "tutor", None)
+        if tutor is None:
+            raise FailedPrecondition("teaching turns need the platform's tutor LM (InferenceLM), not " + type(lm).__name__)
+        module = TutorProgram(signature.instructions)
+        module.respond.demos = demos
+        reply = tutor.reply(
+            [*inputs.get("history", []), {"role": "user", "content": str(inputs["query"])}],
+            adapter=lm.adapter,
+            program=module.to_teaching(adapter=lm.adapter),
+            retrieval=lm.retrieval,
+            max_tokens=int(lm_kwargs.get("max_tokens") or lm.kwargs.get("max_tokens") or 0),
+        )
+        return [{"response": reply.text, "passages": list(reply.passages)}]
+
+
+class TutorPlainAdapter(TutorTurns, PlainAdapter):
+    pass
+
+
+class TutorChatAdapter(TutorTurns, dspy.ChatAdapter):
+    pass
+
+
+class TutorJSONAdapter(TutorTurns, dspy.JSONAdapter):
+    pass
+
+
 def make_adapter(kind: LmAdapterKind | str) -> dspy.Adapter:
     try:
         kind = LmAdapterKind(kind)
@@ -115,7 +160,7 @@ def make_adapter(kind: LmAdapterKind | str) -> dspy.Adapter:
         choices = ", ".join(k.value for k in LmAdapterKind)
         raise InvalidArgument(f"LM adapter {kind!r} is not known: use one of {choices}") from error
     if kind is LmAdapterKind.PLAIN:
-        return PlainAdapter()
+        return TutorPlainAdapter()
     if kind is LmAdapterKind.CHAT:
-        return dspy.ChatAdapter()
-    return dspy.JSONAdapter()
+        return TutorChatAdapter()
+    return TutorJSONAdapter()

@@ -22,18 +22,14 @@ from tutorforge.core.cli_support import (
     rpc_errors,
     to_dict,
 )
+from tutorforge.optimization.optimizers import DEFAULT_OPTIMIZER, REGISTRY
 from tutorforge.optimization.table import comparison_rows
 from tutorforge.v1 import common_pb2, optimization_pb2_grpc
 from tutorforge.v1 import optimization_pb2 as pb
 
-OPTIMIZER_CHOICES = {
-    "labeled-fewshot": pb.OPTIMIZER_LABELED_FEW_SHOT,
-    "bootstrap-fewshot": pb.OPTIMIZER_BOOTSTRAP_FEW_SHOT,
-    "bootstrap-random-search": pb.OPTIMIZER_BOOTSTRAP_FEW_SHOT_WITH_RANDOM_SEARCH,
-    "copro": pb.OPTIMIZER_COPRO,
-    "mipro": pb.OPTIMIZER_MIPRO_V2,
-    "gepa": pb.OPTIMIZER_GEPA,
-}
+# Read from the optimizer registry: a new entry is a new --optimizer choice.
+OPTIMIZER_CHOICES = {name: pb.Optimizer.Value(spec.proto) for name, spec in REGISTRY.items()}
+METRIC_CHOICES = {"pedagogical": pb.METRIC_PEDAGOGICAL, "judge": pb.METRIC_JUDGE}
 LM_ADAPTER_CHOICES = {
     "auto": pb.LM_ADAPTER_UNSPECIFIED,
     "plain": pb.LM_ADAPTER_PLAIN,
@@ -89,7 +85,7 @@ def _finished(job: common_pb2.Job, what: str, json_output: bool) -> None:
 def _print_program(info: pb.ProgramInfo) -> None:
     console.print(
         f"[bold]{info.name}[/]@{info.version}: {info.optimizer} over {info.adapter or 'the base model'} "
-        f"({info.lm_adapter} adapter{', chain of thought' if info.chain_of_thought else ''}), dataset "
+        f"(for {info.base_model or 'any base model'}), dataset "
         f"{info.dataset}@{info.dataset_version}"
     )
     console.print(
@@ -107,7 +103,10 @@ def optimize(
     ],
     optimizer: Annotated[
         str, typer.Option(help=f"One of {', '.join(OPTIMIZER_CHOICES)}.")
-    ] = "bootstrap-fewshot",
+    ] = DEFAULT_OPTIMIZER,
+    metric: Annotated[
+        str, typer.Option(help="What to maximise: pedagogical (heuristic score) or judge (LLM-judge rubric).")
+    ] = "pedagogical",
     adapter: Annotated[
         str, typer.Option(help="LoRA adapter the program runs over (default: the base model).")
     ] = "",
@@ -124,14 +123,23 @@ def optimize(
     max_train: Annotated[int, typer.Option("--max-train", help="Cap on training examples (0 = all).")] = 0,
     max_val: Annotated[int, typer.Option("--max-val", help="Cap on validation examples (0 = all).")] = 0,
     max_tokens: Annotated[int, typer.Option(help="Tokens per reply (0 = 128).")] = 0,
+    max_lm_calls: Annotated[
+        int, typer.Option(help="LM calls the compilation may make; reaching it stops early (0 = no cap).")
+    ] = 0,
+    max_lm_tokens: Annotated[
+        int, typer.Option(help="LM tokens the compilation may spend; reaching it stops early (0 = no cap).")
+    ] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the example order and the optimizers.")] = 0,
-    chain_of_thought: Annotated[
-        bool, typer.Option("--chain-of-thought", help="Let the program reason before replying.")
-    ] = False,
+    retrieval: Annotated[
+        bool, typer.Option(help="Ground teaching turns on retrieved passages, as chat does.")
+    ] = True,
     weight: Annotated[
         list[str] | None, typer.Option("--weight", help="Metric weight NAME=VALUE (repeatable).")
     ] = None,
-    reflection_adapter: Annotated[str, typer.Option(help="GEPA's reflection LM: 'base' or an adapter.")] = "",
+    reflection_adapter: Annotated[
+        str,
+        typer.Option(help="Reflection LM (mipro, copro, gepa, simba): 'base' or an adapter (default: settings)."),
+    ] = "",
     dataset_version: Annotated[
         str, typer.Option("--dataset-version", help="Dataset version (default: newest).")
     ] = "",
@@ -154,10 +162,13 @@ def optimize(
             max_bootstrapped_demos=bootstrapped_demos,
             max_train_examples=max_train,
             max_validation_examples=max_val,
+            max_lm_calls=max_lm_calls,
+            max_lm_tokens=max_lm_tokens,
         ),
+        metric=_choice(metric, METRIC_CHOICES, "--metric"),
         seed=seed,
         weights=_weights(weight or []),
-        chain_of_thought=chain_of_thought,
+        use_retrieval=retrieval,
         reflection_adapter=reflection_adapter,
         max_tokens=max_tokens,
     )
@@ -182,19 +193,23 @@ def comparison_table(report: pb.EvaluationReport) -> Table:
 
 
 def evaluate(
-    dataset: Annotated[str, typer.Argument(help="Dataset whose validation split is evaluated.")],
     target: Annotated[
-        list[str], typer.Option("--target", help="base, adapter:NAME or program:NAME[@ADAPTER] (repeatable).")
+        list[str],
+        typer.Option("--target", help="base, adapter:NAME or program:NAME[@VERSION][+ADAPTER] (repeatable)."),
     ],
+    dataset: Annotated[
+        str, typer.Argument(help="Dataset whose validation split is evaluated (or give --set).")
+    ] = "",
+    evaluation_set: Annotated[
+        str, typer.Option("--set", help="A bundled evaluation set instead of a dataset: tutor-benchmark.")
+    ] = "",
+    retrieval: Annotated[bool, typer.Option(help="Answer with retrieval and citations, as chat does.")] = True,
     report_dir: Annotated[
         Path | None, typer.Option("--report", help="Copy the report (JSON, Markdown, charts) here.")
     ] = None,
     max_examples: Annotated[int, typer.Option(help="Cap on examples (0 = the whole validation split).")] = 0,
     threads: Annotated[int, typer.Option(help="Parallel LM calls (0 = server default).")] = 0,
     max_tokens: Annotated[int, typer.Option(help="Tokens per reply (0 = 128).")] = 0,
-    lm_adapter: Annotated[
-        str, typer.Option("--lm-adapter", help="Prompt format of base/adapter targets.")
-    ] = "auto",
     weight: Annotated[
         list[str] | None, typer.Option("--weight", help="Metric weight NAME=VALUE (repeatable).")
     ] = None,
@@ -208,12 +223,13 @@ def evaluate(
     request = pb.EvaluateRequest(
         dataset=dataset,
         dataset_version=dataset_version,
+        evaluation_set=evaluation_set,
         targets=[pb.EvaluationTarget(spec=spec) for spec in target],
         weights=_weights(weight or []),
         max_examples=max_examples,
         threads=threads,
-        lm_adapter=_choice(lm_adapter, LM_ADAPTER_CHOICES, "--lm-adapter"),
         max_tokens=max_tokens,
+        use_retrieval=retrieval,
     )
     stub = _stub(address)
     with rpc_errors(address):
@@ -288,6 +304,25 @@ def show_program(
     console.print("parameters: " + response.program.parameters_json)
     if state:
         console.print_json(response.state_json)
+
+
+@programs_app.command("promote")
+def promote_program(
+    program: Annotated[str, typer.Argument(help="NAME or NAME@VERSION (default: the latest version).")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Serve it even without a better benchmark score.")
+    ] = False,
+    address: AddressOption = DEFAULT_ADDRESS,
+    json_output: JsonOption = False,
+) -> None:
+    """Make a version the one chat serves for NAME, if it beats the served one on the benchmark."""
+    with rpc_errors(address):
+        response = _stub(address).PromoteProgram(pb.PromoteProgramRequest(program=program, force=force))
+    if json_output:
+        print_json(to_dict(response))
+        return
+    served = f"{response.program.name}@{response.program.version}"
+    console.print(f"[bold]{served}[/] is served (before: {response.previous_version or 'none'}): {response.reason}")
 
 
 def register(app: typer.Typer) -> None:

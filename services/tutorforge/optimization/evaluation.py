@@ -1,9 +1,11 @@
-"""Running a teaching program over examples and measuring it: per-example outcomes, and per-target
-metrics (pedagogical score and its components, Socratic rates, embedding similarity to the
-references, latency, score per subject)."""
+"""Measuring a tutor: each target (base model, adapter, program, adapter + program) answers student turns
+through the Chat RPC — the path chatbots take, retrieval included — and every reply is scored; per target,
+every figure comes with a 95% bootstrap interval. The optimization service's Evaluate, the optimizer's
+baseline/optimized scores and bench/tutor_quality.py all run this code, so their numbers agree."""
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections import defaultdict
@@ -12,12 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-import dspy
-
 from tutorforge.core.errors import Cancelled, InvalidArgument
 from tutorforge.core.names import validate_name
+from tutorforge.core.programs import TeachingProgram, parse_reference
 from tutorforge.core.settings import ModelSettings
-from tutorforge.optimization.lm import as_domain_error, describe_error, root_cause
+from tutorforge.optimization.lm import Passage, TutorClient, as_domain_error, describe_error, root_cause
 from tutorforge.optimization.metrics import (
     Embed,
     MetricWeights,
@@ -25,18 +26,21 @@ from tutorforge.optimization.metrics import (
     cosine_similarities,
     score_response,
 )
+from tutorforge.optimization.turns import TutorTurn
 
 BASE = "base"
 
 
 @dataclass(frozen=True)
 class Target:
-    """What answers in an evaluation: "base", "adapter:NAME" or "program:NAME[@ADAPTER]"."""
+    """What answers in an evaluation: "base", "adapter:NAME" or "program:NAME[@VERSION][+ADAPTER]" (a program
+    runs on the adapter it was compiled against unless +ADAPTER names another, or +base the base model)."""
 
     spec: str
     kind: str
-    # LoRA adapter of the LM; empty = base model. For programs, None = the adapter it was optimized over.
+    # LoRA adapter; empty = base model. For programs, None = the adapter it was compiled against.
     adapter: str | None = ""
+    # Program reference (NAME or NAME@VERSION).
     program: str = ""
 
     @classmethod
@@ -48,76 +52,78 @@ class Target:
         if kind == "adapter" and rest:
             return cls(spec, "adapter", adapter=validate_name(rest, "adapter name"))
         if kind == "program" and rest:
-            name, at, adapter = rest.partition("@")
-            if at and not adapter:
-                raise InvalidArgument(
-                    f"target {spec!r}: give an adapter after '@' (or 'base'), or drop the '@'"
-                )
-            resolved = None if not at else "" if adapter == BASE else validate_name(adapter, "adapter name")
-            return cls(spec, "program", adapter=resolved, program=validate_name(name, "program name"))
+            reference, plus, adapter = rest.partition("+")
+            if plus and not adapter:
+                raise InvalidArgument(f"target {spec!r}: give an adapter after '+' (or 'base'), or drop the '+'")
+            parse_reference(reference, "target program")
+            resolved = None if not plus else "" if adapter == BASE else validate_name(adapter, "adapter name")
+            return cls(spec, "program", adapter=resolved, program=reference)
         raise InvalidArgument(
-            f"target {spec!r} is not valid: use 'base', 'adapter:NAME' or 'program:NAME[@ADAPTER]' "
+            f"target {spec!r} is not valid: use 'base', 'adapter:NAME' or 'program:NAME[@VERSION][+ADAPTER]' "
             "(ADAPTER 'base' = the base model)"
         )
 
 
 @dataclass
 class Outcome:
-    """One example's reply (or the error that prevented it) and its score."""
+    """One turn's reply (or the error that prevented it), the passages chat grounded it on, and its score."""
 
-    record_id: str
-    subject: str
-    query: str
-    # The material the program was given (the dataset's, or retrieved passages).
-    context: str
-    reference: str
+    turn: TutorTurn
     response: str
+    passages: tuple[Passage, ...]
     latency_seconds: float
     error: str = ""
     score: PedagogicalScore | None = None
     failure: BaseException | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        data = {
-            name: getattr(self, name)
-            for name in self.__dataclass_fields__
-            if name not in ("failure", "score")
+        return {
+            "turn_id": self.turn.id,
+            "subject": self.turn.subject,
+            "kind": self.turn.kind,
+            "messages": list(self.turn.messages),
+            "query": self.turn.query,
+            "reference": self.turn.reference,
+            "response": self.response,
+            "citations": [asdict(p) for p in self.passages],
+            "latency_seconds": self.latency_seconds,
+            "error": self.error,
+            "score": self.score.to_json() if self.score else None,
         }
-        data["score"] = self.score.to_json() if self.score else None
-        return data
 
 
-def run_program(
-    program: dspy.Module,
-    examples: Sequence[dspy.Example],
-    lm: dspy.BaseLM,
-    adapter: dspy.Adapter,
+def answer_turns(
+    tutor: TutorClient,
+    turns: Sequence[TutorTurn],
     *,
-    threads: int,
+    adapter: str = "",
+    program: str | TeachingProgram = "",
+    retrieval: bool = True,
+    max_tokens: int = 0,
+    threads: int = 4,
     on_done: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
-    """Run `program` on every example, `threads` at a time, in example order.
+    """Every turn answered through the Chat RPC, `threads` at a time (the engine batches them), in order.
 
-    A failed example is kept with its error; if every example fails the first failure is raised (the
-    LM is unreachable or refuses the request), and a cancellation always stops the run."""
+    A failed turn is kept with its error; if every turn fails the first failure is raised (the service
+    is unreachable or refuses the request), and a cancellation always stops the run."""
 
-    def one(example: dspy.Example) -> Outcome:
+    def one(turn: TutorTurn) -> Outcome:
         started = time.perf_counter()
-        response, failure = "", None
+        response, passages, failure = "", (), None
         try:
-            with dspy.context(lm=lm, adapter=adapter):
-                response = str(program(**example.inputs()).get("response") or "")
+            reply = tutor.reply(
+                list(turn.messages), adapter=adapter, program=program, retrieval=retrieval, max_tokens=max_tokens
+            )
+            response, passages = reply.text, reply.passages
         except Exception as error:  # noqa: BLE001 - one bad reply must not sink the whole evaluation
             if isinstance(root_cause(error), Cancelled):
                 raise root_cause(error) from None
             failure = error
         outcome = Outcome(
-            record_id=example.get("record_id", ""),
-            subject=example.get("subject", "") or "unknown",
-            query=example.query,
-            context=example.context,
-            reference=example.response,
+            turn=turn,
             response=response,
+            passages=passages,
             latency_seconds=time.perf_counter() - started,
             error=describe_error(failure) if failure else "",
             failure=failure,
@@ -127,35 +133,33 @@ def run_program(
         return outcome
 
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="tutor-eval") as pool:
-        outcomes = list(pool.map(one, examples))
+        outcomes = list(pool.map(one, turns))
     if outcomes and all(outcome.failure for outcome in outcomes):
-        raise as_domain_error(outcomes[0].failure, "every example failed; the first error")
+        raise as_domain_error(outcomes[0].failure, "every turn failed; the first error")
     return outcomes
 
 
-def score_outcomes(
-    outcomes: list[Outcome],
-    examples: Sequence[dspy.Example],
-    weights: MetricWeights,
-    embed: Embed | None,
-) -> list[Outcome]:
+def score_outcomes(outcomes: list[Outcome], weights: MetricWeights, embed: Embed | None) -> list[Outcome]:
     """Score every outcome in place (a failed reply scores 0); similarity is computed in one batch."""
     similarities: list[float | None] = [None] * len(outcomes)
     if embed is not None:
         answered = [i for i, outcome in enumerate(outcomes) if not outcome.error]
         values = cosine_similarities(
-            embed, [outcomes[i].response for i in answered], [outcomes[i].reference for i in answered]
+            embed, [outcomes[i].response for i in answered], [outcomes[i].turn.reference for i in answered]
         )
         for index, value in zip(answered, values, strict=True):
             similarities[index] = value
-    for outcome, example, similarity in zip(outcomes, examples, similarities, strict=True):
+    for outcome, similarity in zip(outcomes, similarities, strict=True):
+        turn = outcome.turn
         outcome.score = score_response(
             outcome.response,
-            context=example.context,
-            reference=example.response,
+            context=turn.context,
+            reference=turn.reference,
             weights=weights,
-            final_answer=example.get("final_answer", ""),
+            final_answer=turn.final_answer,
+            answer_pattern=turn.answer_pattern,
             similarity=similarity if embed is not None else None,
+            passages=[(p.tag, p.text) for p in outcome.passages],
         )
         if outcome.error:
             outcome.score = replace(
@@ -164,23 +168,53 @@ def score_outcomes(
     return outcomes
 
 
+BOOTSTRAP_RESAMPLES = 1000
+CONFIDENCE = 0.95
+
+
 @dataclass
-class Summary:
+class Estimate:
+    """A mean over turns with its 95% percentile-bootstrap interval."""
+
     mean: float = 0.0
-    min: float = 0.0
-    max: float = 0.0
-    std: float = 0.0
+    low: float = 0.0
+    high: float = 0.0
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> Summary:
+    def of(cls, values: Sequence[float], seed: int = 0) -> Estimate:
         if not values:
             return cls()
-        return cls(
-            mean=statistics.fmean(values),
-            min=min(values),
-            max=max(values),
-            std=statistics.pstdev(values) if len(values) > 1 else 0.0,
-        )
+        mean = statistics.fmean(values)
+        if len(values) == 1:
+            return cls(mean, mean, mean)
+        rng = random.Random(seed)
+        n = len(values)
+        means = sorted(statistics.fmean(rng.choices(values, k=n)) for _ in range(BOOTSTRAP_RESAMPLES))
+        tail = (1 - CONFIDENCE) / 2
+        return cls(mean, means[int(tail * BOOTSTRAP_RESAMPLES)], means[int((1 - tail) * BOOTSTRAP_RESAMPLES) - 1])
+
+    def overlaps(self, other: Estimate) -> bool:
+        return self.low <= other.high and other.low <= self.high
+
+    def __format__(self, spec: str) -> str:
+        spec = spec or ".3f"
+        return f"{format(self.mean, spec)} [{format(self.low, spec)}, {format(self.high, spec)}]"
+
+
+# The figures every target gets, each with its interval (in report order).
+ESTIMATES = (
+    "pedagogical_score",
+    "question_rate",
+    "answer_reveal_rate",
+    "citation_rate",
+    "groundedness",
+    "context_usage",
+    "pedagogical_elements",
+    "length_ratio",
+    "socratic",
+    "similarity",
+    "mean_words",
+)
 
 
 @dataclass
@@ -188,51 +222,67 @@ class TargetMetrics:
     target: str
     examples: int
     errors: int
-    pedagogical_score: float
-    context_usage: float
-    pedagogical_elements: float
-    length_ratio: float
-    socratic: float
-    # Share of replies asking a question (as the datasets service counts it) / stating the final answer.
-    question_rate: float
-    answer_reveal_rate: float
-    similarity: Summary
+    pedagogical_score: Estimate
+    # Share of replies that ask the student a question / state the answer / cite a passage they were given.
+    question_rate: Estimate
+    answer_reveal_rate: Estimate
+    citation_rate: Estimate
+    # Share of a reply's content words found in the passages it was given.
+    groundedness: Estimate
+    context_usage: Estimate
+    pedagogical_elements: Estimate
+    length_ratio: Estimate
+    socratic: Estimate
+    similarity: Estimate
+    mean_words: Estimate
     mean_latency_seconds: float
     score_per_subject: dict[str, float] = field(default_factory=dict)
+    score_per_kind: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def of(cls, target: str, outcomes: Sequence[Outcome]) -> TargetMetrics:
         scores = [outcome.score for outcome in outcomes if outcome.score is not None]
+        answered = [o.score for o in outcomes if o.score is not None and not o.error]
 
         def mean(values: list[float]) -> float:
             return statistics.fmean(values) if values else 0.0
 
-        per_subject: dict[str, list[float]] = defaultdict(list)
-        for outcome in outcomes:
-            per_subject[outcome.subject].append(outcome.score.score if outcome.score else 0.0)
-        answered = [outcome.score for outcome in outcomes if outcome.score is not None and not outcome.error]
+        def grouped(key: Callable[[Outcome], str]) -> dict[str, float]:
+            groups: dict[str, list[float]] = defaultdict(list)
+            for outcome in outcomes:
+                groups[key(outcome) or "unknown"].append(outcome.score.score if outcome.score else 0.0)
+            return {name: mean(values) for name, values in sorted(groups.items())}
+
         return cls(
             target=target,
             examples=len(outcomes),
             errors=sum(1 for outcome in outcomes if outcome.error),
-            pedagogical_score=mean([s.score for s in scores]),
-            context_usage=mean([s.context_usage for s in scores]),
-            pedagogical_elements=mean([s.pedagogical_elements for s in scores]),
-            length_ratio=mean([s.length_ratio for s in scores]),
-            socratic=mean([s.socratic for s in scores]),
-            question_rate=mean([float("?" in o.response) for o in outcomes if not o.error]),
-            answer_reveal_rate=mean([float(s.reveals_answer) for s in answered]),
-            similarity=Summary.of([s.similarity for s in answered if s.similarity is not None]),
+            pedagogical_score=Estimate.of([s.score for s in scores]),
+            question_rate=Estimate.of([float(s.asks_question) for s in answered]),
+            answer_reveal_rate=Estimate.of([float(s.reveals_answer) for s in answered]),
+            citation_rate=Estimate.of([float(s.cites_passage) for s in answered]),
+            groundedness=Estimate.of([s.groundedness for s in answered]),
+            context_usage=Estimate.of([s.context_usage for s in scores]),
+            pedagogical_elements=Estimate.of([s.pedagogical_elements for s in scores]),
+            length_ratio=Estimate.of([s.length_ratio for s in scores]),
+            socratic=Estimate.of([s.socratic for s in scores]),
+            similarity=Estimate.of([s.similarity for s in answered if s.similarity is not None]),
+            mean_words=Estimate.of([float(s.words) for s in answered]),
             mean_latency_seconds=mean([o.latency_seconds for o in outcomes]),
-            score_per_subject={subject: mean(values) for subject, values in sorted(per_subject.items())},
+            score_per_subject=grouped(lambda o: o.turn.subject),
+            score_per_kind=grouped(lambda o: o.turn.kind),
         )
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TargetMetrics:
-        return cls(**{**data, "similarity": Summary(**data["similarity"])})
+        return cls(**{k: Estimate(**v) if k in ESTIMATES else v for k, v in data.items()})
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def summary(self) -> dict[str, Any]:
+        """Means and intervals by figure, as recorded in an adapter's or a program's lineage."""
+        return {name: asdict(getattr(self, name)) for name in ESTIMATES} | {"examples": self.examples}
 
 
 def sentence_embedder(settings: ModelSettings) -> Embed:

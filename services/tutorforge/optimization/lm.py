@@ -9,12 +9,15 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import dspy
 import grpc
 from dspy.lm15 import Message, Request, Response, TextPart, Usage, response_to_events
 
-from tutorforge.core.errors import FailedPrecondition, TutorforgeError, status_of
+from tutorforge.core.convert import program_to_proto
+from tutorforge.core.errors import FailedPrecondition, ResourceExhausted, TutorforgeError, status_of
+from tutorforge.core.programs import TeachingProgram
 from tutorforge.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 # DSPy logs a warning for every reply cut by max_tokens; our budgets cut replies on purpose.
@@ -27,13 +30,37 @@ _FINISH = {
 }
 
 
+class BudgetExhausted(ResourceExhausted):
+    """An LM budget ran out. A run turns it into an early stop that keeps the best program found so far."""
+
+
+@dataclass(frozen=True)
+class Passage:
+    tag: str
+    document_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class TutorReply:
+    text: str
+    passages: tuple[Passage, ...]
+    prompt_tokens: int
+    completion_tokens: int
+
+
 @dataclass
 class LmUsage:
-    """Calls and tokens spent through one or more LMs (thread-safe)."""
+    """Calls and tokens spent through one or more LMs (thread-safe), and optional caps on them."""
 
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Totals at which `check` refuses further calls; 0 = no cap.
+    call_limit: int = 0
+    token_limit: int = 0
+    # Why `check` first refused a call; empty while within the caps.
+    exhausted: str = ""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -48,28 +75,110 @@ class LmUsage:
             self.prompt_tokens += prompt_tokens
             self.completion_tokens += completion_tokens
 
+    def limit(self, calls: int = 0, tokens: int = 0) -> None:
+        """Allow `calls` more calls and `tokens` more tokens from now on (0 = no cap)."""
+        with self._lock:
+            self.call_limit = self.calls + calls if calls else 0
+            self.token_limit = self.total_tokens + tokens if tokens else 0
 
-class InferenceEngine:
-    """One DSPy request = one `InferenceService.Chat` call with the configured LoRA adapter."""
+    def check(self) -> None:
+        """Raises BudgetExhausted once a cap is reached. Called before and while waiting for each call, so
+        concurrent calls stop as soon as one of them reaches a cap."""
+        with self._lock:
+            if self.call_limit and self.calls >= self.call_limit:
+                reason = f"LM-call budget reached ({self.calls} calls)"
+            elif self.token_limit and self.total_tokens >= self.token_limit:
+                reason = f"LM-token budget reached ({self.total_tokens} tokens)"
+            else:
+                return
+            self.exhausted = self.exhausted or reason
+        raise BudgetExhausted(reason)
+
+
+class TutorClient:
+    """Tutor turns through `InferenceService.Chat` — the path chatbots take: a program (stored or inline),
+    a LoRA adapter, retrieval with citations. Evaluations and the teaching predictor of an optimizer both
+    answer through it, so what they score is what chat serves."""
 
     def __init__(
         self,
         channel: grpc.Channel,
-        adapter: str = "",
         usage: LmUsage | None = None,
         before_call: Callable[[], None] | None = None,
         timeout: float = 600.0,
     ):
         self.stub = inference_pb2_grpc.InferenceServiceStub(channel)
-        self.adapter = adapter
         self.usage = usage or LmUsage()
         # Raises to stop work (e.g. a cancelled job): checked before and during every call.
         self.before_call = before_call
         self.timeout = timeout
 
-    def complete(self, request: Request) -> Response:
+    def reply(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        adapter: str = "",
+        program: str | TeachingProgram = "",
+        retrieval: bool = True,
+        max_tokens: int = 0,
+        temperature: float = 0.0,
+    ) -> TutorReply:
+        request = inference_pb2.ChatRequest(
+            messages=[common_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in messages],
+            model=inference_pb2.ModelSelection(adapter=adapter),
+            parameters=inference_pb2.GenerationParameters(max_tokens=max_tokens),
+            retrieval=inference_pb2.RetrievalOptions(enabled=retrieval),
+        )
+        if temperature:
+            request.parameters.temperature = temperature
+        if isinstance(program, TeachingProgram):
+            request.inline_program.CopyFrom(program_to_proto(program))
+        else:
+            request.program = program
+        reply = self.call(self.stub.Chat, request)
+        usage = reply.summary.usage
+        return TutorReply(
+            text=reply.message.content,
+            passages=tuple(Passage(c.tag, c.document_id, c.text) for c in reply.citations),
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+        )
+
+    def call(self, method: Any, request: Any) -> Any:
+        """One counted call; while waiting, `before_call` is polled so a cancelled job stops generating."""
         if self.before_call is not None:
             self.before_call()
+        call = method.future(request, timeout=self.timeout)
+        while self.before_call is not None:
+            try:
+                reply = call.result(timeout=_POLL_SECONDS)
+                break
+            except grpc.FutureTimeoutError:
+                try:
+                    self.before_call()
+                except BaseException:
+                    call.cancel()
+                    raise
+        else:
+            reply = call.result()
+        usage = reply.summary.usage
+        self.usage.add(usage.prompt_tokens, usage.completion_tokens)
+        return reply
+
+
+class InferenceEngine:
+    """One DSPy request = one `InferenceService.Chat` call with the configured LoRA adapter, the messages
+    as DSPy's adapter rendered them (the optimizers' own prompts; tutor turns go through TutorClient)."""
+
+    def __init__(self, tutor: TutorClient, adapter: str = ""):
+        self.tutor = tutor
+        self.adapter = adapter
+
+    @property
+    def usage(self) -> LmUsage:
+        return self.tutor.usage
+
+    def complete(self, request: Request) -> Response:
         messages = []
         if request.system:
             system = (
@@ -90,17 +199,15 @@ class InferenceEngine:
             parameters.top_p = float(config.top_p)
         if config.seed is not None:
             parameters.seed = int(config.seed)
-        call = self.stub.Chat.future(
+        reply = self.tutor.call(
+            self.tutor.stub.Chat,
             inference_pb2.ChatRequest(
                 messages=messages,
                 model=inference_pb2.ModelSelection(adapter=self.adapter),
                 parameters=parameters,
             ),
-            timeout=self.timeout,
         )
-        reply = self._wait(call)
         usage = reply.summary.usage
-        self.usage.add(usage.prompt_tokens, usage.completion_tokens)
         return Response(
             id=None,
             model=request.model,
@@ -108,19 +215,6 @@ class InferenceEngine:
             finish_reason=_FINISH.get(reply.summary.finish_reason, "stop"),
             usage=Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens),
         )
-
-    def _wait(self, call: grpc.Future) -> inference_pb2.ChatResponse:
-        """The reply; while waiting, `before_call` is polled so a cancelled job stops the generation too."""
-        while self.before_call is not None:
-            try:
-                return call.result(timeout=_POLL_SECONDS)
-            except grpc.FutureTimeoutError:
-                try:
-                    self.before_call()
-                except BaseException:
-                    call.cancel()
-                    raise
-        return call.result()
 
     def stream(self, request: Request):
         return response_to_events(self.complete(request))
@@ -132,31 +226,33 @@ class InferenceEngine:
 class InferenceLM(dspy.LM):
     """A `dspy.LM` answered by the InferenceService with `adapter` (empty = base model).
 
-    Greedy by default; DSPy's response cache is off so every call is a real generation (and counted)."""
+    Greedy by default; DSPy's response cache is off so every call is a real generation (and counted).
+    `tutor` also answers the teaching predictor's turns (TutorChatAdapter), with the same adapter."""
 
     def __init__(
         self,
-        channel: grpc.Channel,
+        tutor: TutorClient,
         adapter: str = "",
         *,
         max_tokens: int = 256,
         temperature: float = 0.0,
-        usage: LmUsage | None = None,
-        before_call: Callable[[], None] | None = None,
+        retrieval: bool = True,
     ):
-        engine = InferenceEngine(channel, adapter, usage=usage, before_call=before_call)
         super().__init__(
             model=f"tutorforge/{adapter or 'base'}",
-            engine=engine,
+            engine=InferenceEngine(tutor, adapter),
             cache=False,
             num_retries=0,
             max_tokens=max_tokens,
             temperature=temperature,
         )
+        self.tutor = tutor
+        self.adapter = adapter
+        self.retrieval = retrieval
 
     @property
     def usage(self) -> LmUsage:
-        return self.engine.usage
+        return self.tutor.usage
 
 
 def root_cause(error: BaseException) -> BaseException:

@@ -161,10 +161,23 @@ def ends_with_question(response: str) -> bool:
     return response.rstrip(" \t\n\"')*_”’").endswith("?")
 
 
-def reveals_answer(response: str, final_answer: str = "") -> bool:
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def asks_question(response: str) -> bool:
+    """The reply puts a question to the student: one of its sentences (of 3+ words) ends with '?'."""
+    return any(
+        sentence.rstrip(" \"')*_”’").endswith("?") and len(words(sentence)) >= 3
+        for sentence in _SENTENCE_END.split(response.strip())
+    )
+
+
+def reveals_answer(response: str, final_answer: str = "", answer_pattern: str = "") -> bool:
     """True when the reply states the result: an explicit "the answer is …" (the datasets service's rule),
-    or the example's known final answer."""
+    the turn's answer pattern, or the example's known final answer."""
     if states_answer(response):
+        return True
+    if answer_pattern and re.search(answer_pattern, response, re.IGNORECASE):
         return True
     answer = " ".join(words(final_answer))
     if not answer:
@@ -172,9 +185,28 @@ def reveals_answer(response: str, final_answer: str = "") -> bool:
     return re.search(rf"(?<![a-z0-9]){re.escape(answer)}(?![a-z0-9])", " ".join(words(response))) is not None
 
 
-def socratic(response: str, final_answer: str = "") -> float:
-    """Half for ending with a guiding question, half for keeping the final answer back."""
-    return (float(ends_with_question(response)) + float(not reveals_answer(response, final_answer))) / 2
+def socratic(response: str, final_answer: str = "", answer_pattern: str = "") -> float:
+    """Half for asking the student a question, half for keeping the final answer back."""
+    return (float(asks_question(response)) + float(not reveals_answer(response, final_answer, answer_pattern))) / 2
+
+
+_TAG = re.compile(r"\[(\d{1,2})\]")
+
+
+def cited_tags(response: str, tags: Sequence[str]) -> list[str]:
+    """The passage tags ("[1]", …) among `tags` that the reply cites."""
+    used = {f"[{number}]" for number in _TAG.findall(response)}
+    return [tag for tag in tags if tag in used]
+
+
+def groundedness(response: str, passages: Sequence[str]) -> float:
+    """Share of the reply's content words found in the passages it was given (0 with no passage): how much
+    of what the tutor says comes from the material rather than from the model."""
+    said = content_words(response)
+    if not said or not passages:
+        return 0.0
+    source = set().union(*(content_words(p) for p in passages))
+    return len(said & source) / len(said)
 
 
 @dataclass(frozen=True)
@@ -225,7 +257,12 @@ class PedagogicalScore:
     # None when no embedder was given (the component then weighs 0).
     similarity: float | None
     ends_with_question: bool
+    asks_question: bool
     reveals_answer: bool
+    # Whether the reply cites one of the passages it was given, and how much of it they support.
+    cites_passage: bool
+    groundedness: float
+    words: int
     moves: dict[str, bool]
 
     def to_json(self) -> dict[str, Any]:
@@ -244,8 +281,8 @@ class PedagogicalScore:
             notes.append(f"Add the missing teaching moves: {', '.join(missing)}.")
         if used["length_ratio"] and self.length_ratio < 0.6:
             notes.append(f"Match the reference reply's length better (length ratio {self.length_ratio:.2f}).")
-        if not self.ends_with_question:
-            notes.append("End with one guiding question for the student.")
+        if not self.asks_question:
+            notes.append("Ask the student one guiding question instead of explaining everything.")
         if self.reveals_answer:
             notes.append("Do not reveal the final answer; let the student reach it.")
         if self.similarity is not None and used["similarity"] and self.similarity < 0.5:
@@ -278,13 +315,19 @@ def score_response(
     reference: str,
     weights: MetricWeights,
     final_answer: str = "",
+    answer_pattern: str = "",
     similarity: float | None = None,
+    passages: Sequence[tuple[str, str]] = (),
 ) -> PedagogicalScore:
+    """Score one reply. `passages` are the (tag, text) pairs the reply was grounded on (retrieval); when
+    there are any, context usage is measured against them — what the tutor was actually given."""
+    if passages:
+        context = "\n\n".join(text for _, text in passages)
     components = {
         "context_usage": context_usage(response, context),
         "pedagogical_elements": pedagogical_elements(response),
         "length_ratio": length_ratio(response, reference),
-        "socratic": socratic(response, final_answer),
+        "socratic": socratic(response, final_answer, answer_pattern),
         "similarity": similarity or 0.0,
     }
     used = weights.normalized()
@@ -299,6 +342,10 @@ def score_response(
         socratic=components["socratic"],
         similarity=similarity,
         ends_with_question=ends_with_question(response),
-        reveals_answer=reveals_answer(response, final_answer),
+        asks_question=asks_question(response),
+        reveals_answer=reveals_answer(response, final_answer, answer_pattern),
+        cites_passage=bool(cited_tags(response, [tag for tag, _ in passages])),
+        groundedness=groundedness(response, [text for _, text in passages] or ([context] if context else [])),
+        words=len(words(response)),
         moves=pedagogical_moves(response),
     )

@@ -12,7 +12,8 @@ from typing import Any
 from tutorforge.core.errors import NotFound
 from tutorforge.core.storage import ArtifactStore
 from tutorforge.optimization.evaluation import TargetMetrics
-from tutorforge.optimization.table import comparison_rows
+from tutorforge.optimization.table import COLUMNS, comparison_rows
+from tutorforge.optimization.table import figure as figure_of
 
 PREFIX = "evaluations"
 SCORE_CHART = "charts/scores_per_target.png"
@@ -64,8 +65,9 @@ def render_markdown(report: EvaluationReport) -> str:
         f"# Evaluation {report.evaluation_id}",
         "",
         (
-            f"Dataset `{report.dataset}` version `{report.dataset_version}` (validation split), "
-            f"{report.targets[0].examples if report.targets else 0} examples per target. Metric weights: {weights}."
+            f"Turns: `{report.dataset}` version `{report.dataset_version}`, "
+            f"{report.targets[0].examples if report.targets else 0} per target, answered through the tutor chat. "
+            f"Every figure is a mean with its 95% bootstrap interval. Metric weights: {weights}."
         ),
         "",
         "## Comparison",
@@ -89,10 +91,11 @@ def render_markdown(report: EvaluationReport) -> str:
         for example in report.examples.get(target.target, [])[:_SAMPLES_PER_TARGET]:
             reply = example["error"] or example["response"]
             score = (example.get("score") or {}).get("score", 0.0)
+            cited = ", ".join(f"{c['tag']} {c['document_id']}" for c in example.get("citations", []))
             parts += [
                 "",
                 f"- **Student:** {_one_line(example['query'])}",
-                f"  **Reply** (score {score:.2f}): {_one_line(reply)}",
+                f"  **Reply** (score {score:.2f}; passages: {cited or 'none'}): {_one_line(reply)}",
             ]
     return "\n".join(parts) + "\n"
 
@@ -112,34 +115,26 @@ def _png(figure: Any) -> bytes:
 
 
 def render_charts(report: EvaluationReport) -> dict[str, bytes]:
-    """PNG bytes by relative path. Uses matplotlib's Agg canvas directly (no GUI, no global backend switch)."""
+    """PNG bytes by relative path: each figure per target with its 95% interval as an error bar. Uses
+    matplotlib's Agg canvas directly (no GUI, no global backend switch)."""
     import numpy as np
     from matplotlib.figure import Figure
 
     names = [t.target for t in report.targets]
-    components = {
-        "score": [t.pedagogical_score for t in report.targets],
-        "context usage": [t.context_usage for t in report.targets],
-        "elements": [t.pedagogical_elements for t in report.targets],
-        "length ratio": [t.length_ratio for t in report.targets],
-        "socratic": [t.socratic for t in report.targets],
-        "similarity": [t.similarity.mean for t in report.targets],
-    }
-    figure = Figure(figsize=(max(6.0, 1.6 * len(names) + 3), 4.2))
+    shown = [(column, name) for column, name, _ in COLUMNS if name != "mean_words"]
+    figure = Figure(figsize=(max(7.0, 1.2 * len(shown) + 2), 4.4))
     axes = figure.add_subplot()
-    x = np.arange(len(components))
+    x = np.arange(len(shown))
     width = 0.8 / max(1, len(names))
-    for index, name in enumerate(names):
-        axes.bar(
-            x + index * width - 0.4 + width / 2,
-            [values[index] for values in components.values()],
-            width,
-            label=name,
-        )
-    axes.set_xticks(x, list(components))
+    for index, target in enumerate(report.targets):
+        values = [figure_of(target, name) for _, name in shown]
+        means = [mean for mean, _, _ in values]
+        errors = [[mean - low for mean, low, _ in values], [high - mean for mean, _, high in values]]
+        axes.bar(x + index * width - 0.4 + width / 2, means, width, yerr=errors, capsize=2, label=target.target)
+    axes.set_xticks(x, [column for column, _ in shown], rotation=20)
     axes.set_ylim(0, 1)
-    axes.set_ylabel("mean (0–1)")
-    axes.set_title("Pedagogical metrics per target")
+    axes.set_ylabel("mean (0–1), 95% interval")
+    axes.set_title(f"Tutor quality per target ({report.targets[0].examples if report.targets else 0} turns)")
     axes.legend(fontsize="small")
     charts = {SCORE_CHART: _png(figure)}
 

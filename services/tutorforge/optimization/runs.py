@@ -18,7 +18,8 @@ from tutorforge.core.adapters import AdapterRegistry
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument
 from tutorforge.core.jobs import JobEvent, JobManager, JobRecord, JobReporter
 from tutorforge.core.names import validate_name
-from tutorforge.core.settings import Settings
+from tutorforge.core.programs import ProgramInfo, ProgramRepository, TeachingProgram
+from tutorforge.core.settings import LmEndpoint, Settings
 from tutorforge.core.storage import ArtifactStore
 from tutorforge.datasets.repository import DatasetInfo, DatasetRepository
 from tutorforge.optimization.adapters import LmAdapterKind, make_adapter
@@ -27,28 +28,27 @@ from tutorforge.optimization.evaluation import (
     Outcome,
     Target,
     TargetMetrics,
-    run_program,
+    answer_turns,
     score_outcomes,
     sentence_embedder,
 )
-from tutorforge.optimization.lm import InferenceLM, LmUsage, as_domain_error
+from tutorforge.optimization.judge import JudgeMetric, configured_lm, probe
+from tutorforge.optimization.lm import InferenceLM, LmUsage, TutorClient, as_domain_error
 from tutorforge.optimization.metrics import Embed, MetricWeights
 from tutorforge.optimization.optimizers import (
+    DEFAULT_OPTIMIZER,
     Budget,
-    OptimizerKind,
+    CompileInputs,
+    OptimizerSpec,
     TrialProgress,
-    compile_program,
+    optimizer_spec,
     parameters,
 )
-from tutorforge.optimization.program import (
-    PedagogicalMetric,
-    ProgramInfo,
-    ProgramRepository,
-    TutorProgram,
-    examples_from_records,
-)
+from tutorforge.optimization.promotion import Promotion, promote
+from tutorforge.optimization.program import PedagogicalMetric, TutorProgram
+from tutorforge.optimization.turns import EVALUATION_SETS, TutorTurn, benchmark_turns, turns_from_records
 from tutorforge.optimization.report import EvaluationReport, load_report, save_report
-from tutorforge.v1 import retrieval_pb2, retrieval_pb2_grpc
+from tutorforge.v1 import inference_pb2, inference_pb2_grpc
 
 DEFAULT_MAX_TOKENS = 128
 _RESTART_HINT = "start it again (the program or report was not saved)"
@@ -61,35 +61,59 @@ class OptimizationRequest:
     name: str
     dataset: str
     dataset_version: str = ""
-    optimizer: OptimizerKind = OptimizerKind.BOOTSTRAP_FEW_SHOT
+    # A name in optimizers.REGISTRY.
+    optimizer: str = DEFAULT_OPTIMIZER
+    # "pedagogical" (the heuristic score) or "judge" (the LLM-judge rubric).
+    metric: str = "pedagogical"
     # LoRA adapter of the LM; empty = base model.
     adapter: str = ""
     budget: Budget = field(default_factory=Budget)
     seed: int = 0
     weights: MetricWeights = field(default_factory=MetricWeights)
-    chain_of_thought: bool = False
-    # None = plain for the default small model, DSPy's chat adapter for any other model.
+    # How the optimizers' own prompts (instruction proposals, reflections) reach the LM; None = plain for
+    # the default small model, DSPy's chat adapter for any other. Teaching turns always go through chat.
     lm_adapter: LmAdapterKind | None = None
-    # Reflection LM for GEPA: an adapter name or "base"; empty = settings.optimization.reflection_lm.
+    # Reflection LM of the optimizers that write instructions: an adapter name or "base" on the inference
+    # service; empty = settings.optimization.reflection_lm (or its reflection_endpoint).
     reflection_adapter: str = ""
     max_tokens: int = 0
-    # Replace each example's context by what the retrieval service finds for its query.
-    use_retrieval: bool = False
+    # Ground every teaching turn on retrieved passages, as chat does.
+    use_retrieval: bool = True
 
 
 @dataclass
 class EvaluationRequest:
-    dataset: str
     targets: list[str]
+    # A dataset's validation split, or a bundled evaluation set (turns.EVALUATION_SETS); exactly one.
+    dataset: str = ""
     dataset_version: str = ""
+    evaluation_set: str = ""
     weights: MetricWeights = field(default_factory=MetricWeights)
-    # 0 = the whole validation split.
+    # 0 = every turn.
     max_examples: int = 0
     threads: int = 0
-    # LM adapter of the "base" and "adapter:" targets; programs use the one they were optimized with.
-    lm_adapter: LmAdapterKind | None = None
     max_tokens: int = 0
-    use_retrieval: bool = False
+    use_retrieval: bool = True
+
+
+class _CostReporter:
+    """A run's reporter whose every progress event also carries the run's cost so far (for WatchRun)."""
+
+    def __init__(self, reporter: JobReporter, usage: LmUsage):
+        self._reporter = reporter
+        self._usage = usage
+        self._started = time.monotonic()
+
+    def check_cancelled(self) -> None:
+        self._reporter.check_cancelled()
+
+    def progress(self, message: str = "", *, metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
+        cost = {
+            "lm_calls": self._usage.calls,
+            "lm_tokens": self._usage.total_tokens,
+            "elapsed_seconds": round(time.monotonic() - self._started, 1),
+        }
+        self._reporter.progress(message, metrics={**cost, **(metrics or {})}, **kwargs)
 
 
 class _Throttled:
@@ -141,8 +165,8 @@ class OptimizationRuns:
             self.adapters.get(validate_name(adapter, field_name))
         return adapter
 
-    def _split(self, info: DatasetInfo, split: str, limit: int) -> list[dspy.Example]:
-        return examples_from_records(self.datasets.records(info.name, info.version, split), limit)
+    def _split(self, info: DatasetInfo, split: str, limit: int) -> list[TutorTurn]:
+        return turns_from_records(self.datasets.records(info.name, info.version, split), limit)
 
     def _max_tokens(self, requested: int) -> int:
         limit = self.settings.inference.max_new_tokens_limit
@@ -152,31 +176,20 @@ class OptimizationRuns:
             )
         return requested or DEFAULT_MAX_TOKENS
 
-    def _lm(self, adapter: str, max_tokens: int, usage: LmUsage, reporter: JobReporter) -> InferenceLM:
-        return InferenceLM(
-            self._channel("inference"),
-            adapter,
-            max_tokens=max_tokens,
-            usage=usage,
-            before_call=reporter.check_cancelled,
-        )
-
-    def _retrieved(self, examples: list[dspy.Example], reporter: JobReporter) -> list[dspy.Example]:
-        """The examples with their context replaced by the passages the retrieval service finds for the query."""
-        stub = retrieval_pb2_grpc.RetrievalServiceStub(self._channel("retrieval"))
-        grounded = []
-        for example in examples:
+    def _tutor(self, usage: LmUsage, reporter: JobReporter) -> TutorClient:
+        def before_call() -> None:
             reporter.check_cancelled()
-            try:
-                # Threshold 0: the best passages ground the reply whatever their absolute score.
-                search = retrieval_pb2.SearchRequest(
-                    query=example.query, limit=self.settings.retrieval.default_limit, score_threshold=0.0
-                )
-                hits = stub.Search(search, timeout=120).hits
-            except grpc.RpcError as error:
-                raise as_domain_error(error, "retrieval for use_retrieval failed") from error
-            grounded.append(example.copy(context="\n\n".join(hit.text for hit in hits)) if hits else example)
-        return grounded
+            usage.check()
+
+        return TutorClient(self._channel("inference"), usage=usage, before_call=before_call)
+
+    def _base_model(self) -> str:
+        """The inference service's base model (programs record it; chat refuses a program for another)."""
+        stub = inference_pb2_grpc.InferenceServiceStub(self._channel("inference"))
+        try:
+            return stub.ListAdapters(inference_pb2.ListAdaptersRequest(), timeout=60).base_model
+        except grpc.RpcError as error:
+            raise as_domain_error(error, "the inference service is needed to compile and evaluate programs") from error
 
     def get_run(self, run_id: str) -> JobRecord:
         return self._manager(run_id).get(run_id)
@@ -204,16 +217,9 @@ class OptimizationRuns:
         info = self.datasets.get(validate_name(request.dataset, "dataset name"), request.dataset_version)
         self._check_adapter(request.adapter, "adapter")
         max_tokens = self._max_tokens(request.max_tokens)
-        reflection = request.reflection_adapter or self.settings.optimization.reflection_lm
-        if request.optimizer is OptimizerKind.GEPA:
-            if not reflection:
-                raise FailedPrecondition(
-                    "GEPA needs a reflection LM: set settings.optimization.reflection_lm "
-                    "(TUTORFORGE_OPTIMIZATION__REFLECTION_LM=base or an adapter name) or the request's "
-                    "reflection_adapter (CLI --reflection-adapter)"
-                )
-            if reflection != BASE:
-                self._check_adapter(reflection, "reflection adapter")
+        spec = optimizer_spec(request.optimizer)
+        reflection, reflection_endpoint = self._reflection_lm_source(spec, request.reflection_adapter)
+        self._check_metric(request.metric)
         budget = request.budget
         train = self._split(info, "train", budget.max_train_examples)
         validation = self._split(info, "validation", budget.max_validation_examples)
@@ -231,7 +237,7 @@ class OptimizationRuns:
             labels={
                 "program": request.name,
                 "dataset": info.name,
-                "optimizer": request.optimizer.value,
+                "optimizer": spec.name,
                 "adapter": request.adapter,
             },
             parameters={
@@ -240,24 +246,83 @@ class OptimizationRuns:
                 "dataset_version": info.version,
                 "adapter": request.adapter,
                 "lm_adapter": lm_adapter.value,
-                "chain_of_thought": request.chain_of_thought,
                 "weights": request.weights.to_json(),
                 "max_tokens": max_tokens,
                 "use_retrieval": request.use_retrieval,
                 "train_examples": len(train),
                 "validation_examples": len(validation),
-                **parameters(request.optimizer, budget, request.seed),
-                "reflection_adapter": reflection if request.optimizer is OptimizerKind.GEPA else "",
+                **parameters(spec, budget, request.seed),
+                "metric": request.metric,
+                "reflection_lm": reflection_endpoint.url or reflection,
             },
         )
 
         def work(reporter: JobReporter) -> str:
             return self._optimize(
-                reporter, record.id, request, info, train, validation, lm_adapter, max_tokens, reflection
+                reporter,
+                record.id,
+                request,
+                info,
+                train,
+                validation,
+                lm_adapter,
+                max_tokens,
+                spec,
+                reflection,
+                reflection_endpoint,
             )
 
         self.runs.start(record.id, work)
         return record
+
+    def _reflection_lm_source(self, spec: OptimizerSpec, requested: str) -> tuple[str, LmEndpoint]:
+        """The reflection LM an optimizer will use: an adapter on the inference service ("base" = the base
+        model) or a configured endpoint, checked now so a run never fails later for it. ("", none) when the
+        optimizer uses none."""
+        config = self.settings.optimization
+        if not spec.uses_reflection_lm:
+            return "", LmEndpoint()
+        # A reflection adapter in the request overrides the configured endpoint.
+        if config.reflection_endpoint.url and not requested:
+            probe(
+                self._configured_lm("", config.reflection_endpoint, config.reflection_max_tokens),
+                f"the reflection LM at {config.reflection_endpoint.url}",
+                "fix settings.optimization.reflection_endpoint (TUTORFORGE_OPTIMIZATION__REFLECTION_ENDPOINT__URL), "
+                "or unset its url to reflect with the platform's own model",
+            )
+            return "", config.reflection_endpoint
+        reflection = requested or config.reflection_lm or BASE
+        if reflection != BASE:
+            self._check_adapter(reflection, "reflection adapter")
+        return reflection, LmEndpoint()
+
+    def _check_metric(self, metric: str) -> None:
+        """Known metric; for the judge, a reachable judge LM."""
+        if metric == "pedagogical":
+            return
+        if metric != "judge":
+            raise InvalidArgument(f"metric {metric!r} is not known; use pedagogical or judge")
+        config = self.settings.optimization
+        if not config.judge_endpoint.url and config.judge_lm not in ("", BASE):
+            self._check_adapter(config.judge_lm, "judge_lm (settings.optimization.judge_lm)")
+        where = config.judge_endpoint.url or f"the inference service ({config.judge_lm or BASE})"
+        probe(
+            self._judge_lm(),
+            f"the judge LM at {where}",
+            "fix settings.optimization.judge_endpoint (TUTORFORGE_OPTIMIZATION__JUDGE_ENDPOINT__URL) or "
+            "judge_lm, or optimize with the pedagogical metric",
+        )
+
+    def _configured_lm(
+        self, adapter: str, endpoint: LmEndpoint, max_tokens: int, tutor: TutorClient | None = None
+    ) -> dspy.BaseLM:
+        """`tutor` = the run's client (its usage and stop checks); None = a fresh one (request checks)."""
+        tutor = tutor or TutorClient(self._channel("inference"))
+        return configured_lm(adapter, endpoint, tutor, max_tokens)
+
+    def _judge_lm(self, tutor: TutorClient | None = None) -> dspy.BaseLM:
+        config = self.settings.optimization
+        return self._configured_lm(config.judge_lm, config.judge_endpoint, config.judge_max_tokens, tutor)
 
     def _optimize(
         self,
@@ -265,17 +330,19 @@ class OptimizationRuns:
         run_id: str,
         request: OptimizationRequest,
         info: DatasetInfo,
-        train: list[dspy.Example],
-        validation: list[dspy.Example],
+        train: list[TutorTurn],
+        validation: list[TutorTurn],
         lm_adapter: LmAdapterKind,
         max_tokens: int,
+        spec: OptimizerSpec,
         reflection: str,
+        reflection_endpoint: LmEndpoint,
     ) -> str:
-        if request.use_retrieval:
-            reporter.progress("retrieving context for the examples")
-            train, validation = self._retrieved(train, reporter), self._retrieved(validation, reporter)
         usage = LmUsage()
-        lm = self._lm(request.adapter, max_tokens, usage, reporter)
+        reporter = _CostReporter(reporter, usage)
+        tutor = self._tutor(usage, reporter)
+        base_model = self._base_model()
+        lm = InferenceLM(tutor, request.adapter, max_tokens=max_tokens, retrieval=request.use_retrieval)
         adapter = make_adapter(lm_adapter)
         threads = request.budget.threads
         embed = self._embed() if request.weights.similarity > 0 else None
@@ -283,8 +350,32 @@ class OptimizationRuns:
         total = 2 * len(validation) + 1
         done = 0
 
-        def scored(outcomes: list[Outcome]) -> float:
-            score_outcomes(outcomes, validation, request.weights, embed)
+        judge = JudgeMetric(self._judge_lm(tutor), spec.feedback_metric) if request.metric == "judge" else None
+
+        def scored(program: TutorProgram, on_done: Callable[[Outcome], None]) -> float:
+            """The program's mean score on the validation turns, answered through chat as it will be served."""
+            outcomes = answer_turns(
+                tutor,
+                validation,
+                adapter=request.adapter,
+                program=program.to_teaching(adapter=request.adapter, base_model=base_model),
+                retrieval=request.use_retrieval,
+                max_tokens=max_tokens,
+                threads=threads,
+                on_done=on_done,
+            )
+            score_outcomes(outcomes, request.weights, embed)
+            if judge is not None:
+                # The run's metric is the judge's: the recorded scores are too (the heuristic stays per reply).
+                return statistics.fmean(
+                    judge.judge(
+                        o.turn.query,
+                        "\n\n".join(p.text for p in o.passages) or o.turn.context,
+                        o.response,
+                        o.turn.final_answer,
+                    ).score
+                    for o in outcomes
+                )
             return statistics.fmean(o.score.score for o in outcomes)
 
         def example_done(phase: str, offset: int) -> Callable[[Outcome], None]:
@@ -311,18 +402,9 @@ class OptimizationRuns:
             step=0,
             total_steps=total,
         )
-        baseline = scored(
-            run_program(
-                TutorProgram(request.chain_of_thought),
-                validation,
-                lm,
-                adapter,
-                threads=threads,
-                on_done=example_done("baseline", 0),
-            )
-        )
+        baseline = scored(TutorProgram(), example_done("baseline", 0))
         reporter.progress(
-            f"baseline score {baseline:.3f}; compiling with {request.optimizer.value}",
+            f"baseline score {baseline:.3f}; compiling with {spec.name}",
             step=done,
             total_steps=total,
             metrics={"baseline_score": baseline, "best_score": baseline},
@@ -346,59 +428,61 @@ class OptimizationRuns:
                 self, call_id: str, outputs: Any | None, exception: BaseException | None = None
             ) -> None:
                 throttled(
-                    f"compiling with {request.optimizer.value}: {usage.calls} LM calls",
+                    f"compiling with {spec.name}: {usage.calls} LM calls",
                     step=done,
                     total_steps=total,
                     metrics={"lm_calls": usage.calls, "lm_tokens": usage.total_tokens},
                 )
 
-        metric = PedagogicalMetric(
-            request.weights, embed, with_feedback=request.optimizer is OptimizerKind.GEPA
+        metric = judge or PedagogicalMetric(request.weights, embed, with_feedback=spec.feedback_metric)
+        reflection_lm = lm
+        if spec.uses_reflection_lm:
+            reflection_lm = self._configured_lm(
+                reflection, reflection_endpoint, self.settings.optimization.reflection_max_tokens, tutor
+            )
+        student = TutorProgram()
+        inputs = CompileInputs(
+            budget=request.budget,
+            trainset=[turn.example() for turn in train],
+            valset=[turn.example() for turn in validation],
+            metric=metric,
+            seed=request.seed,
+            lm=lm,
+            reflection_lm=reflection_lm,
         )
-        reflection_lm = None
-        if request.optimizer is OptimizerKind.GEPA:
-            reflection_lm = self._lm(
-                "" if reflection == BASE else reflection, max(max_tokens, 256), usage, reporter
-            )
-        with dspy.context(lm=lm, adapter=adapter, callbacks=[progress, _Calls()]):
-            compiled = compile_program(
-                request.optimizer,
-                TutorProgram(request.chain_of_thought),
-                trainset=train,
-                valset=validation,
-                metric=metric,
-                budget=request.budget,
-                seed=request.seed,
-                lm=lm,
-                reflection_lm=reflection_lm,
-            )
+        # The budget caps the compilation; the baseline and the final scoring are fixed costs.
+        usage.limit(request.budget.max_lm_calls, request.budget.max_lm_tokens)
+        try:
+            with dspy.context(lm=lm, adapter=adapter, callbacks=[progress, _Calls()]):
+                compiled = spec.compile(student, inputs)
+        except Exception:
+            if not usage.exhausted:
+                raise
+            # Stopped by the budget mid-search: the best candidate evaluated so far, else the seed program.
+            compiled = progress.best_program or student
+        finally:
+            usage.limit()
+        if usage.exhausted:
+            reporter.progress(f"{usage.exhausted}: stopping early with the best program found so far")
         # Optimizers swallow failed calls; a cancelled run ends here at the latest.
         reporter.check_cancelled()
         done = len(validation) + 1
         reporter.progress(
             "scoring the optimized program", step=done, total_steps=total, metrics={"trials": progress.trials}
         )
-        optimized = scored(
-            run_program(
-                compiled,
-                validation,
-                lm,
-                adapter,
-                threads=threads,
-                on_done=example_done("optimized", len(validation) + 1),
-            )
-        )
+        optimized = scored(compiled, example_done("optimized", len(validation) + 1))
         program = self.programs.save(
-            compiled,
+            compiled.to_teaching(adapter=request.adapter, base_model=base_model, max_tokens=max_tokens),
             ProgramInfo(
                 name=request.name,
                 version="",
-                optimizer=request.optimizer.value,
+                optimizer=spec.name,
+                metric=request.metric,
+                stopped_early=usage.exhausted,
                 dataset=info.name,
                 dataset_version=info.version,
                 adapter=request.adapter,
-                lm_adapter=lm_adapter.value,
-                chain_of_thought=request.chain_of_thought,
+                base_model=base_model,
                 baseline_score=baseline,
                 optimized_score=optimized,
                 lm_calls=usage.calls,
@@ -428,14 +512,19 @@ class OptimizationRuns:
 
     def get_program(self, name: str, version: str = "") -> tuple[ProgramInfo, dict[str, Any]]:
         info = self.programs.get(name, version)
-        return info, self.programs.state(info)
+        return info, self.programs.document(info)
+
+    def promote_program(self, reference: str, force: bool = False) -> Promotion:
+        """Serve `reference` for its name if it beats the served version on the benchmark (or `force`)."""
+        return promote(self.programs, reference, self._base_model(), force)
 
     # ----- evaluation
 
     def evaluate(self, request: EvaluationRequest) -> JobRecord:
+        """Validates everything up front (targets, adapters, programs, the turns), then starts the job."""
         if not request.targets:
             raise InvalidArgument(
-                "give at least one target: 'base', 'adapter:NAME' or 'program:NAME[@ADAPTER]'"
+                "targets is empty: give at least one of 'base', 'adapter:NAME', 'program:NAME[@VERSION][+ADAPTER]'"
             )
         targets = [Target.parse(spec) for spec in request.targets]
         duplicates = sorted({t.spec for t in targets if [u.spec for u in targets].count(t.spec) > 1})
@@ -443,27 +532,38 @@ class OptimizationRuns:
             raise InvalidArgument(f"targets must be distinct; repeated: {', '.join(duplicates)}")
         for target in targets:
             if target.kind == "program":
-                self.programs.get(target.program)
+                self.programs.load(target.program)
             if target.adapter:
                 self._check_adapter(target.adapter, "adapter")
         if request.max_examples < 0 or request.threads < 0:
             raise InvalidArgument("max_examples and threads must be >= 0")
         max_tokens = self._max_tokens(request.max_tokens)
-        info = self.datasets.get(validate_name(request.dataset, "dataset name"), request.dataset_version)
-        examples = self._split(info, "validation", request.max_examples)
-        if not examples:
+        if bool(request.dataset) == bool(request.evaluation_set):
+            raise InvalidArgument(
+                "give exactly one of dataset (its validation split) and evaluation_set "
+                f"(a bundled set: {', '.join(EVALUATION_SETS)})"
+            )
+        if request.evaluation_set:
+            source, version = request.evaluation_set, "bundled"
+            turns = benchmark_turns(request.evaluation_set, request.max_examples)
+        else:
+            info = self.datasets.get(validate_name(request.dataset, "dataset name"), request.dataset_version)
+            source, version = info.name, info.version
+            turns = self._split(info, "validation", request.max_examples)
+        if not turns:
             raise FailedPrecondition(
-                f"dataset {info.name}@{info.version} has no validation examples (a student turn answered by the tutor) "
-                "to evaluate on: build it with a validation split (e.g. `tutorforge dataset build ... --validation-fraction 0.2`)"
+                f"{source}@{version} has no evaluation turns (a student turn answered by the tutor) to evaluate on: "
+                "build the dataset with a validation split (e.g. `--validation-fraction 0.2`)"
             )
         record = self.evaluations.create(
-            labels={"dataset": info.name, "targets": ",".join(t.spec for t in targets)},
+            labels={"dataset": source, "targets": ",".join(t.spec for t in targets)},
             parameters={
-                "dataset": info.name,
-                "dataset_version": info.version,
+                "dataset": source,
+                "dataset_version": version,
+                "evaluation_set": request.evaluation_set,
                 "targets": [t.spec for t in targets],
                 "weights": request.weights.to_json(),
-                "examples": len(examples),
+                "examples": len(turns),
                 "max_tokens": max_tokens,
                 "use_retrieval": request.use_retrieval,
                 "threads": request.threads or self.settings.optimization.threads,
@@ -471,80 +571,95 @@ class OptimizationRuns:
         )
 
         def work(reporter: JobReporter) -> str:
-            return self._evaluate(reporter, record.id, request, info, targets, examples, max_tokens)
+            return self._evaluate(reporter, record.id, request, source, version, targets, turns, max_tokens)
 
         self.evaluations.start(record.id, work)
         return record
 
-    def _resolve(
-        self, target: Target, default_lm_adapter: LmAdapterKind
-    ) -> tuple[TutorProgram, str, LmAdapterKind]:
-        """The program, LoRA adapter and LM adapter a target answers with."""
+    def _resolve(self, target: Target) -> tuple[str, str]:
+        """The LoRA adapter and program reference a target answers with."""
         if target.kind == "program":
-            info, program = self.programs.load(target.program)
-            adapter = info.adapter if target.adapter is None else target.adapter
-            return program, adapter, LmAdapterKind(info.lm_adapter)
-        return TutorProgram(), target.adapter or "", default_lm_adapter
+            info, _ = self.programs.load(target.program)
+            return (info.adapter if target.adapter is None else target.adapter), info.ref
+        return target.adapter or "", ""
 
     def _evaluate(
         self,
         reporter: JobReporter,
         evaluation_id: str,
         request: EvaluationRequest,
-        info: DatasetInfo,
+        source: str,
+        version: str,
         targets: list[Target],
-        examples: list[dspy.Example],
+        turns: list[TutorTurn],
         max_tokens: int,
     ) -> str:
         embed = self._embed()
-        if request.use_retrieval:
-            reporter.progress("retrieving context for the examples")
-            examples = self._retrieved(examples, reporter)
         threads = request.threads or self.settings.optimization.threads
-        total = len(targets) * len(examples)
+        tutor = self._tutor(LmUsage(), reporter)
+        total = len(targets) * len(turns)
         done = 0
         done_lock = threading.Lock()
         results: list[TargetMetrics] = []
         details: dict[str, list[dict[str, Any]]] = {}
         for target in targets:
-            program, adapter, lm_adapter = self._resolve(
-                target, request.lm_adapter or self._default_lm_adapter()
-            )
-            usage = LmUsage()
-            lm = self._lm(adapter, max_tokens, usage, reporter)
+            adapter, program = self._resolve(target)
 
-            def example_done(_outcome: Outcome, spec: str = target.spec) -> None:
+            def turn_done(_outcome: Outcome, spec: str = target.spec) -> None:
                 nonlocal done
                 with done_lock:
                     done += 1
                     step = done
                 reporter.progress(f"{spec}: {step}/{total} replies", step=step, total_steps=total)
 
-            outcomes = run_program(
-                program, examples, lm, make_adapter(lm_adapter), threads=threads, on_done=example_done
+            outcomes = answer_turns(
+                tutor,
+                turns,
+                adapter=adapter,
+                program=program,
+                retrieval=request.use_retrieval,
+                max_tokens=max_tokens,
+                threads=threads,
+                on_done=turn_done,
             )
-            score_outcomes(outcomes, examples, request.weights, embed)
+            score_outcomes(outcomes, request.weights, embed)
             metrics = TargetMetrics.of(target.spec, outcomes)
             results.append(metrics)
             details[target.spec] = [outcome.to_json() for outcome in outcomes]
             reporter.progress(
-                f"{target.spec}: score {metrics.pedagogical_score:.3f}",
+                f"{target.spec}: score {metrics.pedagogical_score}",
                 step=done,
                 total_steps=total,
-                metrics={f"score[{target.spec}]": metrics.pedagogical_score},
+                metrics={f"score[{target.spec}]": metrics.pedagogical_score.mean},
             )
+            if request.evaluation_set:
+                self._record_benchmark(target, adapter, program, metrics, evaluation_id)
         report = save_report(
             self.store,
             EvaluationReport(
                 evaluation_id=evaluation_id,
-                dataset=info.name,
-                dataset_version=info.version,
+                dataset=source,
+                dataset_version=version,
                 weights=request.weights.to_json(),
                 targets=results,
                 examples=details,
             ),
         )
         return report.evaluation_id
+
+    def _record_benchmark(
+        self, target: Target, adapter: str, program: str, metrics: TargetMetrics, evaluation_id: str
+    ) -> None:
+        """Benchmark results join the lineage of what was measured: the program version (promotion compares
+        these), or the adapter version when the target is an adapter alone."""
+        summary = {**metrics.summary(), "evaluation_id": evaluation_id, "target": target.spec}
+        if program:
+            info, _ = self.programs.load(program)
+            if adapter == info.adapter:
+                info.benchmark = summary
+                self.programs.update_info(info)
+        elif adapter:
+            record_benchmark(self.adapters, adapter, "", summary)
 
     def evaluation_report(self, evaluation_id: str) -> EvaluationReport:
         return load_report(self.store, evaluation_id)

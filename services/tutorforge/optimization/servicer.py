@@ -12,10 +12,10 @@ from tutorforge.core.convert import event_to_proto, job_to_proto
 from tutorforge.core.errors import InvalidArgument
 from tutorforge.core.runtime import Runtime
 from tutorforge.optimization.adapters import LmAdapterKind
-from tutorforge.optimization.evaluation import TargetMetrics
+from tutorforge.optimization.evaluation import ESTIMATES, TargetMetrics
 from tutorforge.optimization.metrics import MetricWeights
-from tutorforge.optimization.optimizers import Budget, OptimizerKind
-from tutorforge.optimization.program import ProgramInfo
+from tutorforge.optimization.optimizers import DEFAULT_OPTIMIZER, REGISTRY, Budget, OptimizerSpec
+from tutorforge.core.programs import ProgramInfo
 from tutorforge.optimization.report import EvaluationReport, report_files
 from tutorforge.optimization.runs import EvaluationRequest, OptimizationRequest, OptimizationRuns
 from tutorforge.v1 import optimization_pb2 as pb
@@ -23,14 +23,15 @@ from tutorforge.v1 import optimization_pb2_grpc
 
 SERVICE_NAME = "tutorforge.v1.OptimizationService"
 
-OPTIMIZERS = {
-    pb.OPTIMIZER_LABELED_FEW_SHOT: OptimizerKind.LABELED_FEW_SHOT,
-    pb.OPTIMIZER_BOOTSTRAP_FEW_SHOT: OptimizerKind.BOOTSTRAP_FEW_SHOT,
-    pb.OPTIMIZER_BOOTSTRAP_FEW_SHOT_WITH_RANDOM_SEARCH: OptimizerKind.BOOTSTRAP_RANDOM_SEARCH,
-    pb.OPTIMIZER_COPRO: OptimizerKind.COPRO,
-    pb.OPTIMIZER_MIPRO_V2: OptimizerKind.MIPRO,
-    pb.OPTIMIZER_GEPA: OptimizerKind.GEPA,
-}
+
+
+def optimizer_mapping(registry: dict[str, OptimizerSpec] = REGISTRY) -> dict[int, str]:
+    """Proto enum value → registry name, read from the registry's entries."""
+    return {pb.Optimizer.Value(spec.proto): name for name, spec in registry.items()}
+
+
+OPTIMIZERS = optimizer_mapping()
+METRICS = {pb.METRIC_PEDAGOGICAL: "pedagogical", pb.METRIC_JUDGE: "judge"}
 LM_ADAPTERS = {
     pb.LM_ADAPTER_PLAIN: LmAdapterKind.PLAIN,
     pb.LM_ADAPTER_CHAT: LmAdapterKind.CHAT,
@@ -64,6 +65,8 @@ def budget_from_proto(message: pb.OptimizerBudget) -> Budget:
         max_labeled_demos=message.max_labeled_demos,
         max_train_examples=message.max_train_examples,
         max_validation_examples=message.max_validation_examples,
+        max_lm_calls=message.max_lm_calls,
+        max_lm_tokens=message.max_lm_tokens,
     )
 
 
@@ -81,9 +84,9 @@ def program_to_proto(info: ProgramInfo) -> pb.ProgramInfo:
         lm_tokens=info.lm_tokens,
         created_at_unix=int(info.created_at),
         parameters_json=json.dumps(info.parameters, sort_keys=True),
-        lm_adapter=info.lm_adapter,
-        chain_of_thought=info.chain_of_thought,
         run_id=info.run_id,
+        base_model=info.base_model,
+        benchmark_json=json.dumps(info.benchmark, sort_keys=True) if info.benchmark else "",
     )
 
 
@@ -91,22 +94,24 @@ def metrics_to_proto(metrics: TargetMetrics) -> pb.TargetMetrics:
     return pb.TargetMetrics(
         target=metrics.target,
         examples=metrics.examples,
-        pedagogical_score=metrics.pedagogical_score,
-        context_usage=metrics.context_usage,
-        pedagogical_elements=metrics.pedagogical_elements,
-        length_ratio=metrics.length_ratio,
-        question_rate=metrics.question_rate,
-        answer_reveal_rate=metrics.answer_reveal_rate,
-        similarity=pb.SummaryStatistics(
-            mean=metrics.similarity.mean,
-            min=metrics.similarity.min,
-            max=metrics.similarity.max,
-            std=metrics.similarity.std,
-        ),
+        errors=metrics.errors,
+        pedagogical_score=metrics.pedagogical_score.mean,
+        context_usage=metrics.context_usage.mean,
+        pedagogical_elements=metrics.pedagogical_elements.mean,
+        length_ratio=metrics.length_ratio.mean,
+        socratic=metrics.socratic.mean,
+        question_rate=metrics.question_rate.mean,
+        answer_reveal_rate=metrics.answer_reveal_rate.mean,
+        citation_rate=metrics.citation_rate.mean,
+        groundedness=metrics.groundedness.mean,
+        mean_words=metrics.mean_words.mean,
+        similarity_mean=metrics.similarity.mean,
         mean_latency_seconds=metrics.mean_latency_seconds,
         score_per_subject=metrics.score_per_subject,
-        errors=metrics.errors,
-        socratic=metrics.socratic,
+        score_per_kind=metrics.score_per_kind,
+        intervals={
+            name: pb.Interval(low=getattr(metrics, name).low, high=getattr(metrics, name).high) for name in ESTIMATES
+        },
     )
 
 
@@ -134,16 +139,16 @@ class OptimizationServicer(optimization_pb2_grpc.OptimizationServiceServicer):
                 name=request.name,
                 dataset=request.dataset,
                 dataset_version=request.dataset_version,
-                optimizer=_enum(OPTIMIZERS, request.optimizer, "optimizer", OptimizerKind.BOOTSTRAP_FEW_SHOT),
+                optimizer=_enum(OPTIMIZERS, request.optimizer, "optimizer", DEFAULT_OPTIMIZER),
+                metric=_enum(METRICS, request.metric, "metric", "pedagogical"),
                 adapter=request.adapter,
                 budget=budget_from_proto(request.budget),
                 seed=request.seed,
                 weights=weights_from_proto(request.weights),
-                chain_of_thought=request.chain_of_thought,
                 lm_adapter=_enum(LM_ADAPTERS, request.lm_adapter, "lm_adapter"),
                 reflection_adapter=request.reflection_adapter,
                 max_tokens=request.max_tokens,
-                use_retrieval=request.use_retrieval,
+                use_retrieval=request.use_retrieval if request.HasField("use_retrieval") else True,
             )
         )
         return pb.StartOptimizationResponse(run=job_to_proto(record))
@@ -155,7 +160,16 @@ class OptimizationServicer(optimization_pb2_grpc.OptimizationServiceServicer):
         self, request: pb.WatchRunRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WatchRunResponse]:
         for event in self.runs.watch_run(request.run_id, request.after_sequence, context.is_active):
-            yield pb.WatchRunResponse(event=event_to_proto(event))
+            response = pb.WatchRunResponse(event=event_to_proto(event))
+            if "lm_calls" in event.metrics:
+                response.cost.CopyFrom(
+                    pb.RunCost(
+                        lm_calls=int(event.metrics["lm_calls"]),
+                        lm_tokens=int(event.metrics.get("lm_tokens", 0)),
+                        elapsed_seconds=event.metrics.get("elapsed_seconds", 0.0),
+                    )
+                )
+            yield response
 
     def CancelRun(self, request: pb.CancelRunRequest, context: grpc.ServicerContext) -> pb.CancelRunResponse:
         return pb.CancelRunResponse(run=job_to_proto(self.runs.cancel_run(request.run_id)))
@@ -182,11 +196,11 @@ class OptimizationServicer(optimization_pb2_grpc.OptimizationServiceServicer):
                 dataset_version=request.dataset_version,
                 targets=[target.spec for target in request.targets],
                 weights=weights_from_proto(request.weights),
+                evaluation_set=request.evaluation_set,
                 max_examples=request.max_examples,
                 threads=request.threads,
-                lm_adapter=_enum(LM_ADAPTERS, request.lm_adapter, "lm_adapter"),
                 max_tokens=request.max_tokens,
-                use_retrieval=request.use_retrieval,
+                use_retrieval=request.use_retrieval if request.HasField("use_retrieval") else True,
             )
         )
         return pb.EvaluateResponse(run=job_to_proto(record))
@@ -202,6 +216,17 @@ class OptimizationServicer(optimization_pb2_grpc.OptimizationServiceServicer):
                 for path, data in report_files(self.runs.store, report).items()
             ]
         return pb.GetEvaluationResponse(report=report_to_proto(report), files=files)
+
+
+    def PromoteProgram(
+        self, request: pb.PromoteProgramRequest, context: grpc.ServicerContext
+    ) -> pb.PromoteProgramResponse:
+        promotion = self.runs.promote_program(request.program, request.force)
+        return pb.PromoteProgramResponse(
+            program=program_to_proto(promotion.program),
+            previous_version=promotion.previous_version,
+            reason=promotion.reason,
+        )
 
 
 def register(server: grpc.Server, runtime: Runtime) -> str:

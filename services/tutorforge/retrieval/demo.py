@@ -35,12 +35,17 @@ def _upload() -> Iterator[pb.IngestDocumentsRequest]:
         yield pb.IngestDocumentsRequest(content=document.path.read_bytes())
 
 
+def ingest_samples(stub: retrieval_pb2_grpc.RetrievalServiceStub) -> pb.IngestDocumentsResponse:
+    """Ingest the bundled material (the demo, the tutor benchmark)."""
+    return stub.IngestDocuments(_upload())
+
+
 def run(context: DemoContext) -> None:
     stub = retrieval_pb2_grpc.RetrievalServiceStub(context.channel)
     console = context.console
     started = time.perf_counter()
     with console.status(f"ingesting {len(material_documents())} documents (embedding on CPU)…"):
-        response = stub.IngestDocuments(_upload())
+        response = ingest_samples(stub)
     seconds = time.perf_counter() - started
     written = sum(result.chunks_written for result in response.results)
     table = Table("document", "outcome", "chunks", title=f"ingested in {seconds:.1f} s ({written} chunks written)")

@@ -9,32 +9,55 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ResponseFormatType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESPONSE_FORMAT_TYPE_UNSPECIFIED: _ClassVar[ResponseFormatType]
+    RESPONSE_FORMAT_TYPE_TEXT: _ClassVar[ResponseFormatType]
+    RESPONSE_FORMAT_TYPE_JSON_OBJECT: _ClassVar[ResponseFormatType]
+    RESPONSE_FORMAT_TYPE_JSON_SCHEMA: _ClassVar[ResponseFormatType]
+
 class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FINISH_REASON_UNSPECIFIED: _ClassVar[FinishReason]
     FINISH_REASON_STOP: _ClassVar[FinishReason]
     FINISH_REASON_LENGTH: _ClassVar[FinishReason]
     FINISH_REASON_CANCELLED: _ClassVar[FinishReason]
+RESPONSE_FORMAT_TYPE_UNSPECIFIED: ResponseFormatType
+RESPONSE_FORMAT_TYPE_TEXT: ResponseFormatType
+RESPONSE_FORMAT_TYPE_JSON_OBJECT: ResponseFormatType
+RESPONSE_FORMAT_TYPE_JSON_SCHEMA: ResponseFormatType
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
 FINISH_REASON_CANCELLED: FinishReason
 
 class GenerationParameters(_message.Message):
-    __slots__ = ("max_tokens", "temperature", "top_p", "stop", "seed", "ignore_eos")
+    __slots__ = ("max_tokens", "temperature", "top_p", "stop", "seed", "ignore_eos", "response_format")
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     IGNORE_EOS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     max_tokens: int
     temperature: float
     top_p: float
     stop: _containers.RepeatedScalarFieldContainer[str]
     seed: int
     ignore_eos: bool
-    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., ignore_eos: _Optional[bool] = ...) -> None: ...
+    response_format: ResponseFormat
+    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., ignore_eos: _Optional[bool] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ...) -> None: ...
+
+class ResponseFormat(_message.Message):
+    __slots__ = ("type", "schema", "name")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    type: ResponseFormatType
+    schema: str
+    name: str
+    def __init__(self, type: _Optional[_Union[ResponseFormatType, str]] = ..., schema: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class ModelSelection(_message.Message):
     __slots__ = ("adapter", "fallback_to_base")
@@ -134,21 +157,43 @@ class Citation(_message.Message):
     text: str
     def __init__(self, tag: _Optional[str] = ..., document_id: _Optional[str] = ..., chunk_index: _Optional[int] = ..., source: _Optional[str] = ..., score: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
 
+class Demonstration(_message.Message):
+    __slots__ = ("query", "response")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    response: str
+    def __init__(self, query: _Optional[str] = ..., response: _Optional[str] = ...) -> None: ...
+
+class TeachingProgram(_message.Message):
+    __slots__ = ("instructions", "demonstrations", "adapter", "base_model")
+    INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
+    DEMONSTRATIONS_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    instructions: str
+    demonstrations: _containers.RepeatedCompositeFieldContainer[Demonstration]
+    adapter: str
+    base_model: str
+    def __init__(self, instructions: _Optional[str] = ..., demonstrations: _Optional[_Iterable[_Union[Demonstration, _Mapping]]] = ..., adapter: _Optional[str] = ..., base_model: _Optional[str] = ...) -> None: ...
+
 class ChatRequest(_message.Message):
-    __slots__ = ("messages", "model", "parameters", "retrieval", "system_prompt", "program")
+    __slots__ = ("messages", "model", "parameters", "retrieval", "system_prompt", "program", "inline_program")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    INLINE_PROGRAM_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]
     model: ModelSelection
     parameters: GenerationParameters
     retrieval: RetrievalOptions
     system_prompt: str
     program: str
-    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., model: _Optional[_Union[ModelSelection, _Mapping]] = ..., parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ..., retrieval: _Optional[_Union[RetrievalOptions, _Mapping]] = ..., system_prompt: _Optional[str] = ..., program: _Optional[str] = ...) -> None: ...
+    inline_program: TeachingProgram
+    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., model: _Optional[_Union[ModelSelection, _Mapping]] = ..., parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ..., retrieval: _Optional[_Union[RetrievalOptions, _Mapping]] = ..., system_prompt: _Optional[str] = ..., program: _Optional[str] = ..., inline_program: _Optional[_Union[TeachingProgram, _Mapping]] = ...) -> None: ...
 
 class ChatResponse(_message.Message):
     __slots__ = ("message", "citations", "summary")
@@ -161,20 +206,22 @@ class ChatResponse(_message.Message):
     def __init__(self, message: _Optional[_Union[_common_pb2.ChatMessage, _Mapping]] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., summary: _Optional[_Union[GenerationSummary, _Mapping]] = ...) -> None: ...
 
 class ChatStreamRequest(_message.Message):
-    __slots__ = ("messages", "model", "parameters", "retrieval", "system_prompt", "program")
+    __slots__ = ("messages", "model", "parameters", "retrieval", "system_prompt", "program", "inline_program")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    INLINE_PROGRAM_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]
     model: ModelSelection
     parameters: GenerationParameters
     retrieval: RetrievalOptions
     system_prompt: str
     program: str
-    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., model: _Optional[_Union[ModelSelection, _Mapping]] = ..., parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ..., retrieval: _Optional[_Union[RetrievalOptions, _Mapping]] = ..., system_prompt: _Optional[str] = ..., program: _Optional[str] = ...) -> None: ...
+    inline_program: TeachingProgram
+    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., model: _Optional[_Union[ModelSelection, _Mapping]] = ..., parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ..., retrieval: _Optional[_Union[RetrievalOptions, _Mapping]] = ..., system_prompt: _Optional[str] = ..., program: _Optional[str] = ..., inline_program: _Optional[_Union[TeachingProgram, _Mapping]] = ...) -> None: ...
 
 class CitationList(_message.Message):
     __slots__ = ("citations",)

@@ -17,6 +17,13 @@ class Optimizer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OPTIMIZER_COPRO: _ClassVar[Optimizer]
     OPTIMIZER_MIPRO_V2: _ClassVar[Optimizer]
     OPTIMIZER_GEPA: _ClassVar[Optimizer]
+    OPTIMIZER_SIMBA: _ClassVar[Optimizer]
+
+class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    METRIC_UNSPECIFIED: _ClassVar[Metric]
+    METRIC_PEDAGOGICAL: _ClassVar[Metric]
+    METRIC_JUDGE: _ClassVar[Metric]
 
 class LmAdapter(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -31,6 +38,10 @@ OPTIMIZER_BOOTSTRAP_FEW_SHOT_WITH_RANDOM_SEARCH: Optimizer
 OPTIMIZER_COPRO: Optimizer
 OPTIMIZER_MIPRO_V2: Optimizer
 OPTIMIZER_GEPA: Optimizer
+OPTIMIZER_SIMBA: Optimizer
+METRIC_UNSPECIFIED: Metric
+METRIC_PEDAGOGICAL: Metric
+METRIC_JUDGE: Metric
 LM_ADAPTER_UNSPECIFIED: LmAdapter
 LM_ADAPTER_PLAIN: LmAdapter
 LM_ADAPTER_CHAT: LmAdapter
@@ -51,7 +62,7 @@ class MetricWeights(_message.Message):
     def __init__(self, context_usage: _Optional[float] = ..., pedagogical_elements: _Optional[float] = ..., length_ratio: _Optional[float] = ..., socratic: _Optional[float] = ..., similarity: _Optional[float] = ...) -> None: ...
 
 class OptimizerBudget(_message.Message):
-    __slots__ = ("trials", "candidates", "threads", "max_bootstrapped_demos", "max_labeled_demos", "max_train_examples", "max_validation_examples")
+    __slots__ = ("trials", "candidates", "threads", "max_bootstrapped_demos", "max_labeled_demos", "max_train_examples", "max_validation_examples", "max_lm_calls", "max_lm_tokens")
     TRIALS_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     THREADS_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +70,8 @@ class OptimizerBudget(_message.Message):
     MAX_LABELED_DEMOS_FIELD_NUMBER: _ClassVar[int]
     MAX_TRAIN_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     MAX_VALIDATION_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MAX_LM_CALLS_FIELD_NUMBER: _ClassVar[int]
+    MAX_LM_TOKENS_FIELD_NUMBER: _ClassVar[int]
     trials: int
     candidates: int
     threads: int
@@ -66,10 +79,12 @@ class OptimizerBudget(_message.Message):
     max_labeled_demos: int
     max_train_examples: int
     max_validation_examples: int
-    def __init__(self, trials: _Optional[int] = ..., candidates: _Optional[int] = ..., threads: _Optional[int] = ..., max_bootstrapped_demos: _Optional[int] = ..., max_labeled_demos: _Optional[int] = ..., max_train_examples: _Optional[int] = ..., max_validation_examples: _Optional[int] = ...) -> None: ...
+    max_lm_calls: int
+    max_lm_tokens: int
+    def __init__(self, trials: _Optional[int] = ..., candidates: _Optional[int] = ..., threads: _Optional[int] = ..., max_bootstrapped_demos: _Optional[int] = ..., max_labeled_demos: _Optional[int] = ..., max_train_examples: _Optional[int] = ..., max_validation_examples: _Optional[int] = ..., max_lm_calls: _Optional[int] = ..., max_lm_tokens: _Optional[int] = ...) -> None: ...
 
 class StartOptimizationRequest(_message.Message):
-    __slots__ = ("name", "dataset", "dataset_version", "optimizer", "adapter", "budget", "seed", "weights", "chain_of_thought", "lm_adapter", "reflection_adapter", "use_retrieval", "max_tokens")
+    __slots__ = ("name", "dataset", "dataset_version", "optimizer", "adapter", "budget", "seed", "weights", "lm_adapter", "reflection_adapter", "use_retrieval", "max_tokens", "metric")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     DATASET_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -78,11 +93,11 @@ class StartOptimizationRequest(_message.Message):
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
-    CHAIN_OF_THOUGHT_FIELD_NUMBER: _ClassVar[int]
     LM_ADAPTER_FIELD_NUMBER: _ClassVar[int]
     REFLECTION_ADAPTER_FIELD_NUMBER: _ClassVar[int]
     USE_RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
     name: str
     dataset: str
     dataset_version: str
@@ -91,12 +106,12 @@ class StartOptimizationRequest(_message.Message):
     budget: OptimizerBudget
     seed: int
     weights: MetricWeights
-    chain_of_thought: bool
     lm_adapter: LmAdapter
     reflection_adapter: str
     use_retrieval: bool
     max_tokens: int
-    def __init__(self, name: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., adapter: _Optional[str] = ..., budget: _Optional[_Union[OptimizerBudget, _Mapping]] = ..., seed: _Optional[int] = ..., weights: _Optional[_Union[MetricWeights, _Mapping]] = ..., chain_of_thought: _Optional[bool] = ..., lm_adapter: _Optional[_Union[LmAdapter, str]] = ..., reflection_adapter: _Optional[str] = ..., use_retrieval: _Optional[bool] = ..., max_tokens: _Optional[int] = ...) -> None: ...
+    metric: Metric
+    def __init__(self, name: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., adapter: _Optional[str] = ..., budget: _Optional[_Union[OptimizerBudget, _Mapping]] = ..., seed: _Optional[int] = ..., weights: _Optional[_Union[MetricWeights, _Mapping]] = ..., lm_adapter: _Optional[_Union[LmAdapter, str]] = ..., reflection_adapter: _Optional[str] = ..., use_retrieval: _Optional[bool] = ..., max_tokens: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ...) -> None: ...
 
 class StartOptimizationResponse(_message.Message):
     __slots__ = ("run",)
@@ -124,11 +139,23 @@ class WatchRunRequest(_message.Message):
     after_sequence: int
     def __init__(self, run_id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
 
+class RunCost(_message.Message):
+    __slots__ = ("lm_calls", "lm_tokens", "elapsed_seconds")
+    LM_CALLS_FIELD_NUMBER: _ClassVar[int]
+    LM_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    lm_calls: int
+    lm_tokens: int
+    elapsed_seconds: float
+    def __init__(self, lm_calls: _Optional[int] = ..., lm_tokens: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ...) -> None: ...
+
 class WatchRunResponse(_message.Message):
-    __slots__ = ("event",)
+    __slots__ = ("event", "cost")
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
     event: _common_pb2.JobEvent
-    def __init__(self, event: _Optional[_Union[_common_pb2.JobEvent, _Mapping]] = ...) -> None: ...
+    cost: RunCost
+    def __init__(self, event: _Optional[_Union[_common_pb2.JobEvent, _Mapping]] = ..., cost: _Optional[_Union[RunCost, _Mapping]] = ...) -> None: ...
 
 class CancelRunRequest(_message.Message):
     __slots__ = ("run_id",)
@@ -143,7 +170,7 @@ class CancelRunResponse(_message.Message):
     def __init__(self, run: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
 
 class ProgramInfo(_message.Message):
-    __slots__ = ("name", "version", "optimizer", "dataset", "dataset_version", "adapter", "baseline_score", "optimized_score", "lm_calls", "lm_tokens", "created_at_unix", "parameters_json", "lm_adapter", "chain_of_thought", "run_id")
+    __slots__ = ("name", "version", "optimizer", "dataset", "dataset_version", "adapter", "baseline_score", "optimized_score", "lm_calls", "lm_tokens", "created_at_unix", "parameters_json", "lm_adapter", "run_id", "base_model", "benchmark_json")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
@@ -157,8 +184,9 @@ class ProgramInfo(_message.Message):
     CREATED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_JSON_FIELD_NUMBER: _ClassVar[int]
     LM_ADAPTER_FIELD_NUMBER: _ClassVar[int]
-    CHAIN_OF_THOUGHT_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    BENCHMARK_JSON_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     optimizer: str
@@ -172,9 +200,10 @@ class ProgramInfo(_message.Message):
     created_at_unix: int
     parameters_json: str
     lm_adapter: str
-    chain_of_thought: bool
     run_id: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., optimizer: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., adapter: _Optional[str] = ..., baseline_score: _Optional[float] = ..., optimized_score: _Optional[float] = ..., lm_calls: _Optional[int] = ..., lm_tokens: _Optional[int] = ..., created_at_unix: _Optional[int] = ..., parameters_json: _Optional[str] = ..., lm_adapter: _Optional[str] = ..., chain_of_thought: _Optional[bool] = ..., run_id: _Optional[str] = ...) -> None: ...
+    base_model: str
+    benchmark_json: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., optimizer: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., adapter: _Optional[str] = ..., baseline_score: _Optional[float] = ..., optimized_score: _Optional[float] = ..., lm_calls: _Optional[int] = ..., lm_tokens: _Optional[int] = ..., created_at_unix: _Optional[int] = ..., parameters_json: _Optional[str] = ..., lm_adapter: _Optional[str] = ..., run_id: _Optional[str] = ..., base_model: _Optional[str] = ..., benchmark_json: _Optional[str] = ...) -> None: ...
 
 class ListProgramsRequest(_message.Message):
     __slots__ = ()
@@ -209,7 +238,7 @@ class EvaluationTarget(_message.Message):
     def __init__(self, spec: _Optional[str] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("dataset", "dataset_version", "targets", "weights", "max_examples", "use_retrieval", "threads", "lm_adapter", "max_tokens")
+    __slots__ = ("dataset", "dataset_version", "targets", "weights", "max_examples", "use_retrieval", "threads", "max_tokens", "evaluation_set")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     DATASET_VERSION_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
@@ -217,8 +246,8 @@ class EvaluateRequest(_message.Message):
     MAX_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     USE_RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
     THREADS_FIELD_NUMBER: _ClassVar[int]
-    LM_ADAPTER_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_SET_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     dataset_version: str
     targets: _containers.RepeatedCompositeFieldContainer[EvaluationTarget]
@@ -226,9 +255,9 @@ class EvaluateRequest(_message.Message):
     max_examples: int
     use_retrieval: bool
     threads: int
-    lm_adapter: LmAdapter
     max_tokens: int
-    def __init__(self, dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[EvaluationTarget, _Mapping]]] = ..., weights: _Optional[_Union[MetricWeights, _Mapping]] = ..., max_examples: _Optional[int] = ..., use_retrieval: _Optional[bool] = ..., threads: _Optional[int] = ..., lm_adapter: _Optional[_Union[LmAdapter, str]] = ..., max_tokens: _Optional[int] = ...) -> None: ...
+    evaluation_set: str
+    def __init__(self, dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[EvaluationTarget, _Mapping]]] = ..., weights: _Optional[_Union[MetricWeights, _Mapping]] = ..., max_examples: _Optional[int] = ..., use_retrieval: _Optional[bool] = ..., threads: _Optional[int] = ..., max_tokens: _Optional[int] = ..., evaluation_set: _Optional[str] = ...) -> None: ...
 
 class EvaluateResponse(_message.Message):
     __slots__ = ("run",)
@@ -236,20 +265,8 @@ class EvaluateResponse(_message.Message):
     run: _common_pb2.Job
     def __init__(self, run: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
 
-class SummaryStatistics(_message.Message):
-    __slots__ = ("mean", "min", "max", "std")
-    MEAN_FIELD_NUMBER: _ClassVar[int]
-    MIN_FIELD_NUMBER: _ClassVar[int]
-    MAX_FIELD_NUMBER: _ClassVar[int]
-    STD_FIELD_NUMBER: _ClassVar[int]
-    mean: float
-    min: float
-    max: float
-    std: float
-    def __init__(self, mean: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., std: _Optional[float] = ...) -> None: ...
-
 class TargetMetrics(_message.Message):
-    __slots__ = ("target", "examples", "pedagogical_score", "context_usage", "pedagogical_elements", "length_ratio", "question_rate", "answer_reveal_rate", "similarity", "mean_latency_seconds", "score_per_subject", "errors", "socratic")
+    __slots__ = ("target", "examples", "pedagogical_score", "context_usage", "pedagogical_elements", "length_ratio", "question_rate", "answer_reveal_rate", "mean_latency_seconds", "score_per_subject", "errors", "socratic", "citation_rate", "groundedness", "mean_words", "score_per_kind", "intervals", "similarity_mean")
     class ScorePerSubjectEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -257,6 +274,20 @@ class TargetMetrics(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class ScorePerKindEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class IntervalsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Interval
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Interval, _Mapping]] = ...) -> None: ...
     TARGET_FIELD_NUMBER: _ClassVar[int]
     EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     PEDAGOGICAL_SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -265,11 +296,16 @@ class TargetMetrics(_message.Message):
     LENGTH_RATIO_FIELD_NUMBER: _ClassVar[int]
     QUESTION_RATE_FIELD_NUMBER: _ClassVar[int]
     ANSWER_REVEAL_RATE_FIELD_NUMBER: _ClassVar[int]
-    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     MEAN_LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SCORE_PER_SUBJECT_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     SOCRATIC_FIELD_NUMBER: _ClassVar[int]
+    CITATION_RATE_FIELD_NUMBER: _ClassVar[int]
+    GROUNDEDNESS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_WORDS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_PER_KIND_FIELD_NUMBER: _ClassVar[int]
+    INTERVALS_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_MEAN_FIELD_NUMBER: _ClassVar[int]
     target: str
     examples: int
     pedagogical_score: float
@@ -278,12 +314,25 @@ class TargetMetrics(_message.Message):
     length_ratio: float
     question_rate: float
     answer_reveal_rate: float
-    similarity: SummaryStatistics
     mean_latency_seconds: float
     score_per_subject: _containers.ScalarMap[str, float]
     errors: int
     socratic: float
-    def __init__(self, target: _Optional[str] = ..., examples: _Optional[int] = ..., pedagogical_score: _Optional[float] = ..., context_usage: _Optional[float] = ..., pedagogical_elements: _Optional[float] = ..., length_ratio: _Optional[float] = ..., question_rate: _Optional[float] = ..., answer_reveal_rate: _Optional[float] = ..., similarity: _Optional[_Union[SummaryStatistics, _Mapping]] = ..., mean_latency_seconds: _Optional[float] = ..., score_per_subject: _Optional[_Mapping[str, float]] = ..., errors: _Optional[int] = ..., socratic: _Optional[float] = ...) -> None: ...
+    citation_rate: float
+    groundedness: float
+    mean_words: float
+    score_per_kind: _containers.ScalarMap[str, float]
+    intervals: _containers.MessageMap[str, Interval]
+    similarity_mean: float
+    def __init__(self, target: _Optional[str] = ..., examples: _Optional[int] = ..., pedagogical_score: _Optional[float] = ..., context_usage: _Optional[float] = ..., pedagogical_elements: _Optional[float] = ..., length_ratio: _Optional[float] = ..., question_rate: _Optional[float] = ..., answer_reveal_rate: _Optional[float] = ..., mean_latency_seconds: _Optional[float] = ..., score_per_subject: _Optional[_Mapping[str, float]] = ..., errors: _Optional[int] = ..., socratic: _Optional[float] = ..., citation_rate: _Optional[float] = ..., groundedness: _Optional[float] = ..., mean_words: _Optional[float] = ..., score_per_kind: _Optional[_Mapping[str, float]] = ..., intervals: _Optional[_Mapping[str, Interval]] = ..., similarity_mean: _Optional[float] = ...) -> None: ...
+
+class Interval(_message.Message):
+    __slots__ = ("low", "high")
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    low: float
+    high: float
+    def __init__(self, low: _Optional[float] = ..., high: _Optional[float] = ...) -> None: ...
 
 class EvaluationReport(_message.Message):
     __slots__ = ("evaluation_id", "dataset", "dataset_version", "targets", "report_json_path", "report_markdown_path", "chart_paths")
@@ -326,3 +375,21 @@ class GetEvaluationResponse(_message.Message):
     report: EvaluationReport
     files: _containers.RepeatedCompositeFieldContainer[ReportFile]
     def __init__(self, report: _Optional[_Union[EvaluationReport, _Mapping]] = ..., files: _Optional[_Iterable[_Union[ReportFile, _Mapping]]] = ...) -> None: ...
+
+class PromoteProgramRequest(_message.Message):
+    __slots__ = ("program", "force")
+    PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    program: str
+    force: bool
+    def __init__(self, program: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class PromoteProgramResponse(_message.Message):
+    __slots__ = ("program", "previous_version", "reason")
+    PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    program: ProgramInfo
+    previous_version: str
+    reason: str
+    def __init__(self, program: _Optional[_Union[ProgramInfo, _Mapping]] = ..., previous_version: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -75,6 +75,11 @@ class OptimizationServiceStub:
                 request_serializer=tutorforge_dot_v1_dot_optimization__pb2.GetEvaluationRequest.SerializeToString,
                 response_deserializer=tutorforge_dot_v1_dot_optimization__pb2.GetEvaluationResponse.FromString,
                 _registered_method=True)
+        self.PromoteProgram = channel.unary_unary(
+                '/tutorforge.v1.OptimizationService/PromoteProgram',
+                request_serializer=tutorforge_dot_v1_dot_optimization__pb2.PromoteProgramRequest.SerializeToString,
+                response_deserializer=tutorforge_dot_v1_dot_optimization__pb2.PromoteProgramResponse.FromString,
+                _registered_method=True)
 
 
 class OptimizationServiceServicer:
@@ -131,6 +136,14 @@ class OptimizationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PromoteProgram(self, request, context):
+        """Makes a program version the one chat serves for its bare name, if it beats the served one on the
+        benchmark (or with force).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OptimizationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +186,11 @@ def add_OptimizationServiceServicer_to_server(servicer, server):
                     servicer.GetEvaluation,
                     request_deserializer=tutorforge_dot_v1_dot_optimization__pb2.GetEvaluationRequest.FromString,
                     response_serializer=tutorforge_dot_v1_dot_optimization__pb2.GetEvaluationResponse.SerializeToString,
+            ),
+            'PromoteProgram': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteProgram,
+                    request_deserializer=tutorforge_dot_v1_dot_optimization__pb2.PromoteProgramRequest.FromString,
+                    response_serializer=tutorforge_dot_v1_dot_optimization__pb2.PromoteProgramResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -392,6 +410,33 @@ class OptimizationService:
             '/tutorforge.v1.OptimizationService/GetEvaluation',
             tutorforge_dot_v1_dot_optimization__pb2.GetEvaluationRequest.SerializeToString,
             tutorforge_dot_v1_dot_optimization__pb2.GetEvaluationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteProgram(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tutorforge.v1.OptimizationService/PromoteProgram',
+            tutorforge_dot_v1_dot_optimization__pb2.PromoteProgramRequest.SerializeToString,
+            tutorforge_dot_v1_dot_optimization__pb2.PromoteProgramResponse.FromString,
             options,
             channel_credentials,
             insecure,
