@@ -7,8 +7,8 @@ DatasetService on a loopback server.
     python bench/dataset_yield.py --teacher http://127.0.0.1:8000/v1   # generate through a teacher
 
 "Usable" = kept by the build (parsed, not a loop, grounded where it must be) and every tutor turn ends
-with a question and reveals no final answer (datasets.quality). Attempts = synthetic conversations
-asked for / document chunks used."""
+with a question and reveals no final answer (datasets.quality). Attempts = dialogues tried (synthetic
+tries up to twice the number asked for) / document chunks used (the sample topic may have fewer chunks)."""
 
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ def build(stub, repository: DatasetRepository, name: str, source: datasets_pb2.D
     info = stub.GetDataset(datasets_pb2.GetDatasetRequest(name=name)).dataset
     records = [r for split in ("train", "validation") for r in repository.records(name, "", split)]
     return {
+        "attempts": sum(s.records_read for s in info.manifest.sources),
         "kept": len(records),
         "usable": sum(usable(r) for r in records),
         "dropped": dict(Counter(d.reason.split(":")[0][:60] for d in info.manifest.dropped)),
@@ -99,7 +100,7 @@ def main() -> None:
             filters=[retrieval_pb2.MetadataFilter(field="topic", equals=args.topic)],
             max_chunks=args.attempts, exchanges=args.exchanges, **teacher)
         report = {
-            "attempts": args.attempts,
+            "asked": args.attempts,
             "exchanges": args.exchanges,
             "load_average": os.getloadavg(),
             "synthetic": build(stub, repository, "yield-synthetic", datasets_pb2.DatasetSource(synthetic=synthetic)),

@@ -9,7 +9,9 @@ import grpc
 import openai
 import pytest
 
-from tutorforge.inference.chat import DEFAULT_SYSTEM_PROMPT, build_prompt
+from tutorforge.core.convert import program_to_proto
+from tutorforge.core.programs import Demonstration, ProgramInfo, ProgramRepository, TeachingProgram
+from tutorforge.inference.chat import DEFAULT_SYSTEM_PROMPT, NO_MATERIAL_NOTICE, build_prompt
 from tutorforge.inference.types import Citation
 from tutorforge.v1 import common_pb2
 from tutorforge.v1 import inference_pb2 as pb
@@ -37,7 +39,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(module_serve):
+def chat_server(module_serve):
     port = _free_port()
     running, channel = module_serve(
         "inference", "retrieval", inference__threads=1, server__http_port=port,
@@ -56,7 +58,17 @@ def server(module_serve):
         upload.append(retrieval_pb2.IngestDocumentsRequest(content=text.encode()))
     retrieval_pb2_grpc.RetrievalServiceStub(channel).IngestDocuments(iter(upload))
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=300)
-    return inference_pb2_grpc.InferenceServiceStub(channel), client
+    return inference_pb2_grpc.InferenceServiceStub(channel), client, running
+
+
+@pytest.fixture(scope="module")
+def server(chat_server):
+    return chat_server[:2]
+
+
+@pytest.fixture(scope="module")
+def serve_store(chat_server):
+    return chat_server[2].runtime.store
 
 
 def _chat(question: str = QUESTION, retrieval: pb.RetrievalOptions = RETRIEVAL, **fields: object) -> pb.ChatRequest:
@@ -178,3 +190,64 @@ def test_openai_client_errors(server):
         client.chat.completions.create(model="../etc", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=[], max_tokens=4)
+
+
+PIRATE = TeachingProgram(
+    instructions="You are a tutor who always talks like a pirate.",
+    demonstrations=(
+        Demonstration("What is 2 + 2?", "Ahoy, matey! Count two doubloons, then two more: how many be in yer chest?"),
+        Demonstration("Why is the sea salty?", "Ahoy, matey! Rivers carry salt from the rocks: where does all that water end up?"),
+        Demonstration("What is a noun?", "Ahoy, matey! A ship, a parrot, a map: what do all these words name?"),
+    ),
+)
+
+
+def _reply(stub, **fields: object) -> str:
+    request = _chat("What is the biggest planet?", retrieval=pb.RetrievalOptions(enabled=False), **fields)
+    request.parameters.max_tokens = 12
+    return stub.Chat(request).message.content
+
+
+def test_a_program_changes_chat_replies_the_way_its_demonstrations_say(server, serve_store):
+    """Served = scored: the stored program, and the same program inline (as optimizer trials and
+    evaluations send it), answer identically, in the demonstrations' style; the default chat does not."""
+    stub, _ = server
+    ProgramRepository(serve_store).save(
+        PIRATE, ProgramInfo(name="pirate", version="", optimizer="manual", dataset="", dataset_version="", adapter="")
+    )
+    plain = _reply(stub)
+    stored = _reply(stub, program="pirate")
+    inline = _reply(stub, inline_program=program_to_proto(PIRATE))
+    assert stored.startswith("Ahoy"), stored
+    assert "Ahoy" not in plain, plain
+    assert inline == stored
+    assert _reply(stub, program="pirate@v1") == stored
+
+
+def test_programs_for_another_base_model_and_ambiguous_requests_are_refused(server):
+    stub, _ = server
+    foreign = TeachingProgram(instructions="Be brief.", base_model="some-other-model")
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Chat(_chat(inline_program=program_to_proto(foreign)))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "base model" in caught.value.details()
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Chat(_chat(program="pirate", inline_program=program_to_proto(PIRATE)))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "inline_program" in caught.value.details()
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Chat(_chat(inline_program=pb.TeachingProgram(instructions="")))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "instructions" in caught.value.details()
+
+
+def test_default_chat_retrieval_cites_the_material_and_says_when_it_has_nothing(server):
+    """Retrieval on with nothing else set takes the calibrated chat defaults (inference.chat_*)."""
+    stub, _ = server
+    grounded = stub.Chat(_chat(retrieval=pb.RetrievalOptions(enabled=True)))
+    assert grounded.citations and grounded.citations[0].document_id == "photosynthesis"
+    assert not grounded.message.content.startswith(NO_MATERIAL_NOTICE)
+    stray = stub.Chat(_chat("Who won the football world cup in 1998?", retrieval=pb.RetrievalOptions(enabled=True)))
+    assert not stray.citations and stray.message.content.startswith(NO_MATERIAL_NOTICE)
+    events = list(stub.ChatStream(pb.ChatStreamRequest(
+        messages=[common_pb2.ChatMessage(role="user", content="Who won the football world cup in 1998?")],
+        parameters=pb.GenerationParameters(max_tokens=4), retrieval=pb.RetrievalOptions(enabled=True),
+    )))
+    assert events[0].token.text == NO_MATERIAL_NOTICE

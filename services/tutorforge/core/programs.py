@@ -96,7 +96,7 @@ class TeachingProgram:
     @classmethod
     def from_json(cls, data: dict[str, Any], name: str = "") -> TeachingProgram:
         if not isinstance(data, dict) or data.get("format", FORMAT) != FORMAT:
-            raise InvalidArgument(f"program is not a {FORMAT} document")
+            raise InvalidArgument(f"program.format must be {FORMAT!r}: this is not a tutorforge program document")
         try:
             return cls(
                 instructions=str(data["instructions"]),

@@ -94,6 +94,16 @@ class InferenceSettings(BaseModel):
     chat_passages: int = 2
 
 
+class DatasetSettings(BaseModel):
+    # Teacher model for generated sources (synthetic, documents): a stronger model behind an
+    # OpenAI-compatible (vLLM, SGLang, tutorforge's HTTP door; URL with or without /v1) or TGI endpoint.
+    # "" = generate with the platform's inference service.
+    teacher_url: str = ""
+    teacher_kind: Literal["openai", "tgi"] = "openai"
+    # Served model name to ask for; "" = the endpoint's base model.
+    teacher_model: str = ""
+
+
 class TrainingSettings(BaseModel):
     # "" = a local Ray head started by the service; "ray://head:10001" (Ray Client) for a KubeRay cluster.
     ray_address: str = ""
@@ -145,6 +155,7 @@ class Settings(BaseSettings):
     models: ModelSettings = Field(default_factory=ModelSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    datasets: DatasetSettings = Field(default_factory=DatasetSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     optimization: OptimizationSettings = Field(default_factory=OptimizationSettings)
 

@@ -308,8 +308,12 @@ def screen(
             continue
         kept.append(candidate)
     kept_by_source = Counter(candidate.source for candidate in kept)
+    dropped_by_source = Counter((d.source, d.kind) for d in dropped)
     for summary in summaries:
         summary["kept"] = kept_by_source.get(summary["source"], 0)
+        reasons = {kind: count for (source, kind), count in sorted(dropped_by_source.items()) if source == summary["source"]}
+        summary["dropped"] = sum(reasons.values())
+        summary["dropped_by_reason"] = reasons
     return Screening(kept=kept, dropped=dropped, summaries=summaries, source_parameters=source_parameters)
 
 

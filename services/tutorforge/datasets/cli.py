@@ -76,10 +76,12 @@ def _print_version(version: datasets_pb2.DatasetVersion) -> None:
     if stats.records_per_subject:
         console.print("subjects: " + ", ".join(f"{k} {v}" for k, v in sorted(stats.records_per_subject.items())))
     console.print("token lengths: " + ", ".join(f"≤{b.upper_bound}: {b.count}" for b in stats.token_length_histogram))
-    sources = Table("source", "format", "read", "kept", title="sources")
+    sources = Table("source", "format", "read", "kept", "dropped", "why dropped", title="sources")
     for source in version.manifest.sources:
         name = datasets_pb2.RecordFormat.Name(source.format).removeprefix("RECORD_FORMAT_").lower()
-        sources.add_row(source.source, "generated" if name == "unspecified" else name, str(source.records_read), str(source.records_kept))
+        reasons = ", ".join(f"{kind} {count}" for kind, count in sorted(source.dropped_by_reason.items()))
+        sources.add_row(source.source, "generated" if name == "unspecified" else name, str(source.records_read),
+                        str(source.records_kept), str(source.records_dropped), reasons)
     console.print(sources)
     if version.manifest.dropped:
         dropped = Table("source", "index", "reason", title=f"{len(version.manifest.dropped)} dropped records")
@@ -97,13 +99,16 @@ def build(
     exchanges: Annotated[int, typer.Option(help="Student/tutor exchanges per generated conversation.")] = 2,
     from_documents: Annotated[Optional[list[str]], typer.Option("--from-documents", help="Generate grounded dialogues from ingested chunks matching FILTER (field=value[,field=a|b]; 'all' for every document).")] = None,
     max_chunks: Annotated[int, typer.Option(help="Chunks to generate from with --from-documents.")] = 20,
+    seeds: Annotated[Optional[list[Path]], typer.Option("--seeds", help="Lesson-card file (JSONL) to compose grounded Socratic dialogues from; repeat for more.")] = None,
+    bundled_seeds: Annotated[bool, typer.Option("--bundled-seeds", help="Compose dialogues from the lesson cards bundled with tutorforge (8 subjects; ingest samples/material first).")] = False,
+    dialogues_per_card: Annotated[int, typer.Option(help="Dialogues composed per lesson card with --seeds/--bundled-seeds (1..32).")] = 8,
     adapter: Annotated[str, typer.Option(help="Adapter that generates (default: the base model).")] = "",
     decontaminate: Annotated[Optional[list[Path]], typer.Option(help="Evaluation file whose n-grams must not appear in the dataset.")] = None,
     strict: Annotated[bool, typer.Option(help="Fail the build on any invalid record instead of dropping it.")] = False,
     max_tokens: Annotated[int, typer.Option(help="Token limit per record in the model's tokenizer.")] = 2048,
     near_duplicate_threshold: Annotated[float, typer.Option(help="MinHash Jaccard threshold for near duplicates (1 = off).")] = 0.85,
     validation_fraction: Annotated[float, typer.Option(help="Share of records held out for validation.")] = 0.1,
-    seed: Annotated[int, typer.Option(help="Seed of the train/validation split.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the train/validation split and of the lesson-card dialogues' wording.")] = 0,
     min_question_rate: Annotated[Optional[float], typer.Option(help="Keep records whose tutor asks a question at least this often (0..1).")] = None,
     drop_answer_revealing: Annotated[bool, typer.Option(help="Drop records where the tutor reveals a final answer.")] = False,
     description: Annotated[str, typer.Option(help="Free description stored with the version.")] = "",
@@ -120,8 +125,12 @@ def build(
         filters = [] if expression.strip() == "all" else parse_filters([expression])
         sources.append(datasets_pb2.DatasetSource(documents=datasets_pb2.DocumentSource(
             filters=filters, max_chunks=max_chunks, exchanges=exchanges, model=model)))
+    if seeds or bundled_seeds:
+        sources.append(datasets_pb2.DatasetSource(seeds=datasets_pb2.SeedSource(
+            files=[_record_file(path) for path in seeds or []], bundled=bundled_seeds,
+            dialogues_per_card=dialogues_per_card, seed=seed)))
     if not sources:
-        raise typer.BadParameter("give at least one --input FILE, a --topic or --from-documents FILTER")
+        raise typer.BadParameter("give at least one --input FILE, a --topic, --from-documents FILTER, --seeds FILE or --bundled-seeds")
     options = datasets_pb2.BuildOptions(
         max_tokens=max_tokens, strict=strict, near_duplicate_threshold=near_duplicate_threshold,
         validation_fraction=validation_fraction, seed=seed, drop_answer_revealing=drop_answer_revealing,

@@ -1,12 +1,15 @@
 """Generated sources: synthetic Socratic dialogues about a topic, and dialogues grounded in ingested
-document chunks. Both talk to the inference and retrieval services over gRPC only."""
+document chunks. Both write a dialogue turn by turn, each turn a focused prompt answered as a small JSON
+document (a schema the inference service enforces), and drop dialogues whose tutor reveals the answer or
+does not ask. They talk to the inference and retrieval services over gRPC, or to a teacher endpoint."""
 
 from __future__ import annotations
 
-import math
+import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from google.protobuf.json_format import MessageToDict
@@ -16,19 +19,17 @@ from tutorforge.datasets import prompts
 from tutorforge.datasets.builder import Progress, SourceResult
 from tutorforge.datasets.dedup import words
 from tutorforge.datasets.formats import Issue
-from tutorforge.datasets.replies import parse_conversations
+from tutorforge.datasets.quality import reveals_answer
 from tutorforge.v1 import common_pb2, inference_pb2, inference_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
 
-# A small model writes one or two good conversations per reply; more in one go degrade quickly.
-CONVERSATIONS_PER_REPLY = 2
+if TYPE_CHECKING:
+    from tutorforge.datasets.teacher import Teacher
+
 MAX_CONVERSATIONS = 200
 MAX_EXCHANGES = 8
 DEFAULT_MAX_CHUNKS = 20
 DEFAULT_DOCUMENT_EXCHANGES = 2
 DEFAULT_MIN_FAITHFULNESS = 0.3
-_SYNTHETIC_TOKENS_PER_EXCHANGE = 120
-_TURN_TOKENS = 96
-_EXAMPLE_COPY_JACCARD = 0.5
 # Generated turns where more of the word 4-grams repeat than this are decoding loops, not dialogue.
 _MAX_REPETITION = 0.3
 # How much of a dropped generation the reason quotes.
@@ -89,13 +90,6 @@ def faithfulness(turns: list[str], passage: str) -> float:
     return len(used & content_words(passage)) / len(used)
 
 
-def copies_example(conversation: list[dict[str, str]]) -> bool:
-    """Whether a generated conversation mostly repeats the prompt's worked example."""
-    example = set(words(" ".join(turn["content"] for turn in prompts.EXAMPLE_CONVERSATION)))
-    written = set(words(" ".join(turn["content"] for turn in conversation)))
-    return len(example & written) / len(example | written) >= _EXAMPLE_COPY_JACCARD if written else False
-
-
 def repetition(text: str) -> float:
     """Share of the word 4-grams of `text` that repeat an earlier one (0 = none; loops approach 1)."""
     tokens = words(text)
@@ -112,9 +106,112 @@ def degenerate_turn(conversation: list[dict[str, str]]) -> str | None:
     return None
 
 
+# JSON Schemas of the turns, enforced token by token by the embedded engine (response_format). One line
+# each; a question ends with exactly one question mark, so a tutor turn asks one question at a time.
+_QUESTION_PATTERN = r"^[^?\n]{8,240}\?$"
+TURN_SCHEMAS: dict[str, dict[str, Any]] = {
+    key: {"type": "object", "properties": {key: {"type": "string", "pattern": pattern}}, "required": [key],
+          "additionalProperties": False}
+    for key, pattern in (("question", _QUESTION_PATTERN), ("reply", _QUESTION_PATTERN), ("answer", r"^[^\n]{2,240}$"))
+}
+_TURN_TOKENS_OF = {"question": 64, "reply": 96, "answer": 64}
+
+
+class TurnWriter(Protocol):
+    """Writes one turn as a JSON document valid against `schema`: the platform's inference service, or
+    a teacher endpoint (datasets.teacher)."""
+
+    def write(self, messages: list[dict[str, str]], schema: dict[str, Any], name: str, max_tokens: int, what: str) -> str: ...
+
+
+@dataclass
+class InferenceWriter:
+    """Turns from the platform's inference service over gRPC."""
+
+    channel: grpc.Channel
+    model: inference_pb2.ModelSelection
+    parameters: inference_pb2.GenerationParameters = field(default_factory=inference_pb2.GenerationParameters)
+
+    def write(self, messages: list[dict[str, str]], schema: dict[str, Any], name: str, max_tokens: int, what: str) -> str:
+        parameters = inference_pb2.GenerationParameters()
+        parameters.CopyFrom(self.parameters)
+        parameters.max_tokens = parameters.max_tokens or max_tokens
+        parameters.response_format.CopyFrom(inference_pb2.ResponseFormat(
+            type=inference_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, schema=json.dumps(schema), name=name))
+        return _chat(inference_pb2_grpc.InferenceServiceStub(self.channel), messages, self.model, parameters, what)
+
+
+def write_turn(writer: TurnWriter, messages: list[dict[str, str]], key: str, what: str) -> tuple[str, str | None]:
+    """(text of the turn, None) or ("", why the reply is unusable)."""
+    reply = writer.write(messages, TURN_SCHEMAS[key], key, _TURN_TOKENS_OF[key], what)
+    try:
+        value = json.loads(reply)
+    except json.JSONDecodeError:
+        return "", f"the {key} turn is not a JSON document (cut off?): {reply.strip()[:_QUOTE_CHARS]!r}"
+    text = value.get(key) if isinstance(value, dict) else None
+    if not isinstance(text, str) or not text.strip():
+        return "", f"the {key} turn has no {key!r} text: {reply.strip()[:_QUOTE_CHARS]!r}"
+    return text.strip(), None
+
+
+def tutor_turn_problem(text: str) -> tuple[str, str] | None:
+    """(why, kind) when a tutor turn is not Socratic enough to keep: it hands over the answer, or it
+    does not end by asking the student something."""
+    if reveals_answer(text):
+        return f"the tutor turn reveals the answer: {text[:_QUOTE_CHARS]!r}", "reveals_answer"
+    if not text.rstrip().endswith("?"):
+        return f"the tutor turn does not end with a question: {text[:_QUOTE_CHARS]!r}", "no_question"
+    return None
+
+
+def write_dialogue(
+    writer: TurnWriter,
+    question: list[dict[str, str]],
+    tutor_system: str,
+    student_answer: Callable[[str], list[dict[str, str]]],
+    exchanges: int,
+    what: str,
+) -> tuple[list[dict[str, str]], str | None, str]:
+    """A dialogue written turn by turn with focused prompts: (turns, None, "") or ([], why, kind of drop).
+    `question` asks for the opening student question; `student_answer(tutor turn)` for a follow-up."""
+    text, problem = write_turn(writer, question, "question", what)
+    if problem:
+        return [], problem, "unparseable"
+    turns = [{"role": "user", "content": text}]
+    for exchange in range(exchanges):
+        text, problem = write_turn(writer, [{"role": "system", "content": tutor_system}, *turns], "reply", what)
+        if problem:
+            return [], f"exchange {exchange + 1}: {problem}", "unparseable"
+        rejected = tutor_turn_problem(text)
+        if rejected:
+            return [], f"exchange {exchange + 1}: {rejected[0]}", rejected[1]
+        turns.append({"role": "assistant", "content": text})
+        if exchange + 1 < exchanges:
+            text, problem = write_turn(writer, student_answer(text), "answer", what)
+            if problem:
+                return [], f"exchange {exchange + 2}: {problem}", "unparseable"
+            turns.append({"role": "user", "content": text})
+    loop = degenerate_turn(turns)
+    if loop:
+        return [], loop, "degenerate"
+    return turns, None, ""
+
+
+def _varied(parameters: inference_pb2.GenerationParameters, attempt: int) -> inference_pb2.GenerationParameters:
+    """Past the question starters, greedy decoding would repeat earlier dialogues: sample instead
+    (seeded by the attempt, so a build stays reproducible) unless the request chose its own sampling."""
+    varied = inference_pb2.GenerationParameters()
+    varied.CopyFrom(parameters)
+    if attempt >= len(prompts.QUESTION_STARTERS) and not varied.HasField("temperature"):
+        varied.temperature = 0.7
+        varied.seed = attempt
+    return varied
+
+
 @dataclass
 class SyntheticSource:
-    """Socratic dialogues about `topic` written by the model behind the inference service."""
+    """Socratic dialogues about `topic`, written turn by turn by the model behind the inference service
+    (or by a teacher endpoint)."""
 
     channel: grpc.Channel
     topic: str
@@ -122,6 +219,7 @@ class SyntheticSource:
     num_exchanges: int
     model: inference_pb2.ModelSelection = field(default_factory=inference_pb2.ModelSelection)
     generation: inference_pb2.GenerationParameters = field(default_factory=inference_pb2.GenerationParameters)
+    teacher: Teacher | None = None
 
     def __post_init__(self) -> None:
         if not self.topic.strip():
@@ -142,64 +240,43 @@ class SyntheticSource:
             "num_conversations": self.num_conversations,
             "num_exchanges": self.num_exchanges,
             "model": MessageToDict(self.model, preserving_proto_field_name=True),
-            "generation": MessageToDict(self._generation(), preserving_proto_field_name=True),
+            "generation": MessageToDict(self.generation, preserving_proto_field_name=True),
+            **({"teacher": self.teacher.describe()} if self.teacher else {}),
         }
 
-    def _generation(self) -> inference_pb2.GenerationParameters:
-        parameters = inference_pb2.GenerationParameters()
-        parameters.CopyFrom(self.generation)
-        if not parameters.max_tokens:
-            parameters.max_tokens = min(1024, 64 + CONVERSATIONS_PER_REPLY * self.num_exchanges * _SYNTHETIC_TOKENS_PER_EXCHANGE)
-        return parameters
+    def _writer(self, attempt: int) -> TurnWriter:
+        if self.teacher is not None:
+            return self.teacher.writer(_varied(self.generation, attempt))
+        return InferenceWriter(self.channel, self.model, _varied(self.generation, attempt))
 
     def read(self, progress: Progress) -> SourceResult:
-        stub = inference_pb2_grpc.InferenceServiceStub(self.channel)
         result = SourceResult(name=self.name, format="synthetic", records_read=0, parameters=self.parameters())
-        generation = self._generation()
         metadata = {"subject": self.topic, "teaching_style": "socratic", "origin": "synthetic"}
-        # Replies that yield nothing still count, so a model that never produces JSON cannot loop forever.
-        attempts = 2 * math.ceil(self.num_conversations / CONVERSATIONS_PER_REPLY)
-        for attempt in range(attempts):
-            wanted = self.num_conversations - len(result.records)
-            if wanted <= 0:
+        subject = prompts.synthetic_subject(self.topic)
+        tutor_system = prompts.TUTOR_SYSTEM.format(TOPIC=subject)
+
+        def student_answer(tutor: str) -> list[dict[str, str]]:
+            return [{"role": "system", "content": prompts.STUDENT_REPLY_SYSTEM},
+                    {"role": "user", "content": prompts.STUDENT_ANSWER_TEMPLATE.format(TOPIC=subject, QUESTION=tutor)}]
+
+        # Dialogues that are dropped still count, so a model that never writes a usable one cannot loop forever.
+        for attempt in range(2 * self.num_conversations):
+            if len(result.records) >= self.num_conversations:
                 break
             progress.check_cancelled()
-            batch = min(CONVERSATIONS_PER_REPLY, wanted)
-            prompt = prompts.synthetic_prompt(self.topic, batch, self.num_exchanges, variation=attempt)
-            reply = _chat(
-                stub,
-                [{"role": "system", "content": prompts.GENERATOR_SYSTEM}, {"role": "user", "content": prompt}],
-                self.model,
-                generation,
-                "synthetic generation",
-            )
-            parsed = parse_conversations(reply)
-            for reason in parsed.rejected:
-                quoted = f"{reason}; reply began {reply.strip()[:_QUOTE_CHARS]!r}"
-                result.issues.append(Issue(self.name, result.records_read, f"reply {attempt}: {quoted}", "unparseable"))
-                result.records_read += 1
-            for conversation in parsed.conversations[:wanted]:
-                problem = "copied the prompt's example" if copies_example(conversation) else degenerate_turn(conversation)
-                if problem:
-                    kind = "unparseable" if problem.startswith("copied") else "degenerate"
-                    result.issues.append(Issue(self.name, result.records_read, f"reply {attempt}: {problem}", kind))
-                    result.records_read += 1
-                    continue
-                # Extra exchanges beyond the request are cut; too few are left for validation to judge.
-                result.records.append(
-                    (
-                        result.records_read,
-                        {
-                            "conversations": conversation[: 2 * self.num_exchanges + (conversation[0]["role"] == "system")],
-                            "metadata": dict(metadata),
-                            "source": {"kind": "synthetic", "topic": self.topic, "reply": attempt},
-                        },
-                    )
-                )
-                result.records_read += 1
-            repaired = f", repaired: {', '.join(parsed.repairs)}" if parsed.repairs else ""
+            starter = prompts.QUESTION_STARTERS[attempt % len(prompts.QUESTION_STARTERS)]
+            question = [{"role": "system", "content": prompts.STUDENT_QUESTION_SYSTEM},
+                        {"role": "user", "content": prompts.SYNTHETIC_QUESTION_TEMPLATE.format(TOPIC=subject, STARTER=starter)}]
+            turns, problem, kind = write_dialogue(
+                self._writer(attempt), question, tutor_system, student_answer, self.num_exchanges, "synthetic generation")
+            if problem:
+                result.issues.append(Issue(self.name, result.records_read, f"attempt {attempt}: {problem}", kind))
+            else:
+                source = {"kind": "synthetic", "topic": self.topic, "attempt": attempt}
+                result.records.append((result.records_read, {"conversations": turns, "metadata": dict(metadata), "source": source}))
+            result.records_read += 1
             progress.progress(
-                f"{self.name}: reply {attempt + 1} gave {len(parsed.conversations)} conversation(s){repaired}",
+                f"{self.name}: attempt {attempt + 1} " + (f"dropped: {problem}" if problem else "gave a dialogue"),
                 step=len(result.records),
                 total_steps=self.num_conversations,
             )
@@ -226,6 +303,7 @@ class DocumentSource:
     exchanges: int = DEFAULT_DOCUMENT_EXCHANGES
     model: inference_pb2.ModelSelection = field(default_factory=inference_pb2.ModelSelection)
     min_faithfulness: float = DEFAULT_MIN_FAITHFULNESS
+    teacher: Teacher | None = None
 
     def __post_init__(self) -> None:
         self.max_chunks = self.max_chunks or DEFAULT_MAX_CHUNKS
@@ -250,6 +328,7 @@ class DocumentSource:
             "exchanges": self.exchanges,
             "min_faithfulness": self.min_faithfulness,
             "model": MessageToDict(self.model, preserving_proto_field_name=True),
+            **({"teacher": self.teacher.describe()} if self.teacher else {}),
         }
 
     def chunks(self) -> list[Chunk]:
@@ -288,7 +367,7 @@ class DocumentSource:
         return selected
 
     def read(self, progress: Progress) -> SourceResult:
-        stub = inference_pb2_grpc.InferenceServiceStub(self.inference)
+        writer = self.teacher.writer() if self.teacher else InferenceWriter(self.inference, self.model)
         chunks = self.chunks()
         if not chunks:
             raise InvalidArgument(
@@ -297,7 +376,7 @@ class DocumentSource:
         result = SourceResult(name=self.name, format="documents", records_read=len(chunks), parameters=self.parameters())
         for index, chunk in enumerate(chunks):
             progress.check_cancelled()
-            record, problem, kind = self._dialogue(stub, chunk)
+            record, problem, kind = self._dialogue(writer, chunk, index)
             if problem:
                 result.issues.append(Issue(self.name, index, problem, kind))
             else:
@@ -310,40 +389,20 @@ class DocumentSource:
             )
         return result
 
-    def _dialogue(
-        self, stub: inference_pb2_grpc.InferenceServiceStub, chunk: Chunk
-    ) -> tuple[dict[str, Any], str | None, str]:
+    def _dialogue(self, writer: TurnWriter, chunk: Chunk, index: int) -> tuple[dict[str, Any], str | None, str]:
         """(record, None, "") or ({}, why it was dropped, kind of drop)."""
-        parameters = inference_pb2.GenerationParameters(max_tokens=_TURN_TOKENS)
-        what = "grounded dialogue generation"
-        question = _chat(
-            stub,
-            [{"role": "system", "content": prompts.STUDENT_QUESTION_SYSTEM},
-             {"role": "user", "content": prompts.STUDENT_QUESTION_TEMPLATE.format(PASSAGE=chunk.text)}],
-            self.model, parameters, what,
-        ).strip()
-        if "?" not in question:
-            return {}, f"the model wrote no student question: {question[:_QUOTE_CHARS]!r}", "unparseable"
+        starter = prompts.QUESTION_STARTERS[index % len(prompts.QUESTION_STARTERS)]
+        question = [{"role": "system", "content": prompts.STUDENT_QUESTION_SYSTEM},
+                    {"role": "user", "content": prompts.GROUNDED_QUESTION_TEMPLATE.format(PASSAGE=chunk.text, STARTER=starter)}]
         system = prompts.GROUNDED_TUTOR_SYSTEM.format(PASSAGE=chunk.text)
-        turns = [{"role": "user", "content": question}]
-        for exchange in range(self.exchanges):
-            tutor = _chat(stub, [{"role": "system", "content": system}, *turns], self.model, parameters, what).strip()
-            if not tutor:
-                return {}, f"the model wrote an empty tutor turn in exchange {exchange + 1}", "unparseable"
-            turns.append({"role": "assistant", "content": tutor})
-            if exchange + 1 < self.exchanges:
-                reply = _chat(
-                    stub,
-                    [{"role": "system", "content": prompts.STUDENT_REPLY_SYSTEM},
-                     {"role": "user", "content": prompts.STUDENT_FOLLOW_UP_TEMPLATE.format(QUESTION=tutor, PASSAGE=chunk.text)}],
-                    self.model, parameters, what,
-                ).strip()
-                if not reply:
-                    return {}, f"the model wrote an empty student turn in exchange {exchange + 2}", "unparseable"
-                turns.append({"role": "user", "content": reply})
-        loop = degenerate_turn(turns)
-        if loop:
-            return {}, loop, "degenerate"
+
+        def student_answer(tutor: str) -> list[dict[str, str]]:
+            return [{"role": "system", "content": prompts.STUDENT_REPLY_SYSTEM},
+                    {"role": "user", "content": prompts.STUDENT_FOLLOW_UP_TEMPLATE.format(QUESTION=tutor, PASSAGE=chunk.text)}]
+
+        turns, problem, kind = write_dialogue(writer, question, system, student_answer, self.exchanges, "grounded dialogue generation")
+        if problem:
+            return {}, problem, kind
         score = faithfulness([t["content"] for t in turns if t["role"] == "assistant"], chunk.text)
         if score < self.min_faithfulness:
             said = " / ".join(t["content"] for t in turns if t["role"] == "assistant")

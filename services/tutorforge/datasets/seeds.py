@@ -419,3 +419,29 @@ class SeedSource:
                 total_steps=len(self.cards),
             )
         return result
+
+
+def seed_sources(
+    retrieval: grpc.Channel,
+    retrieval_address: str,
+    files: list[tuple[str, bytes]],
+    bundled: bool,
+    dialogues_per_card: int = 0,
+    seed: int = 0,
+) -> list[SeedSource]:
+    """One SeedSource per lesson-card file (given files, then the bundled ones), so the manifest accounts
+    each file on its own; `dialogues_per_card` 0 = the default."""
+    if any(not filename for filename, _ in files):
+        raise InvalidArgument("seeds.files: every lesson-card file needs a filename (it names the source)")
+    named = list(files) + ([(path.name, path.read_bytes()) for path in bundled_seed_files()] if bundled else [])
+    if not named:
+        raise InvalidArgument("seeds needs lesson-card files (seeds.files) or seeds.bundled=true")
+    names = [filename for filename, _ in named]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InvalidArgument(f"seeds.files: {repeated[0]!r} is given more than once (file names name the sources)")
+    per_card = check_dialogues_per_card(dialogues_per_card or DEFAULT_DIALOGUES_PER_CARD)
+    return [
+        SeedSource(retrieval, retrieval_address, filename, content, dialogues_per_card=per_card, seed=seed)
+        for filename, content in named
+    ]

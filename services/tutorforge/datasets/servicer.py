@@ -14,7 +14,9 @@ from tutorforge.datasets.builder import BuildOptions, BuildRequest, EvaluationFi
 from tutorforge.datasets.formats import RecordFormat
 from tutorforge.datasets.generation import DEFAULT_MIN_FAITHFULNESS, DocumentSource, SyntheticSource
 from tutorforge.datasets.repository import SPLITS, DatasetInfo
+from tutorforge.datasets.seeds import seed_sources
 from tutorforge.datasets.service import DatasetService
+from tutorforge.datasets.teacher import open_teacher
 from tutorforge.datasets.validation import DEFAULT_MAX_TOKENS
 from tutorforge.v1 import datasets_pb2, datasets_pb2_grpc
 
@@ -59,6 +61,8 @@ def version_to_proto(info: DatasetInfo) -> datasets_pb2.DatasetVersion:
                     format=_FORMAT_TO_PROTO.get(summary["format"], datasets_pb2.RECORD_FORMAT_UNSPECIFIED),
                     records_read=summary["records_read"],
                     records_kept=summary["kept"],
+                    records_dropped=summary.get("dropped", 0),
+                    dropped_by_reason=summary.get("dropped_by_reason", {}),
                 )
                 for summary in manifest.get("sources", [])
             ],
@@ -96,6 +100,7 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
                 num_exchanges=synthetic.num_exchanges,
                 model=synthetic.model,
                 generation=synthetic.parameters,
+                teacher=open_teacher(self.runtime.settings, synthetic.teacher, "synthetic.teacher"),
             )
         if kind == "documents":
             documents = source.documents
@@ -107,8 +112,23 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
                 exchanges=documents.exchanges,
                 model=documents.model,
                 min_faithfulness=documents.min_faithfulness if documents.HasField("min_faithfulness") else DEFAULT_MIN_FAITHFULNESS,
+                teacher=open_teacher(self.runtime.settings, documents.teacher, "documents.teacher"),
             )
-        raise InvalidArgument("a dataset source must set one of file, documents or synthetic")
+        raise InvalidArgument("a dataset source must set one of file, documents, synthetic or seeds")
+
+    def _sources(self, source: datasets_pb2.DatasetSource) -> list[Source]:
+        """Domain sources of one proto source: seeds give one per lesson-card file, accounted on its own."""
+        if source.WhichOneof("source") != "seeds":
+            return [self._source(source)]
+        seeds = source.seeds
+        return seed_sources(
+            self.runtime.channel("retrieval"),
+            self.runtime.settings.address_of("retrieval"),
+            [(file.filename, file.content) for file in seeds.files],
+            seeds.bundled,
+            seeds.dialogues_per_card,
+            seeds.seed,
+        )
 
     @staticmethod
     def _options(options: datasets_pb2.BuildOptions) -> BuildOptions:
@@ -129,7 +149,7 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
     def CreateDataset(self, request: datasets_pb2.CreateDatasetRequest, context: grpc.ServicerContext) -> datasets_pb2.CreateDatasetResponse:
         job = self.service.create(BuildRequest(
             name=request.name,
-            sources=[self._source(source) for source in request.sources],
+            sources=[built for source in request.sources for built in self._sources(source)],
             options=self._options(request.options),
             description=request.description,
             evaluation=[EvaluationFile(f.filename or "evaluation", f.content) for f in request.options.decontaminate_against],

@@ -106,6 +106,10 @@ class _RemoteEngine:
     def _pieces(self, request: GenerationRequest) -> Iterator[Piece]:
         raise NotImplementedError
 
+    def probe(self) -> None:
+        """Raise (Unavailable, NotFound, ...) unless the server answers; cheap, for checks up front."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Nothing to release: each request's worker ends with its response."""
 
@@ -161,6 +165,16 @@ class TgiEngine(_RemoteEngine):
                 reason: FinishReason = "length" if output.details.finish_reason == "length" else "stop"
                 prompt_tokens = getattr(output.details, "input_length", None) or 0
                 yield (prompt_tokens, output.details.generated_tokens, reason)
+
+    def probe(self) -> None:
+        import httpx
+
+        try:
+            response = httpx.get(f"{self.url}/health", timeout=10)
+        except httpx.HTTPError as error:
+            raise Unavailable(f"tgi server at {self.url} is unreachable: {error}") from error
+        if response.status_code >= 400:
+            raise self._translate(_HttpError(response.status_code, response.text))
 
     def load_adapter(self, name: str, path: Path) -> None:
         raise FailedPrecondition(
@@ -259,6 +273,12 @@ class OpenAIEngine(_RemoteEngine):
         else:
             chunks = self._client.completions.create(prompt=request.prompt or "", **sampling)
             yield from _openai_style_chunks(chunks, lambda chunk: chunk.choices[0].text if chunk.choices else None)
+
+    def probe(self) -> None:
+        try:
+            self._model(BASE)
+        except Exception as error:  # noqa: BLE001 - every failure reaches the caller as a status
+            raise self._translate(error) from error
 
     def load_adapter(self, name: str, path: Path) -> None:
         self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(path)})

@@ -103,17 +103,21 @@ class _CostReporter:
         self._reporter = reporter
         self._usage = usage
         self._started = time.monotonic()
+        # Reports come from the optimizers' threads: one at a time, so the cost in the events only grows.
+        self._lock = threading.Lock()
 
     def check_cancelled(self) -> None:
         self._reporter.check_cancelled()
 
     def progress(self, message: str = "", *, metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
-        cost = {
-            "lm_calls": self._usage.calls,
-            "lm_tokens": self._usage.total_tokens,
-            "elapsed_seconds": round(time.monotonic() - self._started, 1),
-        }
-        self._reporter.progress(message, metrics={**cost, **(metrics or {})}, **kwargs)
+        with self._lock:
+            cost = {
+                "lm_calls": self._usage.calls,
+                "lm_tokens": self._usage.total_tokens,
+                "elapsed_seconds": round(time.monotonic() - self._started, 1),
+            }
+            # The cost read here wins over one a caller read earlier.
+            self._reporter.progress(message, metrics={**(metrics or {}), **cost}, **kwargs)
 
 
 class _Throttled:

@@ -51,6 +51,11 @@ def material_documents() -> list[MaterialDocument]:
     ]
 
 
+def seeds_dir() -> Path:
+    """Lesson cards (one JSONL file per subject) that the datasets seed source composes into dialogues."""
+    return SAMPLES_DIR / "seeds"
+
+
 def retrieval_queries() -> Path:
     """JSONL of {"query", "relevant": [document_id...]}."""
     return SAMPLES_DIR / "retrieval_queries.jsonl"

@@ -52,42 +52,60 @@ class RecordFile(_message.Message):
     def __init__(self, filename: _Optional[str] = ..., content: _Optional[bytes] = ..., format: _Optional[_Union[RecordFormat, str]] = ...) -> None: ...
 
 class DocumentSource(_message.Message):
-    __slots__ = ("filters", "max_chunks", "exchanges", "model", "min_faithfulness")
+    __slots__ = ("filters", "max_chunks", "exchanges", "model", "min_faithfulness", "teacher")
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     MAX_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     EXCHANGES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MIN_FAITHFULNESS_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_FIELD_NUMBER: _ClassVar[int]
     filters: _containers.RepeatedCompositeFieldContainer[_retrieval_pb2.MetadataFilter]
     max_chunks: int
     exchanges: int
     model: _inference_pb2.ModelSelection
     min_faithfulness: float
-    def __init__(self, filters: _Optional[_Iterable[_Union[_retrieval_pb2.MetadataFilter, _Mapping]]] = ..., max_chunks: _Optional[int] = ..., exchanges: _Optional[int] = ..., model: _Optional[_Union[_inference_pb2.ModelSelection, _Mapping]] = ..., min_faithfulness: _Optional[float] = ...) -> None: ...
+    teacher: str
+    def __init__(self, filters: _Optional[_Iterable[_Union[_retrieval_pb2.MetadataFilter, _Mapping]]] = ..., max_chunks: _Optional[int] = ..., exchanges: _Optional[int] = ..., model: _Optional[_Union[_inference_pb2.ModelSelection, _Mapping]] = ..., min_faithfulness: _Optional[float] = ..., teacher: _Optional[str] = ...) -> None: ...
 
 class SyntheticSource(_message.Message):
-    __slots__ = ("topic", "num_conversations", "num_exchanges", "model", "parameters")
+    __slots__ = ("topic", "num_conversations", "num_exchanges", "model", "parameters", "teacher")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     NUM_CONVERSATIONS_FIELD_NUMBER: _ClassVar[int]
     NUM_EXCHANGES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_FIELD_NUMBER: _ClassVar[int]
     topic: str
     num_conversations: int
     num_exchanges: int
     model: _inference_pb2.ModelSelection
     parameters: _inference_pb2.GenerationParameters
-    def __init__(self, topic: _Optional[str] = ..., num_conversations: _Optional[int] = ..., num_exchanges: _Optional[int] = ..., model: _Optional[_Union[_inference_pb2.ModelSelection, _Mapping]] = ..., parameters: _Optional[_Union[_inference_pb2.GenerationParameters, _Mapping]] = ...) -> None: ...
+    teacher: str
+    def __init__(self, topic: _Optional[str] = ..., num_conversations: _Optional[int] = ..., num_exchanges: _Optional[int] = ..., model: _Optional[_Union[_inference_pb2.ModelSelection, _Mapping]] = ..., parameters: _Optional[_Union[_inference_pb2.GenerationParameters, _Mapping]] = ..., teacher: _Optional[str] = ...) -> None: ...
+
+class SeedSource(_message.Message):
+    __slots__ = ("files", "bundled", "dialogues_per_card", "seed")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    BUNDLED_FIELD_NUMBER: _ClassVar[int]
+    DIALOGUES_PER_CARD_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    files: _containers.RepeatedCompositeFieldContainer[RecordFile]
+    bundled: bool
+    dialogues_per_card: int
+    seed: int
+    def __init__(self, files: _Optional[_Iterable[_Union[RecordFile, _Mapping]]] = ..., bundled: _Optional[bool] = ..., dialogues_per_card: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class DatasetSource(_message.Message):
-    __slots__ = ("file", "documents", "synthetic")
+    __slots__ = ("file", "documents", "synthetic", "seeds")
     FILE_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     SYNTHETIC_FIELD_NUMBER: _ClassVar[int]
+    SEEDS_FIELD_NUMBER: _ClassVar[int]
     file: RecordFile
     documents: DocumentSource
     synthetic: SyntheticSource
-    def __init__(self, file: _Optional[_Union[RecordFile, _Mapping]] = ..., documents: _Optional[_Union[DocumentSource, _Mapping]] = ..., synthetic: _Optional[_Union[SyntheticSource, _Mapping]] = ...) -> None: ...
+    seeds: SeedSource
+    def __init__(self, file: _Optional[_Union[RecordFile, _Mapping]] = ..., documents: _Optional[_Union[DocumentSource, _Mapping]] = ..., synthetic: _Optional[_Union[SyntheticSource, _Mapping]] = ..., seeds: _Optional[_Union[SeedSource, _Mapping]] = ...) -> None: ...
 
 class BuildOptions(_message.Message):
     __slots__ = ("max_tokens", "strict", "near_duplicate_threshold", "validation_fraction", "seed", "decontaminate_against", "decontamination_ngram", "min_question_rate", "drop_answer_revealing")
@@ -203,16 +221,27 @@ class DatasetStats(_message.Message):
     def __init__(self, records: _Optional[int] = ..., train_records: _Optional[int] = ..., validation_records: _Optional[int] = ..., turns: _Optional[int] = ..., token_length_histogram: _Optional[_Iterable[_Union[HistogramBucket, _Mapping]]] = ..., records_per_subject: _Optional[_Mapping[str, int]] = ..., question_rate: _Optional[float] = ..., answer_reveal_rate: _Optional[float] = ..., mean_tokens: _Optional[float] = ...) -> None: ...
 
 class SourceSummary(_message.Message):
-    __slots__ = ("source", "format", "records_read", "records_kept")
+    __slots__ = ("source", "format", "records_read", "records_kept", "records_dropped", "dropped_by_reason")
+    class DroppedByReasonEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     RECORDS_READ_FIELD_NUMBER: _ClassVar[int]
     RECORDS_KEPT_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_BY_REASON_FIELD_NUMBER: _ClassVar[int]
     source: str
     format: RecordFormat
     records_read: int
     records_kept: int
-    def __init__(self, source: _Optional[str] = ..., format: _Optional[_Union[RecordFormat, str]] = ..., records_read: _Optional[int] = ..., records_kept: _Optional[int] = ...) -> None: ...
+    records_dropped: int
+    dropped_by_reason: _containers.ScalarMap[str, int]
+    def __init__(self, source: _Optional[str] = ..., format: _Optional[_Union[RecordFormat, str]] = ..., records_read: _Optional[int] = ..., records_kept: _Optional[int] = ..., records_dropped: _Optional[int] = ..., dropped_by_reason: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class DatasetManifest(_message.Message):
     __slots__ = ("sources", "dropped", "dropped_by_reason", "parameters_json", "tokenizer")
