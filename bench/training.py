@@ -10,6 +10,13 @@ Targets: Ray overhead ≤ 10% of the plain loop at equal tokens (1 worker vs 1 t
 with packing.
 
     python bench/training.py [--steps 6] [--seq-len 256] [--batch-size 2]
+
+With `--recipes` it instead compares the default recipe with the old one (lr 5e-4, linear schedule, 3%
+warm-up, no early stopping) through the training service on a dataset built like the demo's from its
+sample files (starter dialogues, instructions, teacher scenarios; decontaminated against the evaluation
+items): train and validation loss every few steps, and seconds per step.
+
+    python bench/training.py --recipes [--steps 20] [--seq-len 256] [--batch-size 2] [--workers 2]
 """
 
 from __future__ import annotations
@@ -115,6 +122,83 @@ def ray_run(settings, service, workers: int, args) -> tuple[float, float]:
     return statistics.mean(r["tokens_per_second"] for r in history[1:]), wall
 
 
+# The demo's former arguments (and, but for the learning rate, the former defaults).
+OLD_RECIPE = {
+    "learning_rate": 5e-4,
+    "lr_scheduler": "linear",
+    "warmup_ratio": 0.03,
+    "early_stopping_patience": 0,
+}
+
+
+def demo_like_dataset(settings, store) -> str:
+    """The demo dataset's file sources, built by the real dataset builder; returns its name."""
+    from tutorforge import samples
+    from tutorforge.datasets.builder import (
+        BuildOptions,
+        BuildRequest,
+        EvaluationFile,
+        FileSource,
+        build_dataset,
+    )
+    from tutorforge.datasets.repository import DatasetRepository
+    from tutorforge.datasets.validation import chat_token_counter
+
+    files = [samples.starter_dialogues(), samples.instructions(), samples.teacher_scenarios()]
+    evaluation = samples.evaluation_items()
+    request = BuildRequest(
+        name="demo-like",
+        sources=[FileSource(path.name, path.read_bytes()) for path in files],
+        options=BuildOptions(seed=0),
+        evaluation=[EvaluationFile(evaluation.name, evaluation.read_bytes())],
+    )
+    count_tokens, tokenizer_name = chat_token_counter(settings.models)
+    info = build_dataset(request, DatasetRepository(store), count_tokens, tokenizer_name)
+    print(f"dataset demo-like@{info.version}: {info.stats.get('train_records')} train / "
+          f"{info.stats.get('validation_records')} validation records")
+    return "demo-like"
+
+
+def compare_recipes(settings, store, args) -> None:
+    from tutorforge.training.service import TrainingService
+
+    dataset = demo_like_dataset(settings, store)
+    service = TrainingService(settings, store)
+    try:
+        for label, changes in (("old (5e-4, linear, 3% warm-up)", OLD_RECIPE), ("new defaults", {})):
+            spec = service.default_spec(dataset, "bench-recipe")
+            spec.args.max_steps = args.steps
+            spec.args.batch_size = args.batch_size
+            spec.args.max_seq_length = args.seq_len
+            spec.args.eval_steps = 5
+            spec.args.checkpoint_steps = args.steps
+            spec.resources.num_workers = args.workers
+            for name, value in changes.items():
+                setattr(spec.args, name, value)
+            started = time.perf_counter()
+            record = service.wait(service.start(spec).id)
+            wall = time.perf_counter() - started
+            if record.state.value != "SUCCEEDED":
+                raise SystemExit(f"{label} failed: {record.error}")
+            history = store.read_json(f"training/runs/{record.id}/metrics.json")
+            print(f"\n{label}: lr {spec.args.learning_rate:g} {spec.args.lr_scheduler}, "
+                  f"warm-up {spec.args.warmup_ratio:g}, patience {spec.args.early_stopping_patience}")
+            print(f"{'step':>5} {'loss':>7} {'eval':>7} {'lr':>9} {'s/step':>7}")
+            for r in history:
+                evaluated = f"{r['eval_loss']:7.3f}" if "eval_loss" in r else " " * 7
+                print(
+                    f"{r['step']:>5} {r['loss']:7.3f} {evaluated} {r['learning_rate']:9.2e} "
+                    f"{r['step_seconds']:7.1f}"
+                )
+            steady = [r["step_seconds"] for r in history[1:]]
+            print(f"  mean {statistics.mean(steady):.1f} s/step (first step left out), "
+                  f"{statistics.mean(r['tokens_per_second'] for r in history[1:]):.0f} tokens/s, "
+                  f"job wall time {wall:.0f} s incl. Ray start; "
+                  f"stopped early: {any(r.get('stopped_early') for r in history)}")
+    finally:
+        service.shutdown()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -122,6 +206,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--recipes", action="store_true", help="compare the default recipe with the old one")
     args = parser.parse_args()
 
     from tutorforge.core.models import load_chat_tokenizer
@@ -129,6 +215,12 @@ def main() -> None:
     from tutorforge.datasets.repository import DatasetInfo, DatasetRepository
     from tutorforge.training.data import tokenize_records
     from tutorforge.training.service import TrainingService
+
+    if args.recipes:
+        root = Path(tempfile.mkdtemp(prefix="tutorforge-bench-recipes-"))
+        settings = settings_for(root)
+        compare_recipes(settings, ArtifactStore(settings.store_url), args)
+        return
 
     records = [json.loads(line) for line in STARTER.read_text(encoding="utf-8").splitlines() if line.strip()]
     random.Random(0).shuffle(records)

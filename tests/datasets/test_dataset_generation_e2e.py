@@ -43,7 +43,7 @@ def test_synthetic_and_document_sources(serve):
     events = [r.event for r in stub.WatchDatasetJob(datasets_pb2.WatchDatasetJobRequest(job_id=job.id), timeout=1200)]
     job = stub.GetDatasetJob(datasets_pb2.GetDatasetJobRequest(job_id=job.id)).job
     assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error
-    assert any("synthetic:fractions: reply 1 gave" in e.message for e in events)
+    assert any("synthetic:fractions: attempt 1 " in e.message for e in events)
     assert any("documents:topic=fractions: chunk 1/1" in e.message for e in events)
     assert all(a.progress <= b.progress for a, b in zip(events, events[1:]))
 

@@ -10,10 +10,11 @@ import pytest
 
 from tutorforge.datasets.generation import (
     DEFAULT_MIN_FAITHFULNESS,
-    copies_example,
+    TURN_SCHEMAS,
     degenerate_turn,
     faithfulness,
     repetition,
+    tutor_turn_problem,
 )
 from tutorforge.datasets.quality import quality_signals
 from tutorforge.datasets.replies import parse_conversations
@@ -76,11 +77,22 @@ def test_one_bad_conversation_does_not_sink_the_others():
     assert parsed.conversations == GOOD and parsed.rejected == ["conversation 1: unknown role 'wizard'"]
 
 
-def test_copies_of_the_prompt_example_are_recognised():
-    from tutorforge.datasets.prompts import EXAMPLE_CONVERSATION
+def test_tutor_turns_that_reveal_or_do_not_ask_are_rejected():
+    assert tutor_turn_problem("What do you notice about the two denominators?") is None
+    why, kind = tutor_turn_problem("The answer is 3/4. Does that make sense?")
+    assert kind == "reveals_answer" and "reveals the answer" in why
+    why, kind = tutor_turn_problem("Think about the denominators first.")
+    assert kind == "no_question" and "does not end with a question" in why
 
-    assert copies_example(EXAMPLE_CONVERSATION)
-    assert not copies_example(GOOD[0])
+
+def test_turn_schemas_hold_one_line_and_end_questions_with_a_question_mark():
+    import jsonschema
+
+    jsonschema.validate({"question": "Why do fractions need a common denominator?"}, TURN_SCHEMAS["question"])
+    jsonschema.validate({"answer": "Because the pieces must be the same size."}, TURN_SCHEMAS["answer"])
+    for bad in ({"reply": "Add the numerators."}, {"reply": "Why? And how?"}, {"reply": "What\nnow?"}, {}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, TURN_SCHEMAS["reply"])
 
 
 @pytest.mark.parametrize("path", REAL_REPLIES, ids=lambda p: p.stem)

@@ -5,6 +5,7 @@ complete) with its base model, metadata and lineage. Training publishes here; in
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import time
@@ -110,6 +111,24 @@ class AdapterRegistry:
             self.store.delete(f"adapters/{name}")
         return versions
 
+    def record_benchmark(self, name: str, version: str, scores: dict[str, Any]) -> AdapterVersion:
+        """Add a benchmark's summary to one adapter version: flattened into metadata as
+        `benchmark.<score>` (and `benchmark.<score>.<part>` for nested values such as interval bounds),
+        and kept as given under `lineage["benchmark"]`. A new summary replaces the previous one; the
+        record is rewritten in one write, and refused input changes nothing."""
+        if not version:
+            raise InvalidArgument("version is required: a benchmark scores one adapter version (v1, v2, …)")
+        flat = benchmark_metadata(scores)
+        with self._lock:
+            record = self.get(name, version)
+            record.metadata = {
+                **{k: v for k, v in record.metadata.items() if not k.startswith(BENCHMARK_PREFIX)},
+                **flat,
+            }
+            record.lineage = {**record.lineage, "benchmark": {**scores, "recorded_at": time.time()}}
+            self.store.write_json(f"{record.key}/adapter.json", asdict(record))
+        return record
+
     def materialize(self, record: AdapterVersion, cache_dir: Path) -> Path:
         """A local folder with the adapter's files (the store itself when it is local)."""
         if self.store.is_local:
@@ -143,6 +162,53 @@ class AdapterRegistry:
     def _latest_number(self, name: str) -> int:
         numbers = [int(m.group(1)) for e in self.store.list(f"adapters/{name}") if (m := _VERSION.match(e))]
         return max(numbers, default=0)
+
+
+BENCHMARK_PREFIX = "benchmark."
+_SCORE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
+
+
+def benchmark_metadata(scores: dict[str, Any]) -> dict[str, str]:
+    """`scores` as metadata strings: numbers (finite), short strings, or one level of named numbers
+    (e.g. {"value": 0.8, "low": 0.7, "high": 0.9}); each error names the score to fix."""
+    if not isinstance(scores, dict) or not scores:
+        raise InvalidArgument("scores must be a non-empty mapping of score names to values")
+    flat: dict[str, str] = {}
+
+    def add(key: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise InvalidArgument(
+                f"scores.{key}={value!r} is not valid: use a number, a string or named numbers"
+            )
+        if isinstance(value, str):
+            if len(value) > 256:
+                raise InvalidArgument(f"scores.{key} is longer than 256 characters")
+            flat[BENCHMARK_PREFIX + key] = value
+        elif not math.isfinite(value):
+            raise InvalidArgument(f"scores.{key}={value!r} is not a finite number")
+        else:
+            flat[BENCHMARK_PREFIX + key] = f"{value:.6g}"
+
+    for name, value in scores.items():
+        if not isinstance(name, str) or not _SCORE_NAME.match(name):
+            raise InvalidArgument(f"scores key {name!r} is not valid: use 1-48 letters, digits, '_' or '-'")
+        if isinstance(value, dict):
+            for part, inner in value.items():
+                if not isinstance(part, str) or not _SCORE_NAME.match(part):
+                    raise InvalidArgument(
+                        f"scores.{name} key {part!r} is not valid: use 1-48 letters, digits, '_' or '-'"
+                    )
+                add(f"{name}.{part}", inner)
+        else:
+            add(name, value)
+    return flat
+
+
+def record_benchmark(
+    registry: AdapterRegistry, adapter: str, version: str, scores: dict[str, Any]
+) -> AdapterVersion:
+    """Record a benchmark's summary on `adapter@version` (see `AdapterRegistry.record_benchmark`)."""
+    return registry.record_benchmark(adapter, version, scores)
 
 
 def read_adapter_dir(local_dir: Path) -> dict[str, Any]:

@@ -384,20 +384,22 @@ class SeedSource:
                 if planned.first not in searched:
                     searched[planned.first] = _call("the seed source", "retrieval", lambda q: retriever.search(q, options), planned.first)
                 citations = searched[planned.first]
-                passage = next((c for c in citations if c.document_id == card.document_id), None)
-                if passage is None:
+                own = [c for c in citations if c.document_id == card.document_id]
+                if not own:
                     found = ", ".join(f"{c.tag} {c.document_id}" for c in citations) or "nothing"
                     result.issues.append(Issue(self.name, index, (
                         f"card {card.id}: retrieval for {planned.first!r} returned {found}, not the card's document "
                         f"{card.document_id!r}"), "not_retrieved"))
                     continue
+                # Cite the passage of the card's document that holds most of the tutor's words.
+                tutor_turns = [t["content"] for t in compose(card, plan(card, number, self.seed), number, "") if t["role"] == "assistant"]
+                passage = max(own, key=lambda c: faithfulness(tutor_turns, c.text))
                 turns = compose(card, planned, number, passage.tag)
                 problem = turn_problem(card, turns)
                 if problem:
                     result.issues.append(Issue(self.name, index, f"card {card.id}: {problem[0]}", problem[1]))
                     continue
                 system = build_prompt(turns[:1], citations)[0]
-                tutor_turns = [t["content"] for t in turns if t["role"] == "assistant"]
                 result.records.append((index, {
                     "conversations": [system, *turns],
                     "metadata": {"subject": card.subject, "teaching_style": "socratic", "origin": "seeds",

@@ -9,7 +9,6 @@ from tutorforge.inference.cli import citations_table
 from tutorforge.v1 import common_pb2
 from tutorforge.v1 import inference_pb2 as pb
 from tutorforge.v1 import inference_pb2_grpc
-from tutorforge.v1 import retrieval_pb2
 
 if TYPE_CHECKING:
     from tutorforge.demo import DemoContext
@@ -30,7 +29,8 @@ def run(context: DemoContext) -> None:
     console = context.console
     adapter = context.results.get("adapter", "")
     console.print(f"answering with {'adapter [bold]' + adapter + '[/]' if adapter else 'the base model'} · {NEW_TOKENS} new tokens per turn")
-    retrieval = pb.RetrievalOptions(enabled=True, limit=2, mode=retrieval_pb2.SEARCH_MODE_HYBRID)
+    # Retrieval on with the tutor's calibrated defaults (inference.chat_*): what any chatbot gets.
+    retrieval = pb.RetrievalOptions(enabled=True)
     conversations = [[question] for question in QUESTIONS]
     conversations[-1].append(FOLLOW_UP)
     for turns in conversations:

@@ -133,8 +133,11 @@ class InferenceService:
             if self.retriever is None:
                 raise FailedPrecondition("retrieval is not configured for this inference service")
             citations = self.retriever.search(retrieval_query(messages), self._chat_retrieval(retrieval))
-            preamble = "" if citations else NO_MATERIAL_NOTICE
-        prompt = build_prompt(messages, citations, system_prompt, resolved, material_missing=bool(preamble))
+            # A structured (JSON) reply must stay a valid document: the model is told instead.
+            structured = params.response_format is not None and params.response_format.structured
+            preamble = "" if citations or structured else NO_MATERIAL_NOTICE
+        missing = retrieval is not None and retrieval.enabled and not citations
+        prompt = build_prompt(messages, citations, system_prompt, resolved, material_missing=missing)
         stream = self._submit(GenerationRequest(params=params, messages=prompt), adapter, fallback_to_base)
         return ChatTurn(citations=citations, stream=stream, preamble=preamble)
 

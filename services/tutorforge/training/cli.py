@@ -20,7 +20,10 @@ from tutorforge.core.cli_support import (
     print_json,
     rpc_errors,
 )
+from tutorforge.training.config import LR_SCHEDULERS, LoraSpec, TrainArgs
 from tutorforge.v1 import common_pb2, training_pb2, training_pb2_grpc
+
+DEFAULTS = TrainArgs()
 
 jobs_app = typer.Typer(
     name="jobs", help="Training jobs: list, show, watch, cancel, resume.", no_args_is_help=True
@@ -80,21 +83,65 @@ def train(
     workers: Annotated[
         int, typer.Option("--workers", help="Ray workers (default from server settings).")
     ] = 0,
-    epochs: Annotated[float, typer.Option(help="Epochs (default 3).")] = 0.0,
-    max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after this many optimizer steps.")] = 0,
-    max_seq_len: Annotated[
-        int, typer.Option("--max-seq-len", help="Max tokens per sequence (default 1024).")
+    epochs: Annotated[float, typer.Option(help=f"Epochs (default {DEFAULTS.epochs:g}).")] = 0.0,
+    max_steps: Annotated[
+        int, typer.Option("--max-steps", help="Run exactly this many optimizer steps (overrides --epochs).")
     ] = 0,
-    rank: Annotated[int, typer.Option(help="LoRA rank (default 16).")] = 0,
-    alpha: Annotated[float, typer.Option(help="LoRA alpha (default 32).")] = 0.0,
-    learning_rate: Annotated[float, typer.Option("--learning-rate", help="Default 2e-4.")] = 0.0,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Per worker (default 4).")] = 0,
+    max_seq_len: Annotated[
+        int,
+        typer.Option(
+            "--max-seq-len",
+            help=f"Max tokens per sequence (default {DEFAULTS.max_seq_length}); longer records keep their "
+            "assistant turns (trailing exchanges, then the end of the system prompt, go first).",
+        ),
+    ] = 0,
+    rank: Annotated[int, typer.Option(help=f"LoRA rank (default {LoraSpec.rank}).")] = 0,
+    alpha: Annotated[float, typer.Option(help=f"LoRA alpha (default {LoraSpec.alpha:g}).")] = 0.0,
+    learning_rate: Annotated[
+        float, typer.Option("--learning-rate", help=f"Peak learning rate (default {DEFAULTS.learning_rate:g}).")
+    ] = 0.0,
+    lr_scheduler: Annotated[
+        str,
+        typer.Option(
+            "--lr-scheduler", help=f"{', '.join(LR_SCHEDULERS)} (default {DEFAULTS.lr_scheduler})."
+        ),
+    ] = "",
+    warmup_ratio: Annotated[
+        Optional[float],
+        typer.Option("--warmup-ratio", help=f"Share of steps warming up (default {DEFAULTS.warmup_ratio:g})."),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help=f"Per worker (default {DEFAULTS.batch_size}).")
+    ] = 0,
     grad_accum: Annotated[
-        int, typer.Option("--grad-accum", help="Gradient accumulation steps (default 4).")
+        int,
+        typer.Option(
+            "--grad-accum", help=f"Gradient accumulation steps (default {DEFAULTS.gradient_accumulation_steps})."
+        ),
     ] = 0,
     eval_steps: Annotated[
-        int, typer.Option("--eval-steps", help="Validate every N steps (0 = at the end).")
-    ] = 0,
+        Optional[int],
+        typer.Option(
+            "--eval-steps",
+            help="Validate every N steps (default: about 5 times per run; 0 = at the end only).",
+        ),
+    ] = None,
+    patience: Annotated[
+        Optional[int],
+        typer.Option(
+            "--patience",
+            help=f"Stop after this many evaluations without improvement (default "
+            f"{DEFAULTS.early_stopping_patience}; 0 = never). The best evaluated weights are published.",
+        ),
+    ] = None,
+    min_delta: Annotated[
+        Optional[float],
+        typer.Option(
+            "--min-delta",
+            help=f"Validation-loss drop that counts as an improvement (default "
+            f"{DEFAULTS.early_stopping_min_delta:g}).",
+        ),
+    ] = None,
     checkpoint_steps: Annotated[
         int, typer.Option("--checkpoint-steps", help="Checkpoint every N steps (0 = per epoch).")
     ] = 0,
@@ -117,7 +164,11 @@ def train(
     as_json: JsonOption = False,
     address: AddressOption = DEFAULT_ADDRESS,
 ) -> None:
-    """Fine-tune a LoRA adapter on a dataset with Ray Train and publish it to the adapter registry."""
+    """Fine-tune a LoRA adapter on a dataset with Ray Train and publish it to the adapter registry.
+
+    The defaults are a recipe that teaches the Socratic style on CPU (docs/training.md): 1 epoch, lr 1e-3
+    with cosine decay after 10% warm-up, loss on assistant turns only, validation about 5 times per run
+    with early stopping, and the best evaluated weights published with their lineage."""
     metadata = {
         k: v
         for k, v in (("subject", subject), ("grade_level", grade_level), ("teaching_style", teaching_style))
@@ -133,11 +184,22 @@ def train(
             batch_size=batch_size,
             gradient_accumulation_steps=grad_accum,
             learning_rate=learning_rate,
+            lr_scheduler=lr_scheduler,
             max_seq_length=max_seq_len,
-            eval_steps=eval_steps,
             checkpoint_steps=checkpoint_steps,
             max_steps=max_steps,
             packing=not no_packing,
+            # Unset optional fields take the server's defaults.
+            **{
+                name: value
+                for name, value in (
+                    ("warmup_ratio", warmup_ratio),
+                    ("eval_steps", eval_steps),
+                    ("early_stopping_patience", patience),
+                    ("early_stopping_min_delta", min_delta),
+                )
+                if value is not None
+            },
         ),
         resources=training_pb2.ResourceConfig(num_workers=workers),
         metadata=metadata,
@@ -163,9 +225,15 @@ def _finish(job: common_pb2.Job, as_json: bool) -> None:
         print_json(job)
     elif job_state_label(job.state) == "succeeded":
         version = job.labels.get("adapter_version", "")
+        metrics = job.metrics
+        summary = f"final loss {metrics.get('final_loss', float('nan')):.4f}"
+        if "best_eval_loss" in metrics:
+            summary += (
+                f", best validation loss {metrics['best_eval_loss']:.4f} at step {metrics['best_step']:.0f}"
+                + (" (stopped early)" if metrics.get("stopped_early") else "")
+            )
         console.print(
-            f"[bold green]adapter[/] [bold]{job.result}[/]{'@' + version if version else ''} "
-            f"(final loss {job.metrics.get('final_loss', float('nan')):.4f})"
+            f"[bold green]adapter[/] [bold]{job.result}[/]{'@' + version if version else ''} ({summary})"
         )
     else:
         _print_job(job)

@@ -2,6 +2,9 @@
 
 - Tokenisation renders each conversation with the base model's chat template; only the assistant turns
   (their text and end-of-turn token) get labels, everything else is -100.
+- A record longer than `max_seq_length` is shortened so that its assistant turns survive: trailing
+  exchanges go first, then the end of the system prompt (a course excerpt), and only then is the
+  token sequence cut (`fit_conversation`).
 - Packing concatenates examples into rows of `max_seq_length` tokens. Position ids restart at 0 for each
   example, and with no attention mask transformers turns those restarts into a block-diagonal causal
   mask (`masking_utils.find_packed_sequence_indices`, works with sdpa and eager on CPU), so an example
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tutorforge.core.errors import InvalidArgument
@@ -76,7 +79,12 @@ class TokenizedSplit:
     examples: list[Example]
     # Records dropped because no assistant token fit in max_seq_length (or none existed).
     dropped: int
-    truncated: int
+    # Records shortened to fit, by how (see `fit_conversation`): "turns", "system" or "cut".
+    shortened: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def truncated(self) -> int:
+        return sum(self.shortened.values())
 
 
 def tokenize_conversation(tokenizer: Any, messages: Sequence[dict[str, str]]) -> Example:
@@ -111,10 +119,45 @@ def tokenize_conversation(tokenizer: Any, messages: Sequence[dict[str, str]]) ->
     return Example(input_ids=input_ids, labels=labels)
 
 
+def fit_conversation(
+    tokenizer: Any, messages: Sequence[dict[str, str]], max_seq_length: int
+) -> tuple[Example, str]:
+    """The conversation as an example of at most `max_seq_length` tokens, and how it was shortened ("" =
+    not at all). Cutting the token sequence would silently lose the assistant turns that the loss is
+    about, so first keep the longest prefix that ends with a whole assistant turn ("turns"); when not even
+    the first exchange fits, shorten the end of the system prompt (a course excerpt) until it does
+    ("system"); only when that is not enough cut the tokens ("cut")."""
+    messages = list(messages)
+    example = tokenize_conversation(tokenizer, messages)
+    if len(example) <= max_seq_length:
+        return example, ""
+    assistant_ends = [i + 1 for i, m in enumerate(messages) if m["role"] == "assistant"]
+    for end in reversed([end for end in assistant_ends if end < len(messages)]):
+        shorter = tokenize_conversation(tokenizer, messages[:end])
+        if len(shorter) <= max_seq_length:
+            return shorter, "turns"
+    if assistant_ends and messages[0]["role"] == "system":
+        head = messages[: assistant_ends[0]]
+        system = tokenizer(head[0]["content"], add_special_tokens=False)["input_ids"]
+        excess = len(tokenize_conversation(tokenizer, head)) - max_seq_length
+        # Re-tokenising at the cut can merge tokens differently: retry with the new excess a few times.
+        for _ in range(4):
+            keep = len(system) - excess - 1
+            if keep <= 0:
+                break
+            content = tokenizer.decode(system[:keep]).rstrip() + "…"
+            shorter = tokenize_conversation(tokenizer, [{**head[0], "content": content}, *head[1:]])
+            if len(shorter) <= max_seq_length:
+                return shorter, "system"
+            excess += len(shorter) - max_seq_length
+    cut = Example(example.input_ids[:max_seq_length], example.labels[:max_seq_length])
+    return cut, "cut"
+
+
 def tokenize_records(
     tokenizer: Any, records: Sequence[dict[str, Any]], max_seq_length: int
 ) -> TokenizedSplit:
-    examples, dropped, truncated = [], 0, 0
+    examples, dropped, shortened = [], 0, {}
     for number, record in enumerate(records):
         messages = record.get("conversations")
         if not isinstance(messages, list) or not all(
@@ -124,15 +167,14 @@ def tokenize_records(
             raise InvalidArgument(
                 f"dataset record {record.get('id', number)!r} has no valid 'conversations' list"
             )
-        example = tokenize_conversation(tokenizer, messages)
-        if len(example) > max_seq_length:
-            truncated += 1
-            example = Example(example.input_ids[:max_seq_length], example.labels[:max_seq_length])
+        example, how = fit_conversation(tokenizer, messages, max_seq_length)
+        if how:
+            shortened[how] = shortened.get(how, 0) + 1
         if example.label_tokens == 0:
             dropped += 1
             continue
         examples.append(example)
-    return TokenizedSplit(examples=examples, dropped=dropped, truncated=truncated)
+    return TokenizedSplit(examples=examples, dropped=dropped, shortened=shortened)
 
 
 def pack_examples(examples: Sequence[Example], max_seq_length: int) -> list[Example]:

@@ -30,6 +30,9 @@ from tutorforge.training.data import Batch, Example, epoch_batches
 
 TRAINER_STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
+# Folder of a checkpoint with the adapter weights of the best evaluation so far (what gets published).
+BEST_DIR = "best"
 
 
 @dataclass
@@ -39,6 +42,42 @@ class StepPlan:
     batches_per_worker: int
     steps_per_epoch: int
     total_steps: int
+
+
+@dataclass
+class EarlyStopping:
+    """Follows the validation loss: the best evaluation so far, and how many evaluations in a row did not
+    improve on the best by more than `min_delta`; `stopped` once that reaches `patience` (0 = never)."""
+
+    patience: int
+    min_delta: float
+    best_step: int = 0
+    best_eval_loss: float | None = None
+    bad_evals: int = 0
+    stopped: bool = False
+
+    def update(self, step: int, eval_loss: float) -> bool:
+        """Record an evaluation; True when it is the best so far (its weights are the ones to keep)."""
+        first = self.best_eval_loss is None
+        improved = first or eval_loss < self.best_eval_loss - self.min_delta
+        best = first or eval_loss < self.best_eval_loss
+        self.bad_evals = 0 if improved else self.bad_evals + 1
+        if best:
+            self.best_step, self.best_eval_loss = step, eval_loss
+        self.stopped = self.patience > 0 and self.bad_evals >= self.patience
+        return best
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "best_step": self.best_step,
+            "best_eval_loss": self.best_eval_loss,
+            "bad_evals": self.bad_evals,
+            "stopped": self.stopped,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
 
 
 def plan_steps(num_batches: int, num_workers: int, args: TrainArgs) -> StepPlan:
@@ -99,26 +138,54 @@ class RunFiles:
         return True
 
 
+def _causal_lm(model: Any) -> Any:
+    """The transformers causal LM inside a DDP and/or peft wrapper."""
+    inner = getattr(model, "module", model)
+    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+
+
 def token_loss_sum(model: Any, batch: Batch, device: str, autocast_dtype: Any = None) -> Any:
-    """Summed cross-entropy over the labelled tokens of a batch (labels shifted by one)."""
+    """Summed cross-entropy over the labelled tokens of a batch (labels shifted by one).
+
+    The output layer runs only on the positions that predict a label: with assistant-only labels that
+    is about half of them, and the full batch × length × 49k-vocabulary logits (hundreds of MB per step
+    in float32) are never built. The forward still goes through the (DDP) wrapper, with one logit kept,
+    so gradient synchronisation is unchanged; the decoder's hidden states are taken with a hook. Models
+    that post-process logits (soft-capping, scaling) take the full-logits path."""
     import torch
     import torch.nn.functional as F
 
     inputs = batch.tensors(device)
     labels = inputs.pop("labels")
+    targets = labels[:, 1:]
     autocast = (
         torch.autocast(torch.device(device).type, dtype=autocast_dtype)
         if autocast_dtype
         else contextlib.nullcontext()
     )
-    with autocast:
-        logits = model(**inputs, use_cache=False).logits
-    return F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-        labels[:, 1:].reshape(-1),
-        ignore_index=-100,
-        reduction="sum",
+    causal_lm = _causal_lm(model)
+    config = causal_lm.config
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        with autocast:
+            logits = model(**inputs, use_cache=False).logits[:, :-1]
+        return F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(),
+            targets.reshape(-1),
+            ignore_index=-100,
+            reduction="sum",
+        )
+    captured: list[Any] = []
+    hook = causal_lm.get_decoder().register_forward_hook(
+        lambda module, args, output: captured.append(output[0])
     )
+    try:
+        with autocast:
+            model(**inputs, use_cache=False, logits_to_keep=1)
+            keep = targets != -100
+            logits = causal_lm.get_output_embeddings()(captured[0][:, :-1][keep])
+    finally:
+        hook.remove()
+    return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
 
 
 def evaluate_loss(
@@ -138,8 +205,11 @@ def evaluate_loss(
     return total, tokens
 
 
-def save_checkpoint(directory: Path, model: Any, optimizer: Any, state: dict[str, Any]) -> None:
-    """Adapter weights and optimizer state as safetensors, the rest as JSON: nothing pickled."""
+def save_checkpoint(
+    directory: Path, model: Any, optimizer: Any, state: dict[str, Any], best_weights: dict[str, Any] | None
+) -> None:
+    """Adapter weights and optimizer state as safetensors, the rest as JSON: nothing pickled. The best
+    evaluated adapter weights go in `best/`, so a resumed run and the publish step both find them."""
     import torch
     from safetensors.torch import save_file
 
@@ -152,9 +222,22 @@ def save_checkpoint(directory: Path, model: Any, optimizer: Any, state: dict[str
         if torch.is_tensor(value)
     }
     save_file(tensors, str(directory / OPTIMIZER_FILE))
+    if best_weights is not None:
+        (directory / BEST_DIR).mkdir()
+        save_file(best_weights, str(directory / BEST_DIR / ADAPTER_WEIGHTS_FILE))
     (directory / TRAINER_STATE_FILE).write_text(
         json.dumps({**state, "param_groups": optimizer_state["param_groups"]}, indent=2)
     )
+
+
+def adapter_snapshot(model: Any) -> dict[str, Any]:
+    """A CPU copy of the adapter's weights, keyed as in adapter_model.safetensors."""
+    from peft import get_peft_model_state_dict
+
+    return {
+        name: value.detach().cpu().clone().contiguous()
+        for name, value in get_peft_model_state_dict(model).items()
+    }
 
 
 def load_checkpoint(directory: Path, model: Any, optimizer: Any) -> dict[str, Any]:
@@ -162,12 +245,14 @@ def load_checkpoint(directory: Path, model: Any, optimizer: Any) -> dict[str, An
     from safetensors.torch import load_file
 
     state = json.loads((directory / TRAINER_STATE_FILE).read_text())
-    set_peft_model_state_dict(model, load_file(str(directory / "adapter_model.safetensors")))
+    set_peft_model_state_dict(model, load_file(str(directory / ADAPTER_WEIGHTS_FILE)))
     per_param: dict[int, dict[str, Any]] = {}
     for key, value in load_file(str(directory / OPTIMIZER_FILE)).items():
         index, name = key.split(".", 1)
         per_param.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
+    best = directory / BEST_DIR / ADAPTER_WEIGHTS_FILE
+    state["best_weights"] = load_file(str(best)) if best.exists() else None
     return state
 
 
@@ -221,10 +306,17 @@ def train_worker(config: dict[str, Any]) -> None:
     )
 
     step = 0
+    early = EarlyStopping(args.early_stopping_patience, args.early_stopping_min_delta)
+    # Rank 0's copy of the adapter weights at the best evaluation (None without a validation split).
+    best_weights: dict[str, Any] | None = None
+    interval = args.evaluation_interval(plan.total_steps)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            step = int(load_checkpoint(Path(directory), model, optimizer)["step"])
+            state = load_checkpoint(Path(directory), model, optimizer)
+        step = int(state["step"])
+        early.restore(state.get("early_stopping", {}))
+        best_weights = state["best_weights"] if rank == 0 else None
         for _ in range(step):
             scheduler.step()
         torch.manual_seed(args.seed + step)
@@ -239,12 +331,17 @@ def train_worker(config: dict[str, Any]) -> None:
         return total / max(tokens, 1)
 
     def checkpoint_and_report(metrics: dict[str, Any], final: bool) -> None:
-        state = {"step": step, "total_steps": plan.total_steps, "final": final}
+        state = {
+            "step": step,
+            "total_steps": plan.total_steps,
+            "final": final,
+            "early_stopping": early.state(),
+        }
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
         with tempfile.TemporaryDirectory() as directory:
-            save_checkpoint(Path(directory), model, optimizer, state)
+            save_checkpoint(Path(directory), model, optimizer, state, best_weights)
             ray.train.report(
                 metrics,
                 checkpoint=ray.train.Checkpoint.from_directory(directory),
@@ -254,7 +351,7 @@ def train_worker(config: dict[str, Any]) -> None:
     cached_epoch, mine = -1, []
     metrics: dict[str, Any] = {"step": step}
     model.train()
-    if step >= plan.total_steps:
+    if step >= plan.total_steps or early.stopped:
         # Resumed after the last step (e.g. the publish failed): hand back the final checkpoint again.
         checkpoint_and_report(metrics, final=True)
         return
@@ -313,16 +410,24 @@ def train_worker(config: dict[str, Any]) -> None:
             "step_seconds": elapsed,
             "time": time.time(),
         }
-        if (args.eval_steps and step % args.eval_steps == 0) or step == plan.total_steps:
+        if (interval and step % interval == 0) or step == plan.total_steps:
             eval_loss = evaluate()
             if eval_loss is not None:
-                metrics["eval_loss"] = eval_loss
+                # Every rank sees the same all-reduced loss, so all take the same stop decision.
+                if early.update(step, eval_loss) and rank == 0:
+                    best_weights = adapter_snapshot(model)
+                metrics.update(
+                    eval_loss=eval_loss, best_eval_loss=early.best_eval_loss, best_step=early.best_step
+                )
+                if early.stopped:
+                    metrics["stopped_early"] = 1.0
         if rank == 0:
             history.append(metrics)
             files.write_metrics(history)
         epoch_end = (step % plan.steps_per_epoch) == 0
         due = (step % args.checkpoint_steps == 0) if args.checkpoint_steps else epoch_end
-        if due or cancel or step == plan.total_steps:
-            checkpoint_and_report(metrics, final=step == plan.total_steps)
-        if cancel:
+        final = step == plan.total_steps or early.stopped
+        if due or cancel or final:
+            checkpoint_and_report(metrics, final=final)
+        if cancel or early.stopped:
             return

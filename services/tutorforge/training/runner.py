@@ -36,7 +36,15 @@ from tutorforge.core.storage import ArtifactStore
 from tutorforge.datasets.repository import DatasetInfo, DatasetRepository
 from tutorforge.training.config import TrainingSpec
 from tutorforge.training.data import TokenizedSplit, padding_share, tokenize_records
-from tutorforge.training.loop import RunFiles, StepPlan, plan_steps, run_batches, train_worker
+from tutorforge.training.loop import (
+    ADAPTER_WEIGHTS_FILE,
+    BEST_DIR,
+    RunFiles,
+    StepPlan,
+    plan_steps,
+    run_batches,
+    train_worker,
+)
 from tutorforge.training.modeling import check_target_modules_of, choose_device
 
 log = logging.getLogger(__name__)
@@ -268,6 +276,11 @@ class TrainingRunner:
                 "train_examples": len(prepared.train.examples),
                 "validation_examples": len(prepared.validation.examples),
                 "padding_share": prepared.padding_share,
+                **{
+                    f"{name}_records_{what}": float(count)
+                    for name, split in (("train", prepared.train), ("validation", prepared.validation))
+                    for what, count in (("dropped", split.dropped), *sorted(split.shortened.items()))
+                },
             },
         )
         reporter.check_cancelled()
@@ -282,13 +295,26 @@ class TrainingRunner:
                 f"cancelled at step {last} of {plan.total_steps}; the last checkpoint is kept: "
                 f"`tutorforge jobs resume {job_id}` continues from it"
             )
-        reporter.progress("publishing the adapter", step=plan.total_steps, total_steps=plan.total_steps)
-        adapter = self._publish(job_id, prepared, checkpoint, recorder.final_metrics())
+        metrics = recorder.final_metrics()
+        last = recorder.last_step
+        outcome = (
+            f"stopped early at step {last}: no validation improvement in "
+            f"{spec.args.early_stopping_patience} evaluations"
+            if metrics.get("stopped_early")
+            else f"ran all {last} steps"
+        )
+        if "best_step" in metrics:
+            outcome += (
+                f"; publishing the best evaluated weights (step {metrics['best_step']:.0f}, "
+                f"eval loss {metrics['best_eval_loss']:.4f})"
+            )
+        reporter.progress(outcome, step=last, total_steps=plan.total_steps)
+        adapter = self._publish(job_id, prepared, checkpoint, metrics)
         reporter.progress(
             f"published adapter {adapter.name}@{adapter.version}",
-            step=plan.total_steps,
+            step=last,
             total_steps=plan.total_steps,
-            metrics=recorder.final_metrics(),
+            metrics=metrics,
         )
         return adapter
 
@@ -381,15 +407,21 @@ class TrainingRunner:
             directory = Path(checkpoint.to_directory(str(Path(folder) / "checkpoint")))
             adapter_dir = Path(folder) / "adapter"
             adapter_dir.mkdir()
-            for name in ("adapter_model.safetensors", "adapter_config.json"):
-                shutil.copy(directory / name, adapter_dir / name)
+            shutil.copy(directory / "adapter_config.json", adapter_dir / "adapter_config.json")
+            # The best evaluated weights when there was a validation split, else the last step's.
+            best = directory / BEST_DIR / ADAPTER_WEIGHTS_FILE
+            weights = best if best.exists() else directory / ADAPTER_WEIGHTS_FILE
+            shutil.copy(weights, adapter_dir / ADAPTER_WEIGHTS_FILE)
             # The tokenizer (with its chat template) travels with the adapter: what it was trained with.
             load_chat_tokenizer(self.settings.models).save_pretrained(adapter_dir)
             base = chat_model_name(self.settings.models)
+            training = training_outcome(spec, prepared, metrics)
             metadata = {
                 **spec.metadata,
                 "dataset": spec.dataset,
                 "dataset_version": prepared.dataset.version,
+                # Flat copies of the lineage's headline numbers, for listings and filters.
+                **{f"training.{k}": _metadata_value(v) for k, v in training.items() if v is not None},
             }
             lineage = {
                 "job_id": job_id,
@@ -400,10 +432,13 @@ class TrainingRunner:
                     "content_hash": prepared.dataset.content_hash,
                     "train_examples": len(prepared.train.examples),
                     "validation_examples": len(prepared.validation.examples),
+                    "train_records_dropped": prepared.train.dropped,
+                    "train_records_shortened": prepared.train.shortened,
                 },
                 "hyperparameters": {"lora": spec.to_json()["lora"], "arguments": spec.to_json()["args"]},
                 "resources": spec.to_json()["resources"],
                 "metrics": metrics,
+                "training": training,
                 "chat_template": "tokenizer files included (the base model's ChatML template)",
                 "run": run_key(job_id),
             }
@@ -423,6 +458,30 @@ class TrainingRunner:
             merged.save_pretrained(folder, safe_serialization=True)
             load_chat_tokenizer(self.settings.models).save_pretrained(folder)
             self.store.upload_dir(Path(folder), f"models/{adapter.name}/{adapter.version}")
+
+
+def training_outcome(spec: TrainingSpec, prepared: PreparedRun, metrics: dict[str, float]) -> dict[str, Any]:
+    """What the run did, as recorded in the adapter's lineage: steps, losses, early stopping, and which
+    step's weights were published."""
+    best_step = int(metrics["best_step"]) if "best_step" in metrics else None
+    steps = int(metrics.get("steps", 0))
+    return {
+        "steps": steps,
+        "planned_steps": prepared.plan.total_steps,
+        "train_loss": metrics.get("final_loss"),
+        "eval_loss": metrics.get("eval_loss"),
+        "best_eval_loss": metrics.get("best_eval_loss"),
+        "best_step": best_step,
+        "stopped_early": bool(metrics.get("stopped_early")),
+        "early_stopping_patience": spec.args.early_stopping_patience,
+        "published_step": best_step if best_step is not None else steps,
+    }
+
+
+def _metadata_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def fit_on_ray(job_id: str, config: dict[str, Any], storage_path: str, max_failures: int) -> Any:
@@ -525,9 +584,12 @@ class MetricsRecorder:
             "steps": float(last["step"]),
             "mean_tokens_per_second": sum(r["tokens_per_second"] for r in self.history) / len(self.history),
         }
-        evals = [r["eval_loss"] for r in self.history if "eval_loss" in r]
+        evals = [r for r in self.history if "eval_loss" in r]
         if evals:
-            metrics["eval_loss"] = float(evals[-1])
+            metrics["eval_loss"] = float(evals[-1]["eval_loss"])
+            metrics["best_eval_loss"] = float(evals[-1]["best_eval_loss"])
+            metrics["best_step"] = float(evals[-1]["best_step"])
+        metrics["stopped_early"] = float(any(r.get("stopped_early") for r in self.history))
         return metrics
 
     def close(self) -> None:

@@ -37,7 +37,12 @@ def spec_from_proto(request: training_pb2.StartTrainingRequest, service: Trainin
         args.weight_decay = a.weight_decay
     args.max_seq_length = a.max_seq_length or args.max_seq_length
     args.seed = a.seed or args.seed
-    args.eval_steps = a.eval_steps
+    if a.HasField("eval_steps"):
+        args.eval_steps = a.eval_steps
+    if a.HasField("early_stopping_patience"):
+        args.early_stopping_patience = a.early_stopping_patience
+    if a.HasField("early_stopping_min_delta"):
+        args.early_stopping_min_delta = a.early_stopping_min_delta
     args.checkpoint_steps = a.checkpoint_steps
     args.max_steps = a.max_steps
     if a.HasField("packing"):

@@ -22,7 +22,7 @@ class LoraConfig(_message.Message):
     def __init__(self, rank: _Optional[int] = ..., alpha: _Optional[float] = ..., dropout: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ..., bias: _Optional[str] = ...) -> None: ...
 
 class TrainingArguments(_message.Message):
-    __slots__ = ("epochs", "batch_size", "gradient_accumulation_steps", "learning_rate", "warmup_ratio", "lr_scheduler", "weight_decay", "max_seq_length", "seed", "eval_steps", "checkpoint_steps", "max_steps", "packing", "group_by_length", "max_grad_norm")
+    __slots__ = ("epochs", "batch_size", "gradient_accumulation_steps", "learning_rate", "warmup_ratio", "lr_scheduler", "weight_decay", "max_seq_length", "seed", "eval_steps", "checkpoint_steps", "max_steps", "packing", "group_by_length", "max_grad_norm", "early_stopping_patience", "early_stopping_min_delta")
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_ACCUMULATION_STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,8 @@ class TrainingArguments(_message.Message):
     PACKING_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_LENGTH_FIELD_NUMBER: _ClassVar[int]
     MAX_GRAD_NORM_FIELD_NUMBER: _ClassVar[int]
+    EARLY_STOPPING_PATIENCE_FIELD_NUMBER: _ClassVar[int]
+    EARLY_STOPPING_MIN_DELTA_FIELD_NUMBER: _ClassVar[int]
     epochs: float
     batch_size: int
     gradient_accumulation_steps: int
@@ -53,7 +55,9 @@ class TrainingArguments(_message.Message):
     packing: bool
     group_by_length: bool
     max_grad_norm: float
-    def __init__(self, epochs: _Optional[float] = ..., batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., warmup_ratio: _Optional[float] = ..., lr_scheduler: _Optional[str] = ..., weight_decay: _Optional[float] = ..., max_seq_length: _Optional[int] = ..., seed: _Optional[int] = ..., eval_steps: _Optional[int] = ..., checkpoint_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., packing: _Optional[bool] = ..., group_by_length: _Optional[bool] = ..., max_grad_norm: _Optional[float] = ...) -> None: ...
+    early_stopping_patience: int
+    early_stopping_min_delta: float
+    def __init__(self, epochs: _Optional[float] = ..., batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., warmup_ratio: _Optional[float] = ..., lr_scheduler: _Optional[str] = ..., weight_decay: _Optional[float] = ..., max_seq_length: _Optional[int] = ..., seed: _Optional[int] = ..., eval_steps: _Optional[int] = ..., checkpoint_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., packing: _Optional[bool] = ..., group_by_length: _Optional[bool] = ..., max_grad_norm: _Optional[float] = ..., early_stopping_patience: _Optional[int] = ..., early_stopping_min_delta: _Optional[float] = ...) -> None: ...
 
 class ResourceConfig(_message.Message):
     __slots__ = ("num_workers", "cpus_per_worker", "gpus_per_worker")
