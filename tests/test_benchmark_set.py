@@ -15,6 +15,8 @@ import pytest
 
 from tutorforge.datasets.dedup import Decontaminator, ngrams, words
 from tutorforge.datasets.quality import reveals_answer
+from tutorforge.optimization import metrics
+from tutorforge.optimization.turns import benchmark_turns
 from tutorforge.retrieval.documents import content_type_for, extract_text
 from tutorforge.samples import SAMPLES_DIR, material_documents, read_jsonl
 
@@ -27,7 +29,7 @@ GENERIC_REPLIES = (
     "That's a great question! Let's think about it together. What do you already know about this topic?",
     "I can't just hand you the answer, but I can help you get there. What have you tried so far?",
     "Let's break the problem into smaller steps. What is the first thing the question asks you to find?",
-    "Good effort. Can you explain your reasoning for each step, and where you think it might have gone wrong?",
+    "Good effort. Can you explain your reasoning for each step, and where it might have gone wrong?",
     "Look back at your notes on this section. Which definition or rule seems most relevant here, and why?",
 )
 # Student turns are new wording: no 8-word run from the material. References may reuse the material's
@@ -60,7 +62,10 @@ def training_texts() -> list[str]:
     paths: list[Path] = []
     for name in TRAINING_SOURCES:
         source = SAMPLES_DIR / name
-        paths.extend(sorted(p for p in source.rglob("*") if p.suffix in {".json", ".jsonl"}) if source.is_dir() else [source])
+        if source.is_dir():
+            paths.extend(sorted(p for p in source.rglob("*") if p.suffix in {".json", ".jsonl"}))
+        else:
+            paths.append(source)
     assert len(paths) >= 7, f"training sample files missing: {paths}"
     texts: list[str] = []
     for path in paths:
@@ -122,20 +127,40 @@ def test_answer_patterns_detect_the_answer_and_nothing_else() -> None:
             assert not pattern.search(reply), f"{item['id']}: matches a generic reply {reply!r}"
 
 
+def test_the_benchmark_scorer_flags_the_answer_only() -> None:
+    """The scorer's reveal check (pattern, "the answer is ..." phrasing, and the final answer's words) flags
+    the final answer, but neither the reference nor a reply that only repeats the conversation."""
+    for item in turns():
+        answer, pattern = item["final_answer"], item["answer_pattern"]
+        assert metrics.reveals_answer(answer, answer, pattern), item["id"]
+        for message in [*item["messages"], {"role": "reference", "content": item["reference"]}]:
+            flagged = metrics.reveals_answer(message["content"], answer, pattern)
+            assert not flagged, f"{item['id']}: the scorer flags the {message['role']} turn"
+        assert metrics.asks_question(item["reference"]), item["id"]
+    loaded = benchmark_turns()
+    assert [(turn.id, turn.kind, turn.document_id) for turn in loaded] == [
+        (item["id"], item["kind"], item["document_id"]) for item in turns()
+    ]
+
+
 def test_no_text_shared_with_training_samples() -> None:
     decontaminator = Decontaminator(training_texts(), n=8)
     for item in turns():
         conversation = [*item["messages"], {"role": "assistant", "content": item["reference"]}]
-        assert decontaminator.overlap(conversation) is None, f"{item['id']}: {decontaminator.overlap(conversation)}"
+        overlap = decontaminator.overlap(conversation)
+        assert overlap is None, f"{item['id']}: shares text with the training samples: {overlap}"
 
 
-@pytest.mark.parametrize(("role", "n"), [("student", STUDENT_MATERIAL_NGRAM), ("reference", REFERENCE_MATERIAL_NGRAM)])
+@pytest.mark.parametrize(
+    ("role", "n"), [("student", STUDENT_MATERIAL_NGRAM), ("reference", REFERENCE_MATERIAL_NGRAM)]
+)
 def test_no_sentences_copied_from_the_material(role: str, n: int) -> None:
     material: set[tuple[str, ...]] = set()
     for document in material_documents():
-        text = extract_text(document.path.read_bytes(), content_type_for("", document.path.name), document.path.name)
+        path = document.path
+        text = extract_text(path.read_bytes(), content_type_for("", path.name), path.name)
         material |= ngrams(words(text), n)
     for item in turns():
         for text in student_texts(item) if role == "student" else [item["reference"]]:
             shared = ngrams(words(text), n) & material
-            assert not shared, f"{item['id']}: {role} copies the material: {' '.join(min(shared))!r}"
+            assert not shared, f"{item['id']}: {role} copies the material: {' '.join(min(shared))}"

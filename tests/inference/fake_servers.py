@@ -1,6 +1,9 @@
 """Small stand-ins for a TGI server and a vLLM OpenAI-compatible server (neither can run here). They
 speak the documented request/response bodies, stream SSE like the real servers, and record what they
-received, so tests can check what the real client libraries sent."""
+received, so tests can check what the real client libraries sent. Structured-output requests (TGI
+`grammar`/`response_format`, OpenAI `response_format`) are checked as strictly as the real servers check
+them (TGI's router: router/src/lib.rs GrammarType, validation.rs; vLLM: entrypoints/openai/protocol.py),
+and answered with a document valid against the schema, as a server that enforces it would."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonschema
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -27,9 +31,120 @@ class Recorder:
         return [body for seen, body in self.requests if seen == path][-1]
 
 
-def _reply_words(who: str, limit: int) -> list[str]:
-    words = f"Hello from {who}, what do you already know about it?".split(" ")
+def _reply_words(who: str, limit: int, schema: dict[str, Any] | None = None) -> list[str]:
+    """The reply, one word a token, cut at `limit`: a sentence, or with a `schema` a JSON document valid
+    against it whose string fields hold that sentence."""
+    sentence = f"Hello from {who}, what do you already know about it?"
+    text = sentence if schema is None else json.dumps(_document(schema, sentence))
+    words = text.split(" ")
     return [word if index == 0 else f" {word}" for index, word in enumerate(words)][:limit]
+
+
+def _document(schema: dict[str, Any], sentence: str) -> dict[str, Any]:
+    # Enough for the schemas tutorforge sends (objects of strings); any other schema is beyond this stand-in.
+    properties = schema.get("properties") or {"text": {"type": "string"}}
+    document = {key: sentence for key in schema.get("required", properties)}
+    jsonschema.validate(document, schema)
+    return document
+
+
+class Refused(Exception):
+    """A request the real server refuses: its status and body."""
+
+    def __init__(self, status: int, content: dict[str, Any] | str):
+        super().__init__(str(content))
+        self.status = status
+        self.content = content
+
+    def response(self) -> JSONResponse | PlainTextResponse:
+        if isinstance(self.content, str):
+            return PlainTextResponse(self.content, status_code=self.status)
+        return JSONResponse(status_code=self.status, content=self.content)
+
+
+def _tgi_schema(grammar: Any, where: str) -> dict[str, Any] | None:
+    """The JSON Schema a TGI `GrammarType` asks for (None: no grammar), refused as TGI's router refuses it:
+    the body must deserialize ({"type": json|json_object|json_schema|regex, "value": ...}, axum's plain-text
+    422), and the schema must be a valid JSON Schema with top-level `properties` (validation 422)."""
+    if grammar is None:
+        return None
+
+    def malformed(problem: str) -> Refused:
+        return Refused(422, f"Failed to deserialize the JSON body into the target type: {where}: {problem}")
+
+    def invalid(problem: str) -> Refused:
+        return Refused(422, {"error": f"Input validation error: grammar is not valid: {problem}", "error_type": "validation"})
+
+    if not isinstance(grammar, dict) or "type" not in grammar:
+        raise malformed("missing field `type`")
+    kind = grammar["type"]
+    if kind not in ("json", "json_object", "json_schema", "regex"):
+        raise malformed(f"unknown variant `{kind}`, expected one of `json`, `json_object`, `regex`, `json_schema`")
+    if "value" not in grammar:
+        raise malformed("missing field `value`")
+    value = grammar["value"]
+    if kind == "regex":
+        if not isinstance(value, str):
+            raise malformed("invalid type: expected a string")
+        raise NotImplementedError("the TGI stand-in answers JSON grammars only")
+    if kind == "json_schema":
+        if not isinstance(value, dict) or "schema" not in value:
+            raise malformed("missing field `schema`")
+        if not isinstance(value.get("name", ""), str | None):
+            raise malformed("name: invalid type: expected a string")
+        schema = value["schema"]
+    elif isinstance(value, str):
+        try:
+            schema = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise invalid(str(error)) from error
+    elif isinstance(value, dict):
+        schema = value
+    else:
+        raise Refused(422, {"error": "Input validation error: grammar is not supported", "error_type": "validation"})
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as error:
+        raise invalid(error.message) from error
+    if not isinstance(schema, dict) or "properties" not in schema:
+        raise invalid("Grammar must have a 'properties' field")
+    return schema
+
+
+def _openai_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON Schema of an OpenAI `response_format` as vLLM reads it (None: free text); a shape its
+    pydantic model refuses gets vLLM's 400."""
+    response_format = body.get("response_format")
+
+    def refused(problem: str) -> Refused:
+        message = f"1 validation error for {'ChatCompletionRequest' if 'messages' in body else 'CompletionRequest'}\nresponse_format: {problem}"
+        return Refused(400, {"object": "error", "message": message, "type": "BadRequestError", "param": None, "code": 400})
+
+    if response_format is None:
+        return None
+    if not isinstance(response_format, dict):
+        raise refused("Input should be a valid dictionary")
+    kind = response_format.get("type")
+    if kind not in ("text", "json_object", "json_schema"):
+        raise refused(f"Input should be 'text', 'json_object' or 'json_schema' (got {kind!r})")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    spec = response_format.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise refused("json_schema.name: Field required")
+    if spec.get("schema") is None:
+        return None  # vLLM then decodes without a constraint
+    if not isinstance(spec["schema"], dict):
+        raise refused("json_schema.schema: Input should be a valid dictionary")
+    if not isinstance(spec.get("strict", False), bool | None):
+        raise refused("json_schema.strict: Input should be a valid boolean")
+    try:
+        jsonschema.Draft202012Validator.check_schema(spec["schema"])
+    except jsonschema.SchemaError as error:
+        raise refused(f"json_schema.schema: {error.message}") from error
+    return spec["schema"]
 
 
 def _sse(events: Iterator[dict[str, Any] | str], prefix: str = "data: ") -> StreamingResponse:
@@ -53,9 +168,13 @@ def tgi_app(recorder: Recorder, adapters: set[str]) -> FastAPI:
 
     def generate(body: dict[str, Any]) -> Any:
         parameters = body.get("parameters") or {}
+        try:
+            schema = _tgi_schema(parameters.get("grammar"), "parameters.grammar")
+        except Refused as refused:
+            return refused.response()
         if refused := check_adapter(parameters.get("adapter_id")):
             return refused
-        words = _reply_words(parameters.get("adapter_id") or "base", parameters.get("max_new_tokens") or 20)
+        words = _reply_words(parameters.get("adapter_id") or "base", parameters.get("max_new_tokens") or 20, schema)
         reason = "length" if len(words) == parameters.get("max_new_tokens") else "eos_token"
         details = {"finish_reason": reason, "generated_tokens": len(words), "seed": parameters.get("seed"), "input_length": 7}
         if not body.get("stream"):
@@ -74,6 +193,11 @@ def tgi_app(recorder: Recorder, adapters: set[str]) -> FastAPI:
                 }
 
         return _sse(events(), prefix="data:")
+
+    @app.get("/health")
+    def health() -> PlainTextResponse:
+        # TGI answers 200 with an empty body while its shards are healthy (503 otherwise).
+        return PlainTextResponse("")
 
     @app.post("/")
     async def compat(request: Request) -> Any:
@@ -98,9 +222,13 @@ def tgi_app(recorder: Recorder, adapters: set[str]) -> FastAPI:
         body = await request.json()
         recorder.requests.append(("/v1/chat/completions", body))
         adapter = None if body.get("model") == "tgi" else body.get("model")
+        try:
+            schema = _tgi_schema(body.get("response_format"), "response_format")
+        except Refused as refused:
+            return refused.response()
         if refused := check_adapter(adapter):
             return refused
-        return _chat_response(body, adapter or "base", "tgi")
+        return _chat_response(body, adapter or "base", "tgi", schema)
 
     return app
 
@@ -151,10 +279,14 @@ def vllm_app(recorder: Recorder) -> FastAPI:
     async def completions(request: Request) -> Any:
         body = await request.json()
         recorder.requests.append(("/v1/completions", body))
+        try:
+            schema = _openai_schema(body)
+        except Refused as refused:
+            return refused.response()
         who, refused = model_of(body)
         if refused:
             return refused
-        words = _reply_words(who, body.get("max_tokens") or 16)
+        words = _reply_words(who, body.get("max_tokens") or 16, schema)
         reason = "length" if len(words) == body.get("max_tokens") else "stop"
         header = {"id": "cmpl-1", "object": "text_completion", "created": int(time.time()), "model": body["model"]}
         if not body.get("stream"):
@@ -176,17 +308,21 @@ def vllm_app(recorder: Recorder) -> FastAPI:
     async def chat(request: Request) -> Any:
         body = await request.json()
         recorder.requests.append(("/v1/chat/completions", body))
+        try:
+            schema = _openai_schema(body)
+        except Refused as refused:
+            return refused.response()
         who, refused = model_of(body)
         if refused:
             return refused
-        return _chat_response(body, who, "vllm")
+        return _chat_response(body, who, "vllm", schema)
 
     return app
 
 
-def _chat_response(body: dict[str, Any], who: str, system_fingerprint: str) -> Any:
+def _chat_response(body: dict[str, Any], who: str, system_fingerprint: str, schema: dict[str, Any] | None) -> Any:
     limit = body.get("max_tokens") or body.get("max_completion_tokens") or 16
-    words = _reply_words(who, limit)
+    words = _reply_words(who, limit, schema)
     reason = "length" if len(words) == limit else "stop"
     header = {"id": "chatcmpl-1", "created": int(time.time()), "model": body.get("model"), "system_fingerprint": system_fingerprint}
     usage = {"prompt_tokens": 9, "completion_tokens": len(words), "total_tokens": 9 + len(words)}

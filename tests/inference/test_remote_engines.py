@@ -4,8 +4,11 @@ driven through real gRPC by the real client libraries (huggingface_hub.Inference
 from __future__ import annotations
 
 import json
+import socket
 
 import grpc
+import httpx
+import jsonschema
 import pytest
 from fake_servers import BASE_MODEL, FakeServer, Recorder, tgi_app, vllm_app
 from inference_helpers import generate, stream_request
@@ -13,17 +16,38 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from tutorforge.core.adapters import AdapterRegistry
+from tutorforge.core.errors import Unavailable
+from tutorforge.inference.remote import TgiEngine
 from tutorforge.v1 import common_pb2
 from tutorforge.v1 import inference_pb2 as pb
 from tutorforge.v1 import inference_pb2_grpc
 
 
-def _chat(adapter: str = "", max_tokens: int = 5) -> pb.ChatRequest:
+# One turn of dataset generation (datasets.generation.TURN_SCHEMAS has the same shape).
+TURN_SCHEMA = {
+    "type": "object",
+    "properties": {"reply": {"type": "string", "pattern": "^[^?\\n]{8,240}\\?$"}},
+    "required": ["reply"],
+    "additionalProperties": False,
+}
+
+
+def _chat(adapter: str = "", max_tokens: int = 5, response_format: pb.ResponseFormat | None = None) -> pb.ChatRequest:
     return pb.ChatRequest(
         messages=[common_pb2.ChatMessage(role="user", content="What is a volcano?")],
         model=pb.ModelSelection(adapter=adapter),
-        parameters=pb.GenerationParameters(max_tokens=max_tokens),
+        parameters=pb.GenerationParameters(max_tokens=max_tokens, response_format=response_format),
     )
+
+
+def _json_schema(schema: dict | None = None) -> pb.ResponseFormat:
+    return pb.ResponseFormat(type=pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, schema=json.dumps(schema or TURN_SCHEMA), name="turn")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _register_stub_adapter(running, folder, name: str = "pirate") -> None:
@@ -131,3 +155,90 @@ def test_openai_engine_loads_through_the_lora_endpoints(vllm):
     with pytest.raises(grpc.RpcError) as caught:
         stub.Generate(generate("Tell me", adapter="pirate", max_tokens=3))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_tgi_passes_the_schema_as_its_grammar_on_generate_and_chat(tgi):
+    stub, recorder = tgi
+    response = stub.Generate(generate("Tell me", max_tokens=40, response_format=_json_schema()))
+    assert recorder.last("/")["parameters"]["grammar"] == {"type": "json", "value": TURN_SCHEMA}
+    jsonschema.validate(json.loads(response.text), TURN_SCHEMA)
+
+    reply = stub.Chat(_chat(max_tokens=40, response_format=_json_schema())).message.content
+    # TGI's Messages API takes the same grammar form (it refuses OpenAI's json_schema form with 422).
+    assert recorder.last("/v1/chat/completions")["response_format"] == {"type": "json", "value": TURN_SCHEMA}
+    jsonschema.validate(json.loads(reply), TURN_SCHEMA)
+
+
+def test_tgi_refuses_what_it_cannot_constrain(tgi):
+    stub, recorder = tgi
+    sent = len(recorder.requests)
+    # No "any JSON object" mode in TGI: refused here, before anything is sent.
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Chat(_chat(response_format=pb.ResponseFormat(type=pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT)))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "response_format" in caught.value.details() and "json_schema" in caught.value.details()
+    assert len(recorder.requests) == sent
+    # A schema without top-level properties reaches TGI, whose 422 comes back as INVALID_ARGUMENT.
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Generate(generate("Tell me", max_tokens=5, response_format=_json_schema({"type": "array"})))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Grammar must have a 'properties' field" in caught.value.details()
+
+
+def test_openai_engine_passes_response_format_on_chat_and_completions(vllm):
+    stub, recorder = vllm
+    expected = {"type": "json_schema", "json_schema": {"name": "turn", "schema": TURN_SCHEMA, "strict": True}}
+    reply = stub.Chat(_chat(max_tokens=40, response_format=_json_schema())).message.content
+    assert recorder.last("/v1/chat/completions")["response_format"] == expected
+    jsonschema.validate(json.loads(reply), TURN_SCHEMA)
+
+    # The openai client's completions API has no response_format: it goes in the body, where vLLM reads it.
+    response = stub.Generate(generate("Tell me", max_tokens=40, response_format=_json_schema()))
+    assert recorder.last("/v1/completions")["response_format"] == expected
+    jsonschema.validate(json.loads(response.text), TURN_SCHEMA)
+
+    reply = stub.Chat(_chat(max_tokens=40, response_format=pb.ResponseFormat(type=pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT)))
+    assert recorder.last("/v1/chat/completions")["response_format"] == {"type": "json_object"}
+    assert isinstance(json.loads(reply.message.content), dict)
+    stub.Chat(_chat())
+    assert "response_format" not in recorder.last("/v1/chat/completions")
+
+
+def test_stand_ins_refuse_the_shapes_the_real_servers_refuse():
+    """What makes the pass-through tests above mean something: the stand-ins check response formats as
+    TGI's router (serde + validation, 422) and vLLM's request model (400) do."""
+    openai_form = {"type": "json_schema", "json_schema": {"name": "turn", "schema": TURN_SCHEMA}}
+    messages = [{"role": "user", "content": "Hi"}]
+    with FakeServer(tgi_app(Recorder(), adapters=set())) as tgi_server:
+        chat = httpx.post(f"{tgi_server.url}/v1/chat/completions", json={"model": "tgi", "messages": messages,
+                                                                         "response_format": openai_form})
+        assert chat.status_code == 422 and "missing field `value`" in chat.text
+        for grammar, problem in (({"type": "xml", "value": "<a/>"}, "unknown variant `xml`"),
+                                 ({"type": "json", "value": {"type": "object"}}, "'properties' field"),
+                                 ({"type": "json", "value": "{not json"}, "grammar is not valid"),
+                                 ({"type": "json", "value": {"type": 5, "properties": {}}}, "grammar is not valid")):
+            answer = httpx.post(f"{tgi_server.url}/generate", json={"inputs": "x", "parameters": {"grammar": grammar}})
+            assert answer.status_code == 422 and problem in answer.text, grammar
+        accepted = {"type": "json_schema", "value": {"name": "turn", "schema": TURN_SCHEMA}}
+        answer = httpx.post(f"{tgi_server.url}/generate", json={"inputs": "x", "parameters": {"grammar": accepted,
+                                                                                               "max_new_tokens": 40}})
+        jsonschema.validate(json.loads(answer.json()["generated_text"]), TURN_SCHEMA)
+    with FakeServer(vllm_app(Recorder())) as vllm_server:
+        for response_format, problem in (({"type": "json", "value": TURN_SCHEMA}, "Input should be"),
+                                         ({"type": "json_schema", "json_schema": {"schema": TURN_SCHEMA}}, "name"),
+                                         ({"type": "json_schema", "json_schema": {"name": "t", "schema": {"type": 5}}},
+                                          "json_schema.schema")):
+            for path, body in (("/v1/chat/completions", {"messages": messages}), ("/v1/completions", {"prompt": "x"})):
+                answer = httpx.post(f"{vllm_server.url}{path}", json={"model": BASE_MODEL, **body,
+                                                                      "response_format": response_format})
+                assert answer.status_code == 400 and problem in answer.json()["message"], (path, response_format)
+
+
+def test_tgi_probe_reads_the_health_route(settings):
+    settings.inference.engine = "tgi"
+    with FakeServer(tgi_app(Recorder(), adapters=set())) as fake:
+        settings.inference.engine_url = fake.url
+        TgiEngine(settings).probe()
+    settings.inference.engine_url = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(Unavailable, match="unreachable"):
+        TgiEngine(settings).probe()

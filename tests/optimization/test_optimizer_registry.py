@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import dspy
 import pytest
@@ -114,9 +115,9 @@ class _Replies(dspy.BaseLM):
         super().__init__(model="replies")
         self.replies = replies
 
-    def __call__(self, prompt=None, messages=None, **kwargs):
-        self.seen = prompt
-        return [self.replies.pop(0)]
+    def __call__(self, request, **kwargs):
+        self.seen = request
+        return SimpleNamespace(text=self.replies.pop(0))
 
 
 def test_judge_metric_gives_dspy_a_score_or_score_and_feedback():
@@ -124,7 +125,10 @@ def test_judge_metric_gives_dspy_a_score_or_score_and_feedback():
     prediction = dspy.Prediction(response="What happens to light in air?")
     judge = JudgeMetric(_Replies(["guidance: 5\ntone: 5\nactionability: 3\nnot_revealing: 5\nmistake: 3"]))
     assert judge(example, prediction) == pytest.approx(0.8)
-    assert "Rayleigh scattering" in judge.lm.seen and "reach themselves: scattering" in judge.lm.seen
+    graded = judge.lm.seen.messages[-1].text
+    assert "Rayleigh scattering" in graded and "reach themselves: scattering" in graded
+    # The rubric, then two graded examples before the reply to grade.
+    assert "not_revealing" in judge.lm.seen.system and len(judge.lm.seen.messages) == 5
     with_feedback = JudgeMetric(_Replies(["nonsense"]), with_feedback=True)(example, prediction)
     assert with_feedback.score == 0.0 and "no scores" in with_feedback.feedback
 

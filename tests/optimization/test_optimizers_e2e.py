@@ -139,3 +139,34 @@ def test_a_run_stopped_by_its_call_budget_saves_the_best_program_so_far(serve):
     # Baseline (2) + at most the cap while compiling (5; in-flight calls are cancelled) + final scoring (2).
     assert info["lm_calls"] <= 2 + 5 + 2 and info["optimized_score"] > 0
     ProgramRepository(store).load("capped@v1")
+
+
+@pytest.mark.slow
+def test_the_llm_judge_metric_drives_a_run_on_the_platforms_own_model(serve):
+    running, channel = serve(*SERVICES, optimization__judge_max_tokens=40)
+    store = running.runtime.store
+    store_starter(store, validation=VALIDATION)
+    stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
+    started = time.monotonic()
+    run = stub.StartOptimization(
+        pb.StartOptimizationRequest(
+            name="judged",
+            dataset="starter",
+            optimizer=pb.OPTIMIZER_BOOTSTRAP_FEW_SHOT,
+            metric=pb.METRIC_JUDGE,
+            budget=pb.OptimizerBudget(trials=1, max_train_examples=3, max_validation_examples=2),
+            max_tokens=MAX_TOKENS,
+        )
+    ).run
+    list(stub.WatchRun(pb.WatchRunRequest(run_id=run.id), timeout=1500))
+    run = stub.GetRun(pb.GetRunRequest(run_id=run.id)).run
+    assert run.state == common_pb2.JOB_STATE_SUCCEEDED, run.error
+    info = store.read_json("programs/judged/v1/info.json")
+    print(
+        f"\njudge metric: {(time.monotonic() - started) / 60:.2f} min, {info['lm_calls']} LM calls, "
+        f"validation {info['baseline_score']:.3f} -> {info['optimized_score']:.3f}"
+    )
+    assert info["metric"] == "judge" and info["parameters"]["metric"] == "judge"
+    # Each validation reply is judged (one more call each), and so is each reply bootstrapping tries.
+    assert info["lm_calls"] > 2 * 2 * 2
+    assert 0 <= info["baseline_score"] <= 1 and 0 <= info["optimized_score"] <= 1

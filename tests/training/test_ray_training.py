@@ -85,6 +85,10 @@ def test_training_publishes_an_adapter_that_fits_the_data(serve, starter_dataset
     )
     assert adapter.lineage["hyperparameters"]["arguments"]["learning_rate"] == pytest.approx(1e-3)
     assert adapter.lineage["metrics"]["final_loss"] == pytest.approx(job.metrics["final_loss"])
+    training = adapter.lineage["training"]
+    assert training["steps"] == 8 and training["stopped_early"] is False
+    assert training["best_step"] in (4, 8) and training["published_step"] == training["best_step"]
+    assert adapter.metadata["training.steps"] == "8" and adapter.metadata["training.stopped_early"] == "false"
     assert "chat_template.jinja" in adapter.files or "tokenizer_config.json" in adapter.files
     run = f"training/runs/{job.id}"
     assert store.read_bytes(f"{run}/loss_curve.png")[:8] == b"\x89PNG\r\n\x1a\n"
@@ -130,6 +134,49 @@ def test_training_publishes_an_adapter_that_fits_the_data(serve, starter_dataset
     served = chat("socratic")
     assert served.summary.adapter == "socratic"
     assert served.message.content != chat("").message.content
+
+
+def test_early_stopping_publishes_the_best_evaluated_weights(serve, starter_dataset, starter_records) -> None:
+    """An absurd learning rate: the first step is still warm-up (lr 0, so the base model's validation
+    loss), every later step makes the validation loss worse; after `patience` such evaluations the run
+    stops, and the adapter published is the best evaluated one, not the last."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    running, channel = serve("training")
+    store = running.runtime.store
+    starter_dataset(store, train=8, validation=4)
+    stub = training_pb2_grpc.TrainingServiceStub(channel)
+    start = request(10, learning_rate=1.0, eval_steps=1, early_stopping_patience=2)
+    start.resources.num_workers = 1
+    job = stub.StartTraining(start).job
+    events = events_of(stub, job.id)
+    job = stub.GetJob(training_pb2.GetJobRequest(job_id=job.id)).job
+    assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error
+    steps = [e for e in events if "loss" in e.metrics]
+    evals = [(e.step, e.metrics["eval_loss"]) for e in steps if "eval_loss" in e.metrics]
+    assert [step for step, _ in evals] == [1, 2, 3]
+    assert evals[1][1] > evals[0][1] and evals[2][1] > evals[0][1]
+    assert job.metrics["stopped_early"] == 1.0 and job.metrics["best_step"] == 1.0
+    assert job.metrics["best_eval_loss"] == pytest.approx(evals[0][1])
+    assert any("stopped early at step 3" in e.message for e in events)
+
+    adapter = AdapterRegistry(store).get("socratic")
+    training = adapter.lineage["training"]
+    assert training["stopped_early"] is True and training["steps"] == 3 and training["planned_steps"] == 10
+    assert training["published_step"] == 1 and training["best_eval_loss"] == pytest.approx(evals[0][1])
+    assert adapter.metadata["training.stopped_early"] == "true"
+
+    # The published weights score the best evaluation's loss on the validation split, not the last one's.
+    settings = running.runtime.settings
+    tokenizer = load_chat_tokenizer(settings.models)
+    validation = tokenize_records(tokenizer, starter_records[8:12], 256).examples
+    base = AutoModelForCausalLM.from_pretrained(chat_model_path(settings.models), dtype=torch.float32)
+    tuned = PeftModel.from_pretrained(
+        base, str(AdapterRegistry(store).materialize(adapter, settings.models.cache_dir))
+    )
+    assert mean_loss(tuned, validation, tokenizer.pad_token_id) == pytest.approx(evals[0][1], rel=1e-3)
 
 
 def test_a_worker_crash_resumes_from_the_last_checkpoint(serve, starter_dataset) -> None:

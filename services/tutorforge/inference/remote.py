@@ -94,7 +94,7 @@ class _RemoteEngine:
         if isinstance(error, TutorforgeError):
             return error
         status = getattr(getattr(error, "response", None), "status_code", None) or getattr(error, "status_code", None)
-        message = f"{self.kind} server at {self.url}: {error}"
+        message = f"{self.kind} server at {self.url}: {error}{_reason_of(error)}"
         if status == 404:
             return NotFound(message)
         if status in (400, 422):
@@ -137,13 +137,18 @@ class TgiEngine(_RemoteEngine):
             "seed": params.seed,
         }
         structured = params.response_format if params.response_format and params.response_format.structured else None
+        if structured is not None and structured.type == "json_object":
+            # TGI only constrains to a schema with top-level properties: it has no "any JSON object" mode.
+            raise InvalidArgument(
+                "response_format.type json_object is not available with the tgi engine (TGI needs a JSON Schema "
+                "with properties): send json_schema"
+            )
+        # TGI's grammar form, on /generate and its Messages API alike: it refuses OpenAI's
+        # {"type": "json_schema", "json_schema": ...} (its GrammarType wants the schema in `value`).
+        grammar = {"type": "json", "value": schema_of(structured)} if structured is not None else None
         if request.messages is not None:
-            if structured is not None:
-                # TGI's json_object takes its schema in `value`; json_schema is OpenAI's form.
-                sampling["response_format"] = (
-                    {"type": "json_object", "value": schema_of(structured)}
-                    if structured.type == "json_object" else openai_response_format(structured)
-                )
+            if grammar is not None:
+                sampling["response_format"] = grammar
             # TGI's Messages API takes the adapter id in `model`; "tgi" means the base model.
             chunks = self._client.chat_completion(
                 request.messages, model=request.adapter or "tgi", stream=True, **sampling
@@ -156,7 +161,7 @@ class TgiEngine(_RemoteEngine):
             stream=True,
             details=True,
             do_sample=not params.greedy,
-            grammar={"type": "json", "value": schema_of(structured)} if structured is not None else None,
+            grammar=grammar,
             **sampling,
         ):
             if output.token is not None and not output.token.special:
@@ -311,6 +316,20 @@ class OpenAIEngine(_RemoteEngine):
     def close(self) -> None:
         self._http.close()
         self._client.close()
+
+
+def _reason_of(error: Exception) -> str:
+    """The server's own reason (TGI and vLLM name the field at fault), which huggingface_hub's errors leave
+    out: it streams, so its httpx error holds a response whose body was not read yet."""
+    import httpx
+
+    if not isinstance(error, httpx.HTTPStatusError):
+        return ""
+    try:
+        text = error.response.read().decode(errors="replace").strip()
+    except (httpx.HTTPError, httpx.StreamError):
+        return ""
+    return f" ({text[:300]})" if text else ""
 
 
 class _HttpError(Exception):

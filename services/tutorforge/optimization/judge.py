@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dspy
+from dspy.lm15 import Message, Request, TextPart
 
 from tutorforge.core.errors import FailedPrecondition
 from tutorforge.core.settings import LmEndpoint
@@ -73,6 +74,26 @@ SYSTEM_PROMPT = (
 )
 
 
+def _grading_prompt(query: str, context: str, response: str, final_answer: str = "") -> str:
+    answer = f"\nThe final answer the student should reach themselves: {final_answer}" if final_answer else ""
+    return (
+        f"Reference material:\n{context[:_MATERIAL_CHARS]}{answer}\n\nStudent: {query}\n\n"
+        f"Tutor's reply: {response}\n\nScores ({', '.join(NAMES)}):"
+    )
+
+
+_DEMONSTRATIONS = (
+    (
+        ("Is 3 x 4 = 7?", "Multiplication is repeated addition.", "Not quite. What do you get if you add 3 four times?", "12"),
+        "mistake_identification: 5\nguidance: 4\nactionability: 5\nnot_revealing: 5\ntone: 4",
+    ),
+    (
+        ("Why do plants need light?", "Photosynthesis turns light into sugar.", "They need it for photosynthesis. Next.", ""),
+        "mistake_identification: 2\nguidance: 2\nactionability: 1\nnot_revealing: 1\ntone: 2",
+    ),
+)
+
+
 @dataclass
 class JudgeScore:
     # Dimension → score 1–5, for the dimensions the judge's reply gave.
@@ -117,16 +138,12 @@ class JudgeMetric:
         self._lock = threading.Lock()
 
     def judge(self, query: str, context: str, response: str, final_answer: str = "") -> JudgeScore:
-        material = context[:_MATERIAL_CHARS]
-        answer = f"\nThe final answer the student should reach themselves: {final_answer}" if final_answer else ""
-        user = (
-            f"Reference material:\n{material}{answer}\n\nStudent: {query}\n\nTutor's reply: {response}\n\n"
-            f"Scores ({', '.join(NAMES)}):"
-        )
-        # One plain prompt: the one call form every dspy.LM takes without a deprecation path.
-        outputs = self.lm(f"{SYSTEM_PROMPT}\n\n{user}")
-        first = outputs[0] if outputs else ""
-        reply = str(first.get("text", "") if isinstance(first, dict) else first)
+        # Two graded examples first: even a 135M model then answers in the five-line format.
+        messages = []
+        for demo, scores in _DEMONSTRATIONS:
+            messages += [Message.user(_grading_prompt(*demo)), Message.assistant(TextPart(scores))]
+        messages.append(Message.user(_grading_prompt(query, context, response, final_answer)))
+        reply = self.lm(Request(model=self.lm.model, system=SYSTEM_PROMPT, messages=tuple(messages))).text or ""
         result = JudgeScore(parse_scores(reply), reply)
         with self._lock:
             self.calls += 1
