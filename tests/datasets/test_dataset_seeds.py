@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import time
 from collections import Counter
 from dataclasses import replace
@@ -20,7 +19,7 @@ from tutorforge.core.errors import InvalidArgument
 from tutorforge.datasets import seeds
 from tutorforge.datasets.quality import reveals_answer
 from tutorforge.datasets.repository import DatasetRepository
-from tutorforge.inference.chat import RetrievalOptions, Retriever, build_prompt
+from tutorforge.inference.chat import RetrievalOptions, Retriever, build_prompt, chat_retrieval
 from tutorforge.inference.types import Citation
 from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
 
@@ -62,26 +61,29 @@ def _cards(filename: str) -> dict[str, dict]:
     return {card["id"]: card for card in map(json.loads, lines)}
 
 
-def _tie_orders(citations: list[Citation]) -> list[list[Citation]]:
-    """The citations in every order that only swaps equally scored hits, tags renumbered: hybrid (RRF)
-    search ranks ties in no fixed order, so a search may return them either way round."""
-    orders = []
-    for order in itertools.permutations(citations):
-        if [c.score for c in order] == [c.score for c in citations]:
-            orders.append([replace(c, tag=f"[{i}]") for i, c in enumerate(order, start=1)])
-    return orders
+def _tie_orders(citations: list[Citation], wider: list[Citation]) -> list[list[Citation]]:
+    """Every list the search could have returned: the engine ranks equal scores (common in hybrid RRF) in
+    no fixed order, also at the cut-off, so any hits of a wider search with the same scores in the same
+    places (tags renumbered) are the same answer."""
+    scores = [c.score for c in citations]
+    return [
+        [replace(c, tag=f"[{i}]") for i, c in enumerate(order, start=1)]
+        for order in itertools.permutations(wider, len(citations))
+        if [c.score for c in order] == scores
+    ]
 
 
-def _assert_serving_system_turns(records: list[dict], channel: grpc.Channel, address: str) -> None:
-    """Each system turn is what the chat builds for the record's first student turn."""
-    retriever = Retriever(lambda: channel, address)
+def _assert_serving_system_turns(records: list[dict], running) -> None:
+    """Each system turn is what the chat builds for the record's first student turn: its retrieval
+    defaults (chat_retrieval with the server's settings), its prompt."""
+    retriever = Retriever(lambda: running.runtime.channel("retrieval"), running.address)
+    options = chat_retrieval(RetrievalOptions(enabled=True), running.runtime.settings.inference)
     for record in records:
         first = [{"role": "user", "content": record["conversations"][1]["content"]}]
-        citations = retriever.search(first[0]["content"], RetrievalOptions(enabled=True))
-        assert record["conversations"][0] in [build_prompt(first, order)[0] for order in _tie_orders(citations)], (
-            first, record["source"], [(c.document_id, c.chunk_index, c.score) for c in citations],
-            re.findall(r"\n(\[\d\] \(source: [^)]*\))\n(.{60})", record["conversations"][0]["content"]))
-        assert (record["source"]["document_id"], record["source"]["chunk_index"]) in {(c.document_id, c.chunk_index) for c in citations}
+        citations = retriever.search(first[0]["content"], options)
+        wider = retriever.search(first[0]["content"], replace(options, limit=len(citations) + 3))
+        assert record["conversations"][0] in [build_prompt(first, order)[0] for order in _tie_orders(citations, wider)]
+        assert (record["source"]["document_id"], record["source"]["chunk_index"]) in {(c.document_id, c.chunk_index) for c in wider}
 
 
 def _assert_accounting(version: datasets_pb2.DatasetVersion) -> None:
@@ -114,13 +116,16 @@ def test_cards_compose_into_dialogues_that_keep_the_answer_back():
     assert sum(kinds.values()) >= 500
 
 
+_CARD = next(iter(_cards("mathematics.jsonl").values()))
+
+
 @pytest.mark.parametrize(
     ("content", "per_card", "bundled", "message"),
     [
-        (jsonl([{**next(iter(_cards("mathematics.jsonl").values())), "hint": "x"}]), 0, False, "unknown field 'hint'"),
+        (jsonl([{**_CARD, "hint": "x"}]), 0, False, "unknown field 'hint'"),
         (b"\n\n", 0, False, "has no cards"),
-        (jsonl([{**next(iter(_cards("mathematics.jsonl").values())), "questions": []}]), 0, False, ".questions must be a list"),
-        (jsonl([{**next(iter(_cards("mathematics.jsonl").values())), "hints": [{"says": "Fact.", "asks": "Why"}] * 2}]), 0, False, "hints[0].asks must be one question"),
+        (jsonl([{**_CARD, "questions": []}]), 0, False, ".questions must be a list"),
+        (jsonl([{**_CARD, "hints": [{"says": "Fact.", "asks": "Why"}] * 2}]), 0, False, "hints[0].asks must be one question"),
         (None, 33, True, "seeds.dialogues_per_card 33 is out of range"),
         (None, -1, True, "seeds.dialogues_per_card -1 is out of range"),
         (None, 0, False, "seeds needs lesson-card files"),
@@ -175,7 +180,7 @@ def test_revealing_and_ungrounded_cards_are_dropped_with_reasons(serve):
         for turn in record["conversations"][1:]:
             if turn["role"] == "assistant":
                 assert "5/12" not in turn["content"] and record["source"]["tag"] in turn["content"]
-    _assert_serving_system_turns(records, channel, running.address)
+    _assert_serving_system_turns(records, running)
 
 
 @pytest.mark.slow
@@ -208,7 +213,7 @@ def test_bundled_seeds_build_the_tutor_training_set(serve):
         if record["metadata"]["kind"] == "follow_up":
             assert len(tutor) >= 2
     # The chat's own retrieval path gives the same system turns (a sample: one search per record is slow).
-    _assert_serving_system_turns(records[:: max(1, len(records) // 40)], channel, running.address)
+    _assert_serving_system_turns(records[:: max(1, len(records) // 40)], running)
 
     tokens = [record["quality"]["tokens"] for record in records]
     print(json.dumps({
@@ -230,3 +235,20 @@ def test_seed_file_cards_keep_their_own_fields():
     bad = {**card, "confirm": {**card["confirm"], "tone": "warm"}}
     with pytest.raises(InvalidArgument, match=r"line 1\.confirm: unknown field 'tone'"):
         seeds.parse_cards("physics.jsonl", jsonl([bad]))
+
+
+def test_cli_seed_options_reach_the_service(serve, tmp_path):
+    """`tutorforge dataset build --seeds/--bundled-seeds`: the service's refusal, naming the field, is shown."""
+    from typer.testing import CliRunner
+
+    from tutorforge.cli import app
+
+    running, _ = serve("datasets")
+    cards = tmp_path / "cards.jsonl"
+    cards.write_bytes(jsonl([{**_CARD, "hint": "x"}]))
+    runner = CliRunner()
+    result = runner.invoke(app, ["dataset", "build", "cards", "--seeds", str(cards), "--address", running.address])
+    assert result.exit_code != 0 and "unknown field 'hint'" in result.output, result.output
+    result = runner.invoke(app, ["dataset", "build", "cards", "--bundled-seeds", "--dialogues-per-card", "40",
+                                 "--address", running.address])
+    assert result.exit_code != 0 and "seeds.dialogues_per_card 40 is out of range" in result.output, result.output

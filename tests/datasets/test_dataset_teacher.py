@@ -105,14 +105,19 @@ def test_unreachable_teacher_is_refused_before_the_job(serve, kind):
 
 
 def test_unreachable_configured_teacher_names_the_setting(serve):
-    running, channel = serve("datasets", datasets__teacher_url=f"http://127.0.0.1:{_free_port()}")
+    running, channel = serve("datasets", datasets__teacher_url=f"http://127.0.0.1:{_free_port()}",
+                             addresses__inference="127.0.0.1:1")
     stub = datasets_pb2_grpc.DatasetServiceStub(channel)
     source = datasets_pb2.DatasetSource(synthetic=datasets_pb2.SyntheticSource(topic="fractions", num_conversations=1, num_exchanges=1))
     with pytest.raises(grpc.RpcError) as error:
         stub.CreateDataset(datasets_pb2.CreateDatasetRequest(name="refused", sources=[source]))
     assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "datasets.teacher_url" in error.value.details()
-    # "inference" overrides the configured teacher: the request is accepted and becomes a job.
+    # "inference" overrides the configured teacher: the request is accepted and becomes a job, which turns
+    # to the (here unreachable) inference service. Waited for: a job still generating when its server
+    # stops would call through a closed channel, which crashes grpc.
     source.synthetic.teacher = "inference"
     job = stub.CreateDataset(datasets_pb2.CreateDatasetRequest(name="accepted", sources=[source])).job
-    assert job.id
+    list(stub.WatchDatasetJob(datasets_pb2.WatchDatasetJobRequest(job_id=job.id), timeout=120))
+    job = stub.GetDatasetJob(datasets_pb2.GetDatasetJobRequest(job_id=job.id)).job
+    assert job.state == common_pb2.JOB_STATE_FAILED and "needs the inference service" in job.error

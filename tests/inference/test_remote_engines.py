@@ -17,19 +17,15 @@ from safetensors.numpy import save_file
 
 from tutorforge.core.adapters import AdapterRegistry
 from tutorforge.core.errors import Unavailable
+from tutorforge.datasets.generation import TURN_SCHEMAS
 from tutorforge.inference.remote import TgiEngine
 from tutorforge.v1 import common_pb2
 from tutorforge.v1 import inference_pb2 as pb
 from tutorforge.v1 import inference_pb2_grpc
 
 
-# One turn of dataset generation (datasets.generation.TURN_SCHEMAS has the same shape).
-TURN_SCHEMA = {
-    "type": "object",
-    "properties": {"reply": {"type": "string", "pattern": "^[^?\\n]{8,240}\\?$"}},
-    "required": ["reply"],
-    "additionalProperties": False,
-}
+# What dataset generation asks a teacher for: a tutor turn.
+TURN_SCHEMA = TURN_SCHEMAS["reply"]
 
 
 def _chat(adapter: str = "", max_tokens: int = 5, response_format: pb.ResponseFormat | None = None) -> pb.ChatRequest:

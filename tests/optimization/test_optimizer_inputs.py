@@ -6,8 +6,8 @@ import grpc
 import pytest
 from optimization_helpers import store_starter
 from tutorforge.core.programs import ProgramInfo, ProgramRepository, TeachingProgram
+from tutorforge.v1 import common_pb2, inference_pb2, inference_pb2_grpc, optimization_pb2_grpc
 from tutorforge.v1 import optimization_pb2 as pb
-from tutorforge.v1 import optimization_pb2_grpc
 
 # Nothing listens on the discard port: connections are refused at once.
 UNREACHABLE = "http://127.0.0.1:9/v1"
@@ -70,7 +70,7 @@ def test_promote_program_over_grpc(serve):
     program = TeachingProgram("Ask one guiding question.")
     for mean in (0.4, 0.5):
         info = ProgramInfo("tutor", "", "bootstrap-fewshot", "starter", "1", "", base_model="SmolLM2-135M-Instruct")
-        info.benchmark = {"score": {"mean": mean}}
+        info.benchmark = {"pedagogical_score": {"mean": mean, "low": mean - 0.1, "high": mean + 0.1}}
         repo.save(program, info)
     repo.save(program, ProgramInfo("tutor", "", "simba", "starter", "1", "", base_model="Qwen3-8B"))
 
@@ -85,3 +85,8 @@ def test_promote_program_over_grpc(serve):
     code, details = _status(stub.PromoteProgram, pb.PromoteProgramRequest(program="ghost"))
     assert code == grpc.StatusCode.NOT_FOUND
     assert repo.served_version("tutor") == "v2"
+    # Chat refuses it too, when named explicitly.
+    chat = inference_pb2_grpc.InferenceServiceStub(channel).Chat
+    turn = [common_pb2.ChatMessage(role="user", content="Why is the sky blue?")]
+    code, details = _status(chat, inference_pb2.ChatRequest(messages=turn, program="tutor@v3"))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "compiled for base model 'Qwen3-8B'" in details

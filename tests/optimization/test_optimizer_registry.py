@@ -136,7 +136,7 @@ def test_judge_metric_gives_dspy_a_score_or_score_and_feedback():
 def _save(repo: ProgramRepository, benchmark: float | None, base_model: str = "SmolLM2-135M-Instruct") -> ProgramInfo:
     info = ProgramInfo("tutor", "", "bootstrap-fewshot", "starter", "1", "", base_model=base_model)
     if benchmark is not None:
-        info.benchmark = {"score": {"mean": benchmark, "low": benchmark - 0.05, "high": benchmark + 0.05}}
+        info.benchmark = {"pedagogical_score": {"mean": benchmark, "low": benchmark - 0.05, "high": benchmark + 0.05}}
     return repo.save(TeachingProgram("Guide the student with questions."), info)
 
 

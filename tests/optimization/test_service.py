@@ -5,19 +5,12 @@ from __future__ import annotations
 import json
 import time
 
-import dspy
 import grpc
 import pytest
 from optimization_helpers import store_starter, wait_for
-from tutorforge.datasets.repository import DatasetRepository
-from tutorforge.optimization.adapters import PlainAdapter
-from tutorforge.optimization.lm import InferenceLM, LmUsage
-from tutorforge.optimization.program import (
-    ProgramInfo,
-    ProgramRepository,
-    TutorProgram,
-    examples_from_records,
-)
+from tutorforge.core.programs import Demonstration, ProgramInfo, ProgramRepository, TeachingProgram
+from tutorforge.inference.chat import DEFAULT_SYSTEM_PROMPT
+from tutorforge.optimization.turns import benchmark_turns
 from tutorforge.v1 import (
     common_pb2,
     inference_pb2,
@@ -29,6 +22,24 @@ from tutorforge.v1 import (
 from tutorforge.v1 import optimization_pb2 as pb
 
 SERVICES = ("optimization", "inference", "datasets")
+MATERIAL = (
+    "Opportunity cost is the value of the next best alternative you give up when you make a choice. "
+    "A scholarship pays tuition, but studying still costs the wages you could have earned by working."
+)
+
+
+def _ingest(channel) -> None:
+    ingest = retrieval_pb2_grpc.RetrievalServiceStub(channel).IngestDocuments(
+        iter(
+            [
+                retrieval_pb2.IngestDocumentsRequest(
+                    document=retrieval_pb2.DocumentHeader(document_id="costs", filename="costs.txt")
+                ),
+                retrieval_pb2.IngestDocumentsRequest(content=MATERIAL.encode()),
+            ]
+        )
+    )
+    assert ingest.results[0].chunks_written >= 1
 
 
 @pytest.mark.slow
@@ -43,6 +54,7 @@ def test_few_shot_optimization_improves_the_validation_score(serve):
             optimizer=pb.OPTIMIZER_LABELED_FEW_SHOT,
             budget=pb.OptimizerBudget(max_labeled_demos=3, max_train_examples=8, max_validation_examples=4),
             max_tokens=48,
+            use_retrieval=False,
         )
     ).run
     assert started.kind == "optimization" and started.labels["program"] == "tutor"
@@ -56,84 +68,97 @@ def test_few_shot_optimization_improves_the_validation_score(serve):
     program = stub.GetProgram(pb.GetProgramRequest(name="tutor")).program
     # The demos in the prompt make the small model's replies more like the tutor's.
     assert program.optimized_score > program.baseline_score
+    # LabeledFewShot calls no LM: the 8 calls are the baseline's and the compiled program's validation replies.
     assert program.lm_calls == 8 and program.lm_tokens > 0
-    assert (program.dataset, program.optimizer, program.lm_adapter) == ("starter", "labeled-fewshot", "plain")
-    assert json.loads(program.parameters_json)["budget"]["max_labeled_demos"] == 3
-    state = json.loads(stub.GetProgram(pb.GetProgramRequest(name="tutor", version="v1")).state_json)
-    assert len(state["respond"]["demos"]) == 3
+    assert (program.dataset, program.optimizer) == ("starter", "labeled-fewshot")
+    assert program.base_model and json.loads(program.parameters_json)["budget"]["max_labeled_demos"] == 3
+    document = json.loads(stub.GetProgram(pb.GetProgramRequest(name="tutor", version="v1")).state_json)
+    assert document["format"] == "tutorforge.program/v1" and len(document["demonstrations"]) == 3
+    assert document["instructions"] == DEFAULT_SYSTEM_PROMPT and document["base_model"] == program.base_model
     assert [p.name for p in stub.ListPrograms(pb.ListProgramsRequest()).programs] == ["tutor"]
 
 
 @pytest.mark.slow
-def test_round_trip_two_target_evaluation_and_chat_with_a_program(serve, tmp_path):
-    running, channel = serve(*SERVICES)
+def test_evaluate_scores_exactly_what_chat_serves_and_records_the_benchmark(serve):
+    """Served = scored through Evaluate: each reply in the report is the reply chat gives for the same turn
+    with the same program (greedy); benchmark scores land in the program's lineage."""
+    running, channel = serve(*SERVICES, "retrieval", retrieval__chunk_size_tokens=64, retrieval__chunk_overlap_tokens=8)
     store = running.runtime.store
-    store_starter(store)
-    records = DatasetRepository(store).records("starter", "", "train")
-    program = dspy.LabeledFewShot(k=2).compile(TutorProgram(), trainset=examples_from_records(records))
-    validation = examples_from_records(DatasetRepository(store).records("starter", "", "validation"))
-    example = validation[0]
-
-    # Save / load round trip: the loaded program answers exactly like the compiled one (greedy).
-    usage = LmUsage()
-    lm = InferenceLM(channel, max_tokens=24, usage=usage)
-
-    def reply(module: TutorProgram) -> str:
-        with dspy.context(lm=lm, adapter=PlainAdapter()):
-            return module(**example.inputs()).response
-
-    before = reply(program)
-    info = ProgramRepository(store).save(
-        program,
-        ProgramInfo("fewshot", "", "labeled-fewshot", "starter", "5a17e7", "", "plain", False, 0, 0, 0, 0),
+    _ingest(channel)
+    ProgramRepository(store).save(
+        TeachingProgram(
+            instructions="You are a brief, Socratic tutor.",
+            demonstrations=(Demonstration("What is a noun?", "What do the words 'dog', 'city' and 'idea' name?"),),
+        ),
+        ProgramInfo(name="brief", version="", optimizer="manual", dataset="", dataset_version="", adapter=""),
     )
-    _, loaded = ProgramRepository(store).load("fewshot", info.version)
-    assert reply(loaded) == before and before
-    assert usage.calls == 2 and usage.completion_tokens > 0
-
-    # Evaluation of two targets on the validation split.
     stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
-    targets = [pb.EvaluationTarget(spec="base"), pb.EvaluationTarget(spec="program:fewshot")]
+    targets = [pb.EvaluationTarget(spec="base"), pb.EvaluationTarget(spec="program:brief")]
     started = stub.Evaluate(
-        pb.EvaluateRequest(dataset="starter", targets=targets, max_examples=2, max_tokens=24)
+        # One turn at a time, like the chat calls below: batched rows differ from a lone row in float
+        # rounding, which can flip a greedy token; the prompt is the same either way.
+        pb.EvaluateRequest(evaluation_set="tutor-benchmark", targets=targets, max_examples=3, max_tokens=24, threads=1)
     ).run
-    assert started.kind == "evaluation"
     run, events = wait_for(stub, started.id)
     assert run.state == common_pb2.JOB_STATE_SUCCEEDED, run.error
-    assert run.result == started.id and any(e.total_steps == 4 for e in events)
+    assert any(e.total_steps == 6 for e in events)
     response = stub.GetEvaluation(pb.GetEvaluationRequest(evaluation_id=run.result, include_files=True))
     report = response.report
-    assert [t.target for t in report.targets] == ["base", "program:fewshot"]
+    assert [t.target for t in report.targets] == ["base", "program:brief"]
     for target in report.targets:
-        assert target.examples == 2 and target.errors == 0
-        assert 0 <= target.pedagogical_score <= 1 and 0 <= target.context_usage <= 1
-        assert 0 <= target.similarity.min <= target.similarity.mean <= target.similarity.max <= 1
-        assert target.similarity.max > 0 and target.mean_latency_seconds > 0
-        assert set(target.score_per_subject) == {e.subject for e in validation[:2]}
+        assert target.examples == 3 and target.errors == 0
+        interval = target.intervals["pedagogical_score"]
+        assert 0 <= interval.low <= target.pedagogical_score <= interval.high <= 1
+        assert set(target.intervals) >= {"question_rate", "answer_reveal_rate", "citation_rate", "groundedness"}
     files = {f.path: f.content for f in response.files}
-    assert set(files) == {
-        "report.json",
-        "report.md",
-        "charts/scores_per_target.png",
-        "charts/score_per_subject.png",
-    }
-    assert files["charts/scores_per_target.png"].startswith(b"\x89PNG")
-    assert "| program:fewshot |" in files["report.md"].decode()
-    assert json.loads(files["report.json"])["examples"]["base"][0]["response"]
-    assert store.exists(report.report_markdown_path) and len(report.chart_paths) == 2
+    assert set(files) == {"report.json", "report.md", "charts/scores_per_target.png", "charts/score_per_subject.png"}
+    assert files["charts/scores_per_target.png"].startswith(b"\x89PNG") and "| program:brief |" in files["report.md"].decode()
+    examples = json.loads(files["report.json"])["examples"]
 
-    # The inference service's chat answers with the named program.
     chat = inference_pb2_grpc.InferenceServiceStub(channel)
-    turn = [common_pb2.ChatMessage(role="user", content=example.query)]
-    answered = chat.Chat(
-        inference_pb2.ChatRequest(
-            messages=turn, program="fewshot", parameters=inference_pb2.GenerationParameters(max_tokens=16)
+    turns = benchmark_turns(limit=3)
+    for spec, program in (("base", ""), ("program:brief", "brief")):
+        for turn, scored in zip(turns, examples[spec], strict=True):
+            served = chat.Chat(
+                inference_pb2.ChatRequest(
+                    messages=[common_pb2.ChatMessage(**m) for m in turn.messages],
+                    program=program,
+                    parameters=inference_pb2.GenerationParameters(max_tokens=24),
+                    retrieval=inference_pb2.RetrievalOptions(enabled=True),
+                )
+            )
+            assert served.message.content == scored["response"], (spec, turn.id)
+            assert [c.tag for c in served.citations] == [c["tag"] for c in scored["citations"]]
+    assert [e["response"] for e in examples["base"]] != [e["response"] for e in examples["program:brief"]]
+    info = ProgramRepository(store).get("brief")
+    assert info.benchmark["evaluation_id"] == run.result and info.benchmark["examples"] == 3
+    assert 0 <= info.benchmark["pedagogical_score"]["low"] <= info.benchmark["pedagogical_score"]["high"]
+
+
+def test_evaluation_bad_input_is_refused_up_front(serve):
+    running, channel = serve(*SERVICES)
+    store_starter(running.runtime.store)
+    stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
+    cases = [
+        (pb.EvaluateRequest(evaluation_set="nope", targets=[pb.EvaluationTarget(spec="base")]), "evaluation_set"),
+        (pb.EvaluateRequest(targets=[pb.EvaluationTarget(spec="base")]), "evaluation_set"),
+        (
+            pb.EvaluateRequest(dataset="starter", evaluation_set="tutor-benchmark", targets=[pb.EvaluationTarget(spec="base")]),
+            "exactly one",
+        ),
+        (pb.EvaluateRequest(evaluation_set="tutor-benchmark"), "targets"),
+        (pb.EvaluateRequest(evaluation_set="tutor-benchmark", targets=[pb.EvaluationTarget(spec="gpt:x")]), "target"),
+    ]
+    for request, fragment in cases:
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Evaluate(request)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and fragment in caught.value.details()
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Evaluate(
+            pb.EvaluateRequest(evaluation_set="tutor-benchmark", targets=[pb.EvaluationTarget(spec="program:ghost")])
         )
-    )
-    assert answered.message.content
-    with pytest.raises(grpc.RpcError) as missing:
-        chat.Chat(inference_pb2.ChatRequest(messages=turn, program="ghost"))
-    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert running.runtime.store.list("evaluations") == []
 
 
 def test_cancelling_a_run_stops_it_and_saves_nothing(serve):
@@ -147,6 +172,7 @@ def test_cancelling_a_run_stops_it_and_saves_nothing(serve):
             optimizer=pb.OPTIMIZER_BOOTSTRAP_FEW_SHOT,
             max_tokens=32,
             budget=pb.OptimizerBudget(threads=1),
+            use_retrieval=False,
         )
     ).run
     deadline = time.monotonic() + 300
@@ -163,34 +189,16 @@ def test_cancelling_a_run_stops_it_and_saves_nothing(serve):
     assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-def test_evaluation_with_retrieval_grounds_examples_on_ingested_material(serve):
+def test_evaluation_with_retrieval_grounds_replies_on_ingested_material(serve):
     running, channel = serve(
         *SERVICES, "retrieval", retrieval__chunk_size_tokens=64, retrieval__chunk_overlap_tokens=8
     )
     store_starter(running.runtime.store)
-    material = (
-        "Opportunity cost is the value of the next best alternative you give up when you make a choice. "
-        "A scholarship pays tuition, but studying still costs the wages you could have earned by working."
-    )
-    ingest = retrieval_pb2_grpc.RetrievalServiceStub(channel).IngestDocuments(
-        iter(
-            [
-                retrieval_pb2.IngestDocumentsRequest(
-                    document=retrieval_pb2.DocumentHeader(filename="costs.txt")
-                ),
-                retrieval_pb2.IngestDocumentsRequest(content=material.encode()),
-            ]
-        )
-    )
-    assert ingest.results[0].chunks_written >= 1
+    _ingest(channel)
     stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
     started = stub.Evaluate(
         pb.EvaluateRequest(
-            dataset="starter",
-            targets=[pb.EvaluationTarget(spec="base")],
-            max_examples=1,
-            max_tokens=8,
-            use_retrieval=True,
+            dataset="starter", targets=[pb.EvaluationTarget(spec="base")], max_examples=1, max_tokens=8
         )
     ).run
     run, _ = wait_for(stub, started.id)
@@ -198,5 +206,5 @@ def test_evaluation_with_retrieval_grounds_examples_on_ingested_material(serve):
     report = stub.GetEvaluation(pb.GetEvaluationRequest(evaluation_id=run.result, include_files=True))
     files = {f.path: f.content for f in report.files}
     example = json.loads(files["report.json"])["examples"]["base"][0]
-    # The program was given the ingested passage instead of the dataset's system turn.
-    assert "opportunity cost" in example["context"].lower()
+    # Retrieval is on by default, as in chat: the reply was grounded on the ingested passage.
+    assert example["citations"] and "opportunity cost" in example["citations"][0]["text"].lower()

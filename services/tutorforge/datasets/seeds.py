@@ -40,20 +40,20 @@ MAX_DIALOGUES_PER_CARD = 32
 MIN_TUTOR_WORDS = 20
 MAX_TUTOR_WORDS = 60
 _MOVE_FIELDS = ("says", "asks")
-# Field → (type, what it holds); the order is the order error messages list them in.
-CARD_FIELDS: dict[str, tuple[type, str]] = {
-    "id": (str, "card id, unique within the file"),
-    "subject": (str, "subject (the document's category)"),
-    "document_id": (str, "ingested document the card is grounded in"),
-    "concept": (str, "what the card teaches"),
-    "questions": (list, "student question variants"),
-    "misconception": (dict, "{student, says, asks}: a typical wrong idea and the tutor's grounded probe"),
-    "pressure": (str, "the student's 'just tell me' line"),
-    "answer": (str, "final answer the tutor must never state"),
-    "hints": (list, "[{says, asks}]: grounded hints in order, at least 2"),
-    "attempts": (list, "student partial attempts"),
-    "solved": (str, "the student's line that reaches the answer"),
-    "confirm": (dict, "{says, asks}: praise and a request to explain"),
+# Field → what it holds; error messages list the fields in this order.
+CARD_FIELDS: dict[str, str] = {
+    "id": "card id, unique within the file",
+    "subject": "subject (the document's category)",
+    "document_id": "ingested document the card is grounded in",
+    "concept": "what the card teaches",
+    "questions": "student question variants",
+    "misconception": "{student, says, asks}: a typical wrong idea and the tutor's grounded probe",
+    "pressure": "the student's 'just tell me' line",
+    "answer": "final answer the tutor must never state",
+    "hints": "[{says, asks}]: grounded hints in order, at least 2",
+    "attempts": "student partial attempts",
+    "solved": "the student's line that reaches the answer",
+    "confirm": "{says, asks}: praise and a request to explain",
 }
 
 # Several wordings per move: the seeded RNG picks one per turn.
@@ -171,10 +171,13 @@ def _card(item: Any, where: str) -> Card:
         raise InvalidArgument(f"{where}: unknown field {unknown[0]!r}; a lesson card has {', '.join(CARD_FIELDS)}")
     missing = [name for name in CARD_FIELDS if name not in item]
     if missing:
-        raise InvalidArgument(f"{where}: missing field {missing[0]!r} ({CARD_FIELDS[missing[0]][1]})")
+        raise InvalidArgument(f"{where}: missing field {missing[0]!r} ({CARD_FIELDS[missing[0]]})")
     misconception = item["misconception"]
     if not isinstance(misconception, dict):
         raise InvalidArgument(f"{where}.misconception must be an object with fields student, says and asks")
+    unknown = sorted(set(misconception) - {"student", *_MOVE_FIELDS})
+    if unknown:
+        raise InvalidArgument(f"{where}.misconception: unknown field {unknown[0]!r} (it has student, says and asks)")
     probe = {key: value for key, value in misconception.items() if key != "student"}
     return Card(
         id=_text(item["id"], f"{where}.id"),
@@ -233,7 +236,10 @@ def bundled_seed_files() -> list[Path]:
 
 def check_dialogues_per_card(value: int) -> int:
     if not 1 <= value <= MAX_DIALOGUES_PER_CARD:
-        raise InvalidArgument(f"seeds.dialogues_per_card {value} is out of range: use 1..{MAX_DIALOGUES_PER_CARD} (default {DEFAULT_DIALOGUES_PER_CARD})")
+        raise InvalidArgument(
+            f"seeds.dialogues_per_card {value} is out of range: use 1..{MAX_DIALOGUES_PER_CARD} "
+            f"(default {DEFAULT_DIALOGUES_PER_CARD})"
+        )
     return value
 
 
@@ -334,7 +340,8 @@ def turn_problem(card: Card, turns: list[dict[str, str]]) -> tuple[str, str] | N
             return f"tutor turn {position} hands over a result: {text!r}", "reveals_answer"
         count = len(text.split())
         if not MIN_TUTOR_WORDS <= count <= MAX_TUTOR_WORDS:
-            return f"tutor turn {position} has {count} words (keep {MIN_TUTOR_WORDS}..{MAX_TUTOR_WORDS}): {text!r}", "turn_length"
+            why = f"tutor turn {position} has {count} words (keep {MIN_TUTOR_WORDS}..{MAX_TUTOR_WORDS}): {text!r}"
+            return why, "turn_length"
     return None
 
 
@@ -348,6 +355,9 @@ class SeedSource:
     content: bytes
     dialogues_per_card: int = DEFAULT_DIALOGUES_PER_CARD
     seed: int = 0
+    # The tutor chat's retrieval (inference.chat_retrieval with the server's settings): training prompts
+    # carry the passages chat will retrieve for the same question.
+    retrieval_options: RetrievalOptions = field(default_factory=lambda: RetrievalOptions(enabled=True))
     cards: list[Card] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -367,12 +377,17 @@ class SeedSource:
             "cards": len(self.cards),
             "dialogues_per_card": self.dialogues_per_card,
             "seed": self.seed,
-            "retrieval": "chat defaults (RetrievalOptions(enabled=True)), student's first turn as the query",
+            "retrieval": {
+                "limit": self.retrieval_options.limit,
+                "mode": self.retrieval_options.mode,
+                "score_threshold": self.retrieval_options.score_threshold,
+                "query": "the student's first turn",
+            },
         }
 
     def read(self, progress: Progress) -> SourceResult:
         retriever = Retriever(lambda: self.retrieval, self.retrieval_address)
-        options = RetrievalOptions(enabled=True)
+        options = self.retrieval_options
         searched: dict[str, list[Citation]] = {}
         result = SourceResult(name=self.name, format="seeds", records_read=0, parameters=self.parameters())
         for position, card in enumerate(self.cards):
@@ -430,6 +445,7 @@ def seed_sources(
     bundled: bool,
     dialogues_per_card: int = 0,
     seed: int = 0,
+    retrieval_options: RetrievalOptions | None = None,
 ) -> list[SeedSource]:
     """One SeedSource per lesson-card file (given files, then the bundled ones), so the manifest accounts
     each file on its own; `dialogues_per_card` 0 = the default."""
@@ -444,6 +460,9 @@ def seed_sources(
         raise InvalidArgument(f"seeds.files: {repeated[0]!r} is given more than once (file names name the sources)")
     per_card = check_dialogues_per_card(dialogues_per_card or DEFAULT_DIALOGUES_PER_CARD)
     return [
-        SeedSource(retrieval, retrieval_address, filename, content, dialogues_per_card=per_card, seed=seed)
+        SeedSource(
+            retrieval, retrieval_address, filename, content, dialogues_per_card=per_card, seed=seed,
+            retrieval_options=retrieval_options or RetrievalOptions(enabled=True),
+        )
         for filename, content in named
     ]

@@ -15,6 +15,7 @@ from tutorforge.datasets.formats import RecordFormat
 from tutorforge.datasets.generation import DEFAULT_MIN_FAITHFULNESS, DocumentSource, SyntheticSource
 from tutorforge.datasets.repository import SPLITS, DatasetInfo
 from tutorforge.datasets.seeds import seed_sources
+from tutorforge.inference.chat import RetrievalOptions, chat_retrieval
 from tutorforge.datasets.service import DatasetService
 from tutorforge.datasets.teacher import open_teacher
 from tutorforge.datasets.validation import DEFAULT_MAX_TOKENS
@@ -128,6 +129,7 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
             seeds.bundled,
             seeds.dialogues_per_card,
             seeds.seed,
+            chat_retrieval(RetrievalOptions(enabled=True), self.runtime.settings.inference),
         )
 
     @staticmethod

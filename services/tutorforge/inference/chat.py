@@ -10,6 +10,7 @@ import grpc
 
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument, Unavailable
 from tutorforge.core.programs import TeachingProgram
+from tutorforge.core.settings import InferenceSettings
 from tutorforge.inference.types import Citation
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -46,6 +47,24 @@ class RetrievalOptions:
     filters: list[Any] = field(default_factory=list)
     # tutorforge.v1.SearchMode value; 0 = the service's default.
     mode: int = 0
+
+
+def chat_retrieval(options: RetrievalOptions, settings: InferenceSettings) -> RetrievalOptions:
+    """Unset chat retrieval options take the tutor's calibrated defaults (inference.chat_*): the retrieval
+    service's own defaults suit search, not a tutor that must cite when it can. Chat and the training set
+    (datasets' seed source) both use this, so the adapter trains on the passages it will be served."""
+    from tutorforge.v1 import retrieval_pb2
+
+    threshold = options.score_threshold
+    if threshold is None and options.mode == 0:
+        threshold = settings.chat_score_threshold
+    return RetrievalOptions(
+        enabled=True,
+        limit=options.limit or settings.chat_passages,
+        score_threshold=threshold,
+        filters=options.filters,
+        mode=options.mode or retrieval_pb2.SearchMode.Value(f"SEARCH_MODE_{settings.chat_search_mode.upper()}"),
+    )
 
 
 class Retriever:

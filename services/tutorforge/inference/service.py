@@ -17,6 +17,7 @@ from tutorforge.inference.chat import (
     RetrievalOptions,
     Retriever,
     build_prompt,
+    chat_retrieval,
     retrieval_query,
     validate_messages,
 )
@@ -132,7 +133,7 @@ class InferenceService:
         if retrieval is not None and retrieval.enabled:
             if self.retriever is None:
                 raise FailedPrecondition("retrieval is not configured for this inference service")
-            citations = self.retriever.search(retrieval_query(messages), self._chat_retrieval(retrieval))
+            citations = self.retriever.search(retrieval_query(messages), chat_retrieval(retrieval, self.settings.inference))
             # A structured (JSON) reply must stay a valid document: the model is told instead.
             structured = params.response_format is not None and params.response_format.structured
             preamble = "" if citations or structured else NO_MATERIAL_NOTICE
@@ -154,24 +155,6 @@ class InferenceService:
                 f"server serves {self.base_model!r}: compile it again against this model"
             )
         return program
-
-    def _chat_retrieval(self, options: RetrievalOptions) -> RetrievalOptions:
-        """Unset chat retrieval options take the tutor's calibrated defaults (inference.chat_*): the
-        retrieval service's own defaults suit search, not a tutor that must cite when it can."""
-        settings = self.settings.inference
-        from tutorforge.v1 import retrieval_pb2
-
-        mode = options.mode or retrieval_pb2.SearchMode.Value(f"SEARCH_MODE_{settings.chat_search_mode.upper()}")
-        threshold = options.score_threshold
-        if threshold is None and options.mode == 0:
-            threshold = settings.chat_score_threshold
-        return RetrievalOptions(
-            enabled=True,
-            limit=options.limit or settings.chat_passages,
-            score_threshold=threshold,
-            filters=options.filters,
-            mode=mode,
-        )
 
     def _submit(self, request: GenerationRequest, adapter: str, fallback_to_base: bool) -> GenerationStream:
         choice = self.adapters.choose(adapter, fallback_to_base)

@@ -89,9 +89,11 @@ def _print_program(info: pb.ProgramInfo) -> None:
         f"{info.dataset}@{info.dataset_version}"
     )
     console.print(
-        f"validation score {info.baseline_score:.3f} → [bold]{info.optimized_score:.3f}[/]; "
-        f"cost {info.lm_calls} LM calls, {info.lm_tokens} tokens; run {info.run_id}"
+        f"validation {info.metric or 'pedagogical'} score {info.baseline_score:.3f} → "
+        f"[bold]{info.optimized_score:.3f}[/]; cost {info.lm_calls} LM calls, {info.lm_tokens} tokens; run {info.run_id}"
     )
+    if info.stopped_early:
+        console.print(f"[yellow]stopped early[/]: {info.stopped_early}; saved the best program found by then")
 
 
 def optimize(

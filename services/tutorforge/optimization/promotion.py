@@ -1,7 +1,8 @@
 """Promotion: which version of a program chat serves for its bare name.
 
-A version replaces the served one only if its benchmark score (the mean recorded by the benchmark in its
-`info.json`, `benchmark.score.mean`) is higher than the served version's, or with `force`. A program made
+A version replaces the served one only if its benchmark score (the mean pedagogical score an evaluation on
+the benchmark recorded in its `info.json`, `benchmark.pedagogical_score.mean`) is higher than the served
+version's, or with `force`. A program made
 for another base model is never promoted: chat would run its instructions and demonstrations on a model
 they were not scored with."""
 
@@ -12,7 +13,9 @@ from dataclasses import dataclass
 from tutorforge.core.errors import FailedPrecondition
 from tutorforge.core.programs import ProgramInfo, ProgramRepository, parse_reference
 
-_BENCHMARK_HINT = "benchmark it first, or promote with --force"
+_BENCHMARK_HINT = "benchmark it first (`tutorforge evaluate --set tutor-benchmark`), or promote with --force"
+# The figure of the recorded benchmark summary (evaluation.TargetMetrics.summary) that promotion compares.
+FIGURE = "pedagogical_score"
 
 
 @dataclass
@@ -25,8 +28,8 @@ class Promotion:
 
 def benchmark_mean(info: ProgramInfo) -> float | None:
     """The version's recorded benchmark mean score, None when it has none."""
-    score = info.benchmark.get("score")
-    mean = score.get("mean") if isinstance(score, dict) else score
+    figure = info.benchmark.get(FIGURE)
+    mean = figure.get("mean") if isinstance(figure, dict) else None
     return float(mean) if isinstance(mean, int | float) else None
 
 

@@ -87,6 +87,8 @@ def program_to_proto(info: ProgramInfo) -> pb.ProgramInfo:
         run_id=info.run_id,
         base_model=info.base_model,
         benchmark_json=json.dumps(info.benchmark, sort_keys=True) if info.benchmark else "",
+        metric=info.metric,
+        stopped_early=info.stopped_early,
     )
 
 

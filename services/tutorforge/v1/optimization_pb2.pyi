@@ -170,7 +170,7 @@ class CancelRunResponse(_message.Message):
     def __init__(self, run: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
 
 class ProgramInfo(_message.Message):
-    __slots__ = ("name", "version", "optimizer", "dataset", "dataset_version", "adapter", "baseline_score", "optimized_score", "lm_calls", "lm_tokens", "created_at_unix", "parameters_json", "lm_adapter", "run_id", "base_model", "benchmark_json")
+    __slots__ = ("name", "version", "optimizer", "dataset", "dataset_version", "adapter", "baseline_score", "optimized_score", "lm_calls", "lm_tokens", "created_at_unix", "parameters_json", "lm_adapter", "run_id", "base_model", "benchmark_json", "metric", "stopped_early")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +187,8 @@ class ProgramInfo(_message.Message):
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
     BENCHMARK_JSON_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_EARLY_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     optimizer: str
@@ -203,7 +205,9 @@ class ProgramInfo(_message.Message):
     run_id: str
     base_model: str
     benchmark_json: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., optimizer: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., adapter: _Optional[str] = ..., baseline_score: _Optional[float] = ..., optimized_score: _Optional[float] = ..., lm_calls: _Optional[int] = ..., lm_tokens: _Optional[int] = ..., created_at_unix: _Optional[int] = ..., parameters_json: _Optional[str] = ..., lm_adapter: _Optional[str] = ..., run_id: _Optional[str] = ..., base_model: _Optional[str] = ..., benchmark_json: _Optional[str] = ...) -> None: ...
+    metric: str
+    stopped_early: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., optimizer: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., adapter: _Optional[str] = ..., baseline_score: _Optional[float] = ..., optimized_score: _Optional[float] = ..., lm_calls: _Optional[int] = ..., lm_tokens: _Optional[int] = ..., created_at_unix: _Optional[int] = ..., parameters_json: _Optional[str] = ..., lm_adapter: _Optional[str] = ..., run_id: _Optional[str] = ..., base_model: _Optional[str] = ..., benchmark_json: _Optional[str] = ..., metric: _Optional[str] = ..., stopped_early: _Optional[str] = ...) -> None: ...
 
 class ListProgramsRequest(_message.Message):
     __slots__ = ()
