@@ -10,11 +10,14 @@ import json
 import time
 from collections import Counter
 from dataclasses import replace
+
 import grpc
 import pytest
 from dataset_helpers import jsonl, store_snapshot
+from typer.testing import CliRunner
 
 from tutorforge import samples
+from tutorforge.cli import app
 from tutorforge.core.errors import InvalidArgument
 from tutorforge.datasets import seeds
 from tutorforge.datasets.quality import reveals_answer
@@ -239,10 +242,6 @@ def test_seed_file_cards_keep_their_own_fields():
 
 def test_cli_seed_options_reach_the_service(serve, tmp_path):
     """`tutorforge dataset build --seeds/--bundled-seeds`: the service's refusal, naming the field, is shown."""
-    from typer.testing import CliRunner
-
-    from tutorforge.cli import app
-
     running, _ = serve("datasets")
     cards = tmp_path / "cards.jsonl"
     cards.write_bytes(jsonl([{**_CARD, "hint": "x"}]))

@@ -11,6 +11,7 @@ from tutorforge.v1 import optimization_pb2 as pb
 
 # Nothing listens on the discard port: connections are refused at once.
 UNREACHABLE = "http://127.0.0.1:9/v1"
+SMOL = "SmolLM2-135M-Instruct"
 
 
 def _status(call, request) -> tuple[grpc.StatusCode, str]:
@@ -33,7 +34,8 @@ def test_unknown_optimizer_bad_budgets_and_unreachable_lms_are_refused_before_a_
 
     code, details = _status(start, pb.StartOptimizationRequest(**ok, optimizer=99))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "optimizer 99" in details
-    code, details = _status(start, pb.StartOptimizationRequest(**ok, budget=pb.OptimizerBudget(max_lm_calls=-5)))
+    negative = pb.OptimizerBudget(max_lm_calls=-5)
+    code, details = _status(start, pb.StartOptimizationRequest(**ok, budget=negative))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "max_lm_calls" in details
     code, details = _status(
         start, pb.StartOptimizationRequest(**ok, budget=pb.OptimizerBudget(max_lm_tokens=10**13))
@@ -53,11 +55,15 @@ def test_a_judge_on_an_inference_service_that_is_not_there_is_refused(serve):
     running, channel = serve("optimization", "datasets")
     store_starter(running.runtime.store)
     start = optimization_pb2_grpc.OptimizationServiceStub(channel).StartOptimization
-    code, details = _status(start, pb.StartOptimizationRequest(name="t", dataset="starter", metric=pb.METRIC_JUDGE))
-    assert code == grpc.StatusCode.FAILED_PRECONDITION and "judge LM at the inference service (base)" in details
+    judged = pb.StartOptimizationRequest(name="t", dataset="starter", metric=pb.METRIC_JUDGE)
+    code, details = _status(start, judged)
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "judge LM at the inference service (base) is unreachable" in details
     code, details = _status(
         start,
-        pb.StartOptimizationRequest(name="t", dataset="starter", optimizer=pb.OPTIMIZER_SIMBA, reflection_adapter="x"),
+        pb.StartOptimizationRequest(
+            name="t", dataset="starter", optimizer=pb.OPTIMIZER_SIMBA, reflection_adapter="x"
+        ),
     )
     assert code == grpc.StatusCode.NOT_FOUND and "x" in details
     assert running.runtime.store.list("jobs") == []
@@ -67,12 +73,13 @@ def test_promote_program_over_grpc(serve):
     running, channel = serve("optimization", "inference")
     repo = ProgramRepository(running.runtime.store)
     stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
-    program = TeachingProgram("Ask one guiding question.")
+    program = TeachingProgram("Ask one guiding question.", base_model=SMOL)
     for mean in (0.4, 0.5):
-        info = ProgramInfo("tutor", "", "bootstrap-fewshot", "starter", "1", "", base_model="SmolLM2-135M-Instruct")
+        info = ProgramInfo("tutor", "", "bootstrap-fewshot", "starter", "1", "", base_model=SMOL)
         info.benchmark = {"pedagogical_score": {"mean": mean, "low": mean - 0.1, "high": mean + 0.1}}
         repo.save(program, info)
-    repo.save(program, ProgramInfo("tutor", "", "simba", "starter", "1", "", base_model="Qwen3-8B"))
+    other = TeachingProgram("Ask one guiding question.", base_model="Qwen3-8B")
+    repo.save(other, ProgramInfo("tutor", "", "simba", "starter", "1", "", base_model="Qwen3-8B"))
 
     promoted = stub.PromoteProgram(pb.PromoteProgramRequest(program="tutor@v1", force=True))
     assert (promoted.program.version, promoted.previous_version, promoted.reason) == ("v1", "v3", "forced")
@@ -88,5 +95,7 @@ def test_promote_program_over_grpc(serve):
     # Chat refuses it too, when named explicitly.
     chat = inference_pb2_grpc.InferenceServiceStub(channel).Chat
     turn = [common_pb2.ChatMessage(role="user", content="Why is the sky blue?")]
-    code, details = _status(chat, inference_pb2.ChatRequest(messages=turn, program="tutor@v3"))
+    code, details = _status(chat, inference_pb2.ChatRequest(
+            messages=turn, program="tutor@v3", parameters=inference_pb2.GenerationParameters(max_tokens=4)
+        ),)
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "compiled for base model 'Qwen3-8B'" in details

@@ -11,12 +11,14 @@ from tutorforge.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from tutorforge.core.programs import ProgramInfo, ProgramRepository, TeachingProgram
 from tutorforge.core.storage import ArtifactStore
 from tutorforge.optimization.cli import OPTIMIZER_CHOICES
-from tutorforge.optimization.judge import JudgeMetric, JudgeScore, parse_scores
+from tutorforge.optimization.judge import NAMES, JudgeMetric, JudgeScore, parse_scores
 from tutorforge.optimization.lm import BudgetExhausted, LmUsage
 from tutorforge.optimization.optimizers import REGISTRY, Budget, CompileInputs, optimizer_spec
 from tutorforge.optimization.promotion import promote
 from tutorforge.optimization.servicer import optimizer_mapping
 from tutorforge.v1 import optimization_pb2 as pb
+
+SMOL = "SmolLM2-135M-Instruct"
 
 
 def test_every_registry_entry_is_a_proto_value_and_a_cli_choice_and_nothing_else():
@@ -28,7 +30,8 @@ def test_every_registry_entry_is_a_proto_value_and_a_cli_choice_and_nothing_else
     extra = {**REGISTRY, "simba-copy": replace(REGISTRY["simba"], name="simba-copy")}
     assert optimizer_mapping(extra)[pb.OPTIMIZER_SIMBA] == "simba-copy"
     # Names users rely on stay.
-    assert {"labeled-fewshot", "bootstrap-fewshot", "bootstrap-random-search", "copro", "mipro", "gepa"} <= set(REGISTRY)
+    relied_on = {"labeled-fewshot", "bootstrap-fewshot", "bootstrap-random-search", "copro", "mipro", "gepa"}
+    assert relied_on <= set(REGISTRY)
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -85,8 +88,11 @@ def test_usage_caps_raise_budget_exhausted_until_lifted():
 @pytest.mark.parametrize(
     ("reply", "expected"),
     [
-        ("mistake_identification: 4\nguidance: 3\nactionability: 5\nnot_revealing: 2\ntone: 5", [4, 3, 5, 2, 5]),
-        ('{"tone": 4, "guidance": 2, "mistake_identification": 5, "actionability": 3, "not_revealing": 1}', [5, 2, 3, 1, 4]),
+        ("mistake_identification: 4\nguidance: 3\n" "actionability: 5\nnot_revealing: 2\ntone: 5", [4, 3, 5, 2, 5]),
+        (
+            '{"tone": 4, "guidance": 2, "mistake_identification": 5, "actionability": 3, "not_revealing": 1}',
+            [5, 2, 3, 1, 4],
+        ),
         (
             "**Mistake Identification** - 4/5\n**Providing Guidance**: three\nActionability = 2 out of 5\n"
             "Not revealing the answer: 5\nTutor tone: 4.5",
@@ -96,9 +102,7 @@ def test_usage_caps_raise_budget_exhausted_until_lifted():
     ],
 )
 def test_judge_scores_parse_from_any_format(reply, expected):
-    assert parse_scores(reply) == dict(
-        zip(("mistake_identification", "guidance", "actionability", "not_revealing", "tone"), map(float, expected), strict=True)
-    )
+    assert parse_scores(reply) == dict(zip(NAMES, map(float, expected), strict=True))
 
 
 def test_judge_replies_without_scores_score_zero_and_partial_ones_average_what_was_given():
@@ -121,28 +125,29 @@ class _Replies(dspy.BaseLM):
 
 
 def test_judge_metric_gives_dspy_a_score_or_score_and_feedback():
-    example = dspy.Example(query="Why is the sky blue?", context="Rayleigh scattering", final_answer="scattering")
+    example = dspy.Example(query="Why blue?", context="Rayleigh scattering", final_answer="scatter")
     prediction = dspy.Prediction(response="What happens to light in air?")
     judge = JudgeMetric(_Replies(["guidance: 5\ntone: 5\nactionability: 3\nnot_revealing: 5\nmistake: 3"]))
     assert judge(example, prediction) == pytest.approx(0.8)
     graded = judge.lm.seen.messages[-1].text
-    assert "Rayleigh scattering" in graded and "reach themselves: scattering" in graded
+    assert "Rayleigh scattering" in graded and "reach themselves: scatter" in graded
     # The rubric, then two graded examples before the reply to grade.
     assert "not_revealing" in judge.lm.seen.system and len(judge.lm.seen.messages) == 5
     with_feedback = JudgeMetric(_Replies(["nonsense"]), with_feedback=True)(example, prediction)
     assert with_feedback.score == 0.0 and "no scores" in with_feedback.feedback
 
 
-def _save(repo: ProgramRepository, benchmark: float | None, base_model: str = "SmolLM2-135M-Instruct") -> ProgramInfo:
+def _save(repo: ProgramRepository, benchmark: float | None, base_model: str = SMOL) -> ProgramInfo:
     info = ProgramInfo("tutor", "", "bootstrap-fewshot", "starter", "1", "", base_model=base_model)
     if benchmark is not None:
-        info.benchmark = {"pedagogical_score": {"mean": benchmark, "low": benchmark - 0.05, "high": benchmark + 0.05}}
+        low, high = benchmark - 0.1, benchmark + 0.1
+        info.benchmark = {"pedagogical_score": {"mean": benchmark, "low": low, "high": high}}
     return repo.save(TeachingProgram("Guide the student with questions."), info)
 
 
 def test_promotion_needs_a_better_benchmark_score_unless_forced(tmp_path):
     repo = ProgramRepository(ArtifactStore(str(tmp_path / "store")))
-    base = "SmolLM2-135M-Instruct"
+    base = SMOL
     with pytest.raises(NotFound):
         promote(repo, "tutor", base)
     _save(repo, 0.50)
@@ -150,7 +155,8 @@ def test_promotion_needs_a_better_benchmark_score_unless_forced(tmp_path):
     _save(repo, 0.45)
     # Saving a version does not serve it once a version was promoted.
     assert repo.served_version("tutor") == "v1"
-    with pytest.raises(FailedPrecondition, match=r"does not beat the served tutor@v1.*0\.450 <= 0\.500.*--force"):
+    refused = r"does not beat the served tutor@v1.*0\.450 <= 0\.500.*--force"
+    with pytest.raises(FailedPrecondition, match=refused):
         promote(repo, "tutor@v2", base)
     assert repo.served_version("tutor") == "v1"
     _save(repo, None)
@@ -172,7 +178,7 @@ def test_a_program_for_another_base_model_is_never_promoted(tmp_path):
     _save(repo, 0.9, base_model="Llama-3.1-8B-Instruct")
     for force in (False, True):
         with pytest.raises(FailedPrecondition, match="compiled for base model 'Llama-3.1-8B-Instruct'"):
-            promote(repo, "tutor@v2", "SmolLM2-135M-Instruct", force=force)
+            promote(repo, "tutor@v2", SMOL, force=force)
     assert repo.served_version("tutor") == "v2" and not repo.store.exists("programs/tutor/served.json")
     with pytest.raises(InvalidArgument, match="version"):
-        promote(repo, "tutor@latest", "SmolLM2-135M-Instruct")
+        promote(repo, "tutor@latest", SMOL)

@@ -32,7 +32,12 @@ def _optimize(serve, optimizer: int, budget: pb.OptimizerBudget, **request: obje
     started = time.monotonic()
     run = stub.StartOptimization(
         pb.StartOptimizationRequest(
-            name="tutor", dataset="starter", optimizer=optimizer, budget=budget, max_tokens=MAX_TOKENS, **request
+            name="tutor",
+            dataset="starter",
+            optimizer=optimizer,
+            budget=budget,
+            max_tokens=MAX_TOKENS,
+            **request,
         )
     ).run
     responses = list(stub.WatchRun(pb.WatchRunRequest(run_id=run.id), timeout=1500))
@@ -46,12 +51,14 @@ def _optimize(serve, optimizer: int, budget: pb.OptimizerBudget, **request: obje
     compile_calls = program.lm_calls - 2 * validation
     print(
         f"\n{program.optimizer}: {minutes:.2f} min, {program.lm_calls} LM calls ({compile_calls} compiling), "
-        f"{program.lm_tokens} tokens, validation {program.baseline_score:.3f} -> {program.optimized_score:.3f}"
+        f"{program.lm_tokens} tokens, validation {program.baseline_score:.3f} -> "
+        f"{program.optimized_score:.3f}"
     )
     assert compile_calls > 0
     assert 0 <= program.baseline_score <= 1 and 0 < program.optimized_score <= 1
     info = store.read_json(f"programs/tutor/{program.version}/info.json")
-    assert info["optimized_score"] == pytest.approx(program.optimized_score) and info["lm_calls"] == program.lm_calls
+    assert info["optimized_score"] == pytest.approx(program.optimized_score)
+    assert info["lm_calls"] == program.lm_calls
     assert info["optimizer"] == program.optimizer and info["stopped_early"] == ""
     _, loaded = ProgramRepository(store).load(f"tutor@{program.version}")
     assert loaded.instructions.strip()

@@ -1,5 +1,6 @@
-"""Demo stage: build a dataset from the starter dialogues, instructions and scenarios, a few chunks of the
-ingested material and one synthetic conversation; show its stats and every dropped record."""
+"""Demo stage: build the tutor training set — Socratic dialogues composed from the bundled lesson cards,
+grounded on the passages chat retrieves, plus the starter dialogues and one synthetic conversation
+(structured decoding) — decontaminated against the tutor benchmark; show its stats and what was dropped."""
 
 from __future__ import annotations
 
@@ -9,17 +10,18 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from tutorforge import samples
-from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc, inference_pb2, retrieval_pb2
+from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc, inference_pb2
 
 if TYPE_CHECKING:
     from tutorforge.demo import DemoContext
 
-TITLE = "Datasets: starter dialogues + instructions + scenarios + grounded + synthetic"
+TITLE = "Datasets: lesson cards + starter dialogues + synthetic, decontaminated against the benchmark"
 DATASET = "demo-socratic"
 # Small on purpose: generation on 2 CPU cores runs at a few tokens per second.
-DOCUMENT_CHUNKS = 2
 SYNTHETIC_CONVERSATIONS = 1
 SYNTHETIC_MAX_TOKENS = 192
+# A tenth of ~580 records: the report's evaluation needs at least 20 validation turns.
+VALIDATION_FRACTION = 0.1
 
 
 def _file(path: Path) -> datasets_pb2.RecordFile:
@@ -28,18 +30,21 @@ def _file(path: Path) -> datasets_pb2.RecordFile:
 
 def run(context: DemoContext) -> None:
     stub = datasets_pb2_grpc.DatasetServiceStub(context.channel)
-    files = [samples.starter_dialogues(), samples.instructions(), samples.teacher_scenarios()]
-    sources = [datasets_pb2.DatasetSource(file=_file(path)) for path in files if path.exists()]
-    sources.append(datasets_pb2.DatasetSource(documents=datasets_pb2.DocumentSource(
-        filters=[retrieval_pb2.MetadataFilter(field="topic", equals="fractions")],
-        max_chunks=DOCUMENT_CHUNKS,
-        exchanges=1,
-    )))
+    # Only Socratic student-tutor dialogues: the instruction and teacher-scenario samples model other
+    # replies (explanations, advice to teachers) that the tutor should not learn to give.
+    sources = [
+        datasets_pb2.DatasetSource(seeds=datasets_pb2.SeedSource(bundled=True)),
+        datasets_pb2.DatasetSource(file=_file(samples.starter_dialogues())),
+    ]
     sources.append(datasets_pb2.DatasetSource(synthetic=datasets_pb2.SyntheticSource(
         topic="fractions", num_conversations=SYNTHETIC_CONVERSATIONS, num_exchanges=1,
         model=inference_pb2.ModelSelection(), parameters=inference_pb2.GenerationParameters(max_tokens=SYNTHETIC_MAX_TOKENS),
     )))
-    options = datasets_pb2.BuildOptions(seed=0, decontaminate_against=[_file(samples.evaluation_items())])
+    options = datasets_pb2.BuildOptions(
+        seed=0,
+        validation_fraction=VALIDATION_FRACTION,
+        decontaminate_against=[_file(samples.evaluation_items()), _file(samples.benchmark_turns())],
+    )
     job = stub.CreateDataset(datasets_pb2.CreateDatasetRequest(
         name=DATASET, sources=sources, options=options, description="tutorforge demo dataset"
     )).job
@@ -57,13 +62,9 @@ def run(context: DemoContext) -> None:
         f"mean {stats.mean_tokens:.0f} tokens, tutor question rate {stats.question_rate:.0%}"
     )
     context.console.print("per subject: " + ", ".join(f"{k} {v}" for k, v in sorted(stats.records_per_subject.items())))
-    table = Table("source", "read", "kept")
+    table = Table("source", "read", "kept", "dropped (why)")
     for source in version.manifest.sources:
-        table.add_row(source.source, str(source.records_read), str(source.records_kept))
+        why = ", ".join(f"{reason} {count}" for reason, count in sorted(source.dropped_by_reason.items()))
+        table.add_row(source.source, str(source.records_read), str(source.records_kept), why)
     context.console.print(table)
-    if version.manifest.dropped:
-        dropped = Table("source", "index", "reason", title="dropped records")
-        for record in version.manifest.dropped:
-            dropped.add_row(record.source, str(record.index), record.reason)
-        context.console.print(dropped)
     context.results["dataset"] = DATASET

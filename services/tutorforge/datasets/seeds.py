@@ -8,9 +8,9 @@ per move with a seeded RNG, so near-duplicate removal keeps them.
 
 Training must match serving, so every dialogue's system turn is the one the tutor chat builds: the passages
 come from the retrieval service for the student's first question, searched exactly as the chat searches
-(`Retriever` with `RetrievalOptions(enabled=True)`), and the prompt from `build_prompt`. A dialogue whose
-retrieved passages miss the card's document is dropped (kind `not_retrieved`): citing a passage that serving
-would not show would teach the tutor to cite material it does not have."""
+(`Retriever` with the chat's retrieval defaults, `chat_retrieval`), and the prompt from `build_prompt`. A
+dialogue whose retrieved passages miss the card's document is dropped (kind `not_retrieved`): citing a
+passage that serving would not show would teach the tutor to cite material it does not have."""
 
 from __future__ import annotations
 
@@ -397,7 +397,9 @@ class SeedSource:
                 result.records_read += 1
                 planned = plan(card, number, self.seed)
                 if planned.first not in searched:
-                    searched[planned.first] = _call("the seed source", "retrieval", lambda q: retriever.search(q, options), planned.first)
+                    searched[planned.first] = _call(
+                        "the seed source", "retrieval", lambda q: retriever.search(q, options), planned.first
+                    )
                 citations = searched[planned.first]
                 own = [c for c in citations if c.document_id == card.document_id]
                 if not own:
@@ -406,8 +408,10 @@ class SeedSource:
                         f"card {card.id}: retrieval for {planned.first!r} returned {found}, not the card's document "
                         f"{card.document_id!r}"), "not_retrieved"))
                     continue
-                # Cite the passage of the card's document that holds most of the tutor's words.
-                tutor_turns = [t["content"] for t in compose(card, plan(card, number, self.seed), number, "") if t["role"] == "assistant"]
+                # Cite the passage of the card's document that holds most of the tutor's words (the wording
+                # is fixed by the plan's seed, so composing once untagged shows which words those are).
+                untagged = compose(card, plan(card, number, self.seed), number, "")
+                tutor_turns = [t["content"] for t in untagged if t["role"] == "assistant"]
                 passage = max(own, key=lambda c: faithfulness(tutor_turns, c.text))
                 turns = compose(card, planned, number, passage.tag)
                 problem = turn_problem(card, turns)

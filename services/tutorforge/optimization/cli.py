@@ -90,7 +90,8 @@ def _print_program(info: pb.ProgramInfo) -> None:
     )
     console.print(
         f"validation {info.metric or 'pedagogical'} score {info.baseline_score:.3f} → "
-        f"[bold]{info.optimized_score:.3f}[/]; cost {info.lm_calls} LM calls, {info.lm_tokens} tokens; run {info.run_id}"
+        f"[bold]{info.optimized_score:.3f}[/]; cost {info.lm_calls} LM calls, {info.lm_tokens} tokens; "
+        f"run {info.run_id}"
     )
     if info.stopped_early:
         console.print(f"[yellow]stopped early[/]: {info.stopped_early}; saved the best program found by then")
@@ -140,7 +141,7 @@ def optimize(
     ] = None,
     reflection_adapter: Annotated[
         str,
-        typer.Option(help="Reflection LM (mipro, copro, gepa, simba): 'base' or an adapter (default: settings)."),
+        typer.Option(help="Reflection LM (mipro, copro, gepa, simba): 'base' or an adapter (default: settings)"),
     ] = "",
     dataset_version: Annotated[
         str, typer.Option("--dataset-version", help="Dataset version (default: newest).")
@@ -324,7 +325,8 @@ def promote_program(
         print_json(to_dict(response))
         return
     served = f"{response.program.name}@{response.program.version}"
-    console.print(f"[bold]{served}[/] is served (before: {response.previous_version or 'none'}): {response.reason}")
+    before = response.previous_version or "none"
+    console.print(f"[bold]{served}[/] is served (before: {before}): {response.reason}")
 
 
 def register(app: typer.Typer) -> None:

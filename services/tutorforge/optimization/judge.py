@@ -69,7 +69,7 @@ _MATERIAL_CHARS = 1500
 SYSTEM_PROMPT = (
     "You grade a tutor's reply to a student. Score each dimension from 1 (worst) to 5 (best):\n"
     # No digits next to the names: a small judge that echoes the rubric must not look like it scored.
-    + "\n".join(f"- {name} — best when it {best}; worst when it {worst}" for name, best, worst, _ in DIMENSIONS)
+    + "\n".join(f"- {name} — best when it {good}; worst when it {bad}" for name, good, bad, _ in DIMENSIONS)
     + "\nAnswer with exactly five lines, one per dimension, like `guidance: 4`, and nothing else."
 )
 
@@ -84,11 +84,21 @@ def _grading_prompt(query: str, context: str, response: str, final_answer: str =
 
 _DEMONSTRATIONS = (
     (
-        ("Is 3 x 4 = 7?", "Multiplication is repeated addition.", "Not quite. What do you get if you add 3 four times?", "12"),
+        (
+            "Is 3 x 4 = 7?",
+            "Multiplication is repeated addition.",
+            "Not quite. What do you get if you add 3 four times?",
+            "12",
+        ),
         "mistake_identification: 5\nguidance: 4\nactionability: 5\nnot_revealing: 5\ntone: 4",
     ),
     (
-        ("Why do plants need light?", "Photosynthesis turns light into sugar.", "They need it for photosynthesis. Next.", ""),
+        (
+            "Why do plants need light?",
+            "Photosynthesis turns light into sugar.",
+            "They need it for photosynthesis. Next.",
+            "",
+        ),
         "mistake_identification: 2\nguidance: 2\nactionability: 1\nnot_revealing: 1\ntone: 2",
     ),
 )
@@ -114,7 +124,7 @@ class JudgeScore:
 
 
 def parse_scores(reply: str) -> dict[str, float]:
-    """The 1–5 scores in a judge's reply, whatever its format: `name: 4`, `**Name** - 4/5`, JSON, number words;
+    """The 1–5 scores in a judge's reply, whatever its format: `name: 4`, `**Name** - 4/5`, JSON, words;
     or, when it names at most one dimension, its first five bare 1–5 numbers in rubric order."""
     text = _WORD.sub(lambda m: _WORDS[m.group(1).lower()], reply)
     scores = {name: float(match.group(1)) for name, pattern in _NAMED if (match := pattern.search(text))}
@@ -143,7 +153,8 @@ class JudgeMetric:
         for demo, scores in _DEMONSTRATIONS:
             messages += [Message.user(_grading_prompt(*demo)), Message.assistant(TextPart(scores))]
         messages.append(Message.user(_grading_prompt(query, context, response, final_answer)))
-        reply = self.lm(Request(model=self.lm.model, system=SYSTEM_PROMPT, messages=tuple(messages))).text or ""
+        request = Request(model=self.lm.model, system=SYSTEM_PROMPT, messages=tuple(messages))
+        reply = self.lm(request).text or ""
         result = JudgeScore(parse_scores(reply), reply)
         with self._lock:
             self.calls += 1
@@ -151,7 +162,8 @@ class JudgeMetric:
         return result
 
     def score(self, example: dspy.Example, response: str) -> JudgeScore:
-        return self.judge(example.query, example.get("context", ""), response, example.get("final_answer", ""))
+        context, answer = example.get("context", ""), example.get("final_answer", "")
+        return self.judge(example.query, context, response, answer)
 
     def __call__(
         self,

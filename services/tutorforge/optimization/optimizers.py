@@ -273,8 +273,8 @@ REGISTRY: dict[str, OptimizerSpec] = {
             "mipro",
             "OPTIMIZER_MIPRO_V2",
             MIPROv2,
-            "proposes instructions (reflection LM) and demo sets, searched jointly with Bayesian optimization",
-            "auto='light' (6 candidates, 10 trials); trials > 0 = that many trials and candidates (3) instead; "
+            "proposes instructions (reflection LM) and demo sets, searched jointly (Bayesian optimization)",
+            "auto='light' (6 candidates, 10 trials); trials > 0 = that many trials, candidates (3) instead; "
             "demos as bootstrap-fewshot; threads",
             _mipro,
             uses_reflection_lm=True,

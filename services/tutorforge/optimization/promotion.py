@@ -43,7 +43,7 @@ def check_base_model(info: ProgramInfo, base_model: str) -> None:
 
 
 def promote(programs: ProgramRepository, reference: str, base_model: str, force: bool = False) -> Promotion:
-    """Serve `reference` (NAME = its latest version, or NAME@VERSION) for NAME; nothing changes when refused."""
+    """Serve `reference` (NAME = its latest version, or NAME@VERSION) for NAME; refused = nothing changes."""
     name, version = parse_reference(reference)
     versions = programs.versions(name)
     candidate = programs.get(name, version or (versions[-1] if versions else ""))

@@ -291,7 +291,8 @@ class OptimizationRuns:
             probe(
                 self._configured_lm("", config.reflection_endpoint, config.reflection_max_tokens),
                 f"the reflection LM at {config.reflection_endpoint.url}",
-                "fix settings.optimization.reflection_endpoint (TUTORFORGE_OPTIMIZATION__REFLECTION_ENDPOINT__URL), "
+                "fix settings.optimization.reflection_endpoint "
+                "(TUTORFORGE_OPTIMIZATION__REFLECTION_ENDPOINT__URL), "
                 "or unset its url to reflect with the platform's own model",
             )
             return "", config.reflection_endpoint
@@ -354,7 +355,9 @@ class OptimizationRuns:
         total = 2 * len(validation) + 1
         done = 0
 
-        judge = JudgeMetric(self._judge_lm(tutor), spec.feedback_metric) if request.metric == "judge" else None
+        judge = None
+        if request.metric == "judge":
+            judge = JudgeMetric(self._judge_lm(tutor), with_feedback=spec.feedback_metric)
 
         def scored(program: TutorProgram, on_done: Callable[[Outcome], None]) -> float:
             """The program's mean score on the validation turns, answered through chat as it will be served."""
@@ -370,7 +373,7 @@ class OptimizationRuns:
             )
             score_outcomes(outcomes, request.weights, embed)
             if judge is not None:
-                # The run's metric is the judge's: the recorded scores are too (the heuristic stays per reply).
+                # The run maximises the judge's score: it is the one recorded (the heuristic stays per reply).
                 return statistics.fmean(
                     judge.judge(
                         o.turn.query,
@@ -663,7 +666,8 @@ class OptimizationRuns:
                 info.benchmark = summary
                 self.programs.update_info(info)
         elif adapter:
-            record_benchmark(self.adapters, adapter, "", summary)
+            # The version inference serves for a bare adapter name: the latest registered one.
+            self.adapters.record_benchmark(adapter, self.adapters.get(adapter).version, summary)
 
     def evaluation_report(self, evaluation_id: str) -> EvaluationReport:
         return load_report(self.store, evaluation_id)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import dspy
@@ -100,7 +99,9 @@ def benchmark_turns(name: str = BENCHMARK_SET, limit: int = 0) -> list[TutorTurn
     """The bundled evaluation set `name` (services/tutorforge/samples/benchmark/tutor_turns.jsonl)."""
     if name not in EVALUATION_SETS:
         raise InvalidArgument(f"evaluation_set {name!r} does not exist: use one of {', '.join(EVALUATION_SETS)}")
-    text = resources.files("tutorforge.samples").joinpath("benchmark", "tutor_turns.jsonl").read_text("utf-8")
+    from tutorforge.samples import benchmark_turns as benchmark_file
+
+    text = benchmark_file().read_text("utf-8")
     turns = []
     for line in text.splitlines():
         if not line.strip():

@@ -91,6 +91,11 @@ def teacher_scenarios() -> Path:
     return SAMPLES_DIR / "scenarios" / "teacher_training.jsonl"
 
 
+def benchmark_turns() -> Path:
+    """JSONL of the tutor benchmark's held-out student turns (never trained on)."""
+    return SAMPLES_DIR / "benchmark" / "tutor_turns.jsonl"
+
+
 def evaluation_items() -> Path:
     """JSONL of held-out {"query", "context", "metadata", "reference"} items."""
     return SAMPLES_DIR / "evaluation.jsonl"

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
 
 TITLE = "Training: LoRA fine-tuning on Ray Train"
 ADAPTER_NAME = "socratic-tutor"
+# The default recipe (lr 1e-3, cosine, warm-up 10%, LoRA r 16) for as many steps as ~3 minutes allow on
+# 2 cores; `tutorforge train` without --max-steps runs the full recipe (docs/training.md).
+DEMO_STEPS = 16
 # ~1k tokens a step on 2 shared cores: about 3 minutes with the Ray start-up and the evaluations.
 DEMO_STEPS = 20
 
