@@ -88,7 +88,10 @@ def test_usage_caps_raise_budget_exhausted_until_lifted():
 @pytest.mark.parametrize(
     ("reply", "expected"),
     [
-        ("mistake_identification: 4\nguidance: 3\n" "actionability: 5\nnot_revealing: 2\ntone: 5", [4, 3, 5, 2, 5]),
+        (
+            "mistake_identification: 4\nguidance: 3\nactionability: 5\nnot_revealing: 2\ntone: 5",
+            [4, 3, 5, 2, 5],
+        ),
         (
             '{"tone": 4, "guidance": 2, "mistake_identification": 5, "actionability": 3, "not_revealing": 1}',
             [5, 2, 3, 1, 4],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,9 +31,15 @@ _NO_MATERIAL = (
 )
 # What a reply starts with when retrieval found nothing: said by the service, not left to a small model.
 NO_MATERIAL_NOTICE = "I couldn't find this in the course material, so I can't point you to a source. "
-# Passages go into the prompt shortened: prefill on CPU costs ~ms per token, and the start of a chunk
-# carries most of its meaning. Citations keep the whole text.
+# Passages go into the prompt shortened to the sentences nearest the question: prefill on CPU costs ~ms per
+# token, and a 512-token chunk covers more than one point. Citations keep the whole text.
 _PASSAGE_CHARS = 500
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_WORD = re.compile(r"[a-z0-9]+")
+_FUNCTION_WORDS = frozenset(
+    "a an the and or but of to in on at by for with from as is are was were be it its this that what which who how "
+    "why do does did i you we they my your can could would should will so not no if".split()
+)
 ROLES = ("system", "user", "assistant")
 MAX_TURNS = 64
 
@@ -144,7 +151,8 @@ def build_prompt(
     else:
         system = system_prompt or (program.instructions if program else "") or DEFAULT_SYSTEM_PROMPT
     if citations:
-        passages = "\n\n".join(f"{c.tag} (source: {c.source})\n{_shorten(c.text)}" for c in citations)
+        query = retrieval_query(conversation) if any(m["role"] == "user" for m in conversation) else ""
+        passages = "\n\n".join(f"{c.tag} (source: {c.source})\n{excerpt(c.text, query)}" for c in citations)
         system = f"{system}\n\n{_MATERIAL_HEADER}\n\n{passages}"
     elif material_missing:
         system = f"{system}\n\n{_NO_MATERIAL}"
@@ -152,8 +160,28 @@ def build_prompt(
     return [{"role": "system", "content": system}, *demonstrations, *conversation]
 
 
-def _shorten(text: str) -> str:
+def excerpt(text: str, query: str, limit: int = _PASSAGE_CHARS) -> str:
+    """At most `limit` characters of a passage: its sentences that share the most words with the question,
+    in their original order (the passage's start when none does)."""
     text = " ".join(text.split())
-    if len(text) <= _PASSAGE_CHARS:
+    if len(text) <= limit:
         return text
-    return text[:_PASSAGE_CHARS].rsplit(" ", 1)[0] + " …"
+    asked = {w for w in _WORD.findall(query.lower()) if w not in _FUNCTION_WORDS}
+    sentences = [s for s in _SENTENCE.split(text) if s.strip()]
+    overlap = [len(asked & set(_WORD.findall(s.lower()))) for s in sentences]
+    if not any(overlap):
+        return text[:limit].rsplit(" ", 1)[0] + " …"
+    chosen: set[int] = set()
+    used = 0
+    for index in sorted(range(len(sentences)), key=lambda i: (-overlap[i], i)):
+        if overlap[index] == 0 or used + len(sentences[index]) + 1 > limit:
+            continue
+        chosen.add(index)
+        used += len(sentences[index]) + 1
+    if not chosen:
+        return sentences[max(range(len(sentences)), key=overlap.__getitem__)][:limit].rsplit(" ", 1)[0] + " …"
+    parts, previous = [], -1
+    for index in sorted(chosen):
+        parts.append(("… " if index != previous + 1 else "") + sentences[index])
+        previous = index
+    return " ".join(parts) + (" …" if previous != len(sentences) - 1 else "")
