@@ -96,7 +96,7 @@ def test_mipro_v2_light(serve):
     program, loaded, parameters = _optimize(
         serve,
         pb.OPTIMIZER_MIPRO_V2,
-        pb.OptimizerBudget(max_train_examples=5, max_validation_examples=3),
+        pb.OptimizerBudget(max_train_examples=4, max_validation_examples=2),
     )
     assert parameters["budget"]["trials"] == 0  # auto="light"
     assert parameters["reflection_lm"] == "base"

@@ -222,8 +222,6 @@ class OptimizationRuns:
         self._check_adapter(request.adapter, "adapter")
         max_tokens = self._max_tokens(request.max_tokens)
         spec = optimizer_spec(request.optimizer)
-        reflection, reflection_endpoint = self._reflection_lm_source(spec, request.reflection_adapter)
-        self._check_metric(request.metric)
         budget = request.budget
         train = self._split(info, "train", budget.max_train_examples)
         validation = self._split(info, "validation", budget.max_validation_examples)
@@ -236,6 +234,9 @@ class OptimizationRuns:
                 f"dataset {info.name}@{info.version} has {len(train)} training and {len(validation)} validation examples "
                 "with a student turn answered by the tutor; an optimization run needs at least one of each"
             )
+        # Last: these may call the LMs (a one-token probe each).
+        reflection, reflection_endpoint = self._reflection_lm_source(spec, request.reflection_adapter)
+        self._check_metric(request.metric)
         lm_adapter = request.lm_adapter or self._default_lm_adapter()
         record = self.runs.create(
             labels={
