@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tutorforge.core.adapters import AdapterRegistry, record_benchmark
+from tutorforge.core.adapters import AdapterRegistry
 from tutorforge.core.errors import InvalidArgument, NotFound
 from tutorforge.core.models import chat_model_path
 from tutorforge.core.settings import Settings
@@ -83,7 +83,7 @@ def test_record_benchmark_adds_the_summary_to_one_version(published: AdapterRegi
         "items": 50,
         "suite": "tutor_turns",
     }
-    record = record_benchmark(published, "tutor", "v1", scores)
+    record = published.record_benchmark("tutor", "v1", scores)
     stored = published.get("tutor", "v1")
     assert stored.metadata == record.metadata
     assert stored.metadata["subject"] == "maths"
@@ -95,7 +95,7 @@ def test_record_benchmark_adds_the_summary_to_one_version(published: AdapterRegi
     assert "benchmark.items" not in published.get("tutor", "v2").metadata
 
     # A new run replaces the previous summary instead of mixing with it.
-    record_benchmark(published, "tutor", "v1", {"question_rate": 0.5})
+    published.record_benchmark("tutor", "v1", {"question_rate": 0.5})
     stored = published.get("tutor", "v1")
     assert {k: v for k, v in stored.metadata.items() if k.startswith("benchmark.")} == {
         "benchmark.question_rate": "0.5"
@@ -118,7 +118,7 @@ def test_record_benchmark_adds_the_summary_to_one_version(published: AdapterRegi
 def test_refused_scores_change_nothing(published: AdapterRegistry, version, scores, error, named) -> None:
     before = published.store.read_bytes("adapters/tutor/v1/adapter.json")
     with pytest.raises(error) as caught:
-        record_benchmark(published, "tutor", version, scores)
+        published.record_benchmark("tutor", version, scores)
     assert named in str(caught.value)
     assert published.store.read_bytes("adapters/tutor/v1/adapter.json") == before
 
@@ -135,3 +135,42 @@ def test_train_args_defaults_match_the_documented_recipe() -> None:
         f"patience {args.early_stopping_patience}",
     ):
         assert fragment in doc, fragment
+
+
+def test_checkpoints_carry_the_best_weights_and_early_stopping_state(settings: Settings, tmp_path) -> None:
+    """What a worker restart or ResumeJob reads back: the best evaluated adapter weights (in `best/`) and
+    the early-stopping state, beside the current weights and optimizer state."""
+    import torch
+
+    from tutorforge.training.loop import adapter_snapshot, load_checkpoint, save_checkpoint
+    from tutorforge.training.modeling import choose_device, load_for_training
+
+    def fresh():
+        model = load_for_training(
+            chat_model_path(settings.models), LoraSpec(rank=4, alpha=8), choose_device(False, False, 0), 64, 0
+        )
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        return model, torch.optim.AdamW(trainable, lr=1e-3)
+
+    model, optimizer = fresh()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.fill_(0.5)
+    best = adapter_snapshot(model)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.fill_(-1.0)
+    early = EarlyStopping(patience=3, min_delta=0.0)
+    early.update(4, 2.5)
+    early.update(8, 2.7)
+    save_checkpoint(tmp_path, model, optimizer, {"step": 8, "early_stopping": early.state()}, best)
+
+    restored, restored_optimizer = fresh()
+    state = load_checkpoint(tmp_path, restored, restored_optimizer)
+    assert state["step"] == 8 and state["early_stopping"] == early.state()
+    assert state["best_weights"].keys() == best.keys()
+    assert all(torch.equal(state["best_weights"][k], best[k]) for k in best)
+    current = adapter_snapshot(restored)
+    assert all(torch.equal(current[k], torch.full_like(current[k], -1.0)) for k in current if "lora_B" in k)

@@ -204,13 +204,6 @@ def benchmark_metadata(scores: dict[str, Any]) -> dict[str, str]:
     return flat
 
 
-def record_benchmark(
-    registry: AdapterRegistry, adapter: str, version: str, scores: dict[str, Any]
-) -> AdapterVersion:
-    """Record a benchmark's summary on `adapter@version` (see `AdapterRegistry.record_benchmark`)."""
-    return registry.record_benchmark(adapter, version, scores)
-
-
 def read_adapter_dir(local_dir: Path) -> dict[str, Any]:
     """The adapter_config of a PEFT LoRA folder, after checking that it is complete and safe to load:
     safetensors weights only, a LoRA config, and a weights header that holds LoRA A/B matrices."""

@@ -82,10 +82,6 @@ class TokenizedSplit:
     # Records shortened to fit, by how (see `fit_conversation`): "turns", "system" or "cut".
     shortened: dict[str, int] = field(default_factory=dict)
 
-    @property
-    def truncated(self) -> int:
-        return sum(self.shortened.values())
-
 
 def tokenize_conversation(tokenizer: Any, messages: Sequence[dict[str, str]]) -> Example:
     """Tokens of the rendered conversation, labels only on assistant content and end-of-turn tokens."""
