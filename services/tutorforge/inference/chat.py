@@ -127,12 +127,11 @@ def validate_messages(messages: list[dict[str, str]]) -> None:
 
 
 def retrieval_query(messages: list[dict[str, str]]) -> str:
-    """The student's last question; a very short follow-up ("why?") carries the one before it."""
+    """What to search for: the student's opening question (it sets the topic; follow-ups like "so it's the
+    air?" rarely name it) and, in a longer conversation, their latest turn. The tutor training set
+    retrieves its passages the same way for every turn of a dialogue."""
     user_turns = [m["content"].strip() for m in messages if m["role"] == "user"]
-    query = user_turns[-1]
-    if len(query.split()) < 4 and len(user_turns) > 1:
-        query = f"{user_turns[-2]} {query}"
-    return query
+    return user_turns[0] if len(user_turns) == 1 else f"{user_turns[0]} {user_turns[-1]}"
 
 
 def build_prompt(

@@ -12,7 +12,7 @@ from typing import Any
 import dspy
 
 from tutorforge.core.programs import Demonstration, LmSettings, TeachingProgram
-from tutorforge.inference.chat import DEFAULT_SYSTEM_PROMPT
+from tutorforge.inference.chat import DEFAULT_SYSTEM_PROMPT, NO_MATERIAL_NOTICE
 from tutorforge.optimization.metrics import (
     Embed,
     MetricWeights,
@@ -73,6 +73,8 @@ def demonstrations(demos: list[Any]) -> list[Demonstration]:
     found = []
     for demo in demos:
         query, response = str(demo.get("query") or "").strip(), str(demo.get("response") or "").strip()
+        # A bootstrapped reply may start with the service's no-material notice: not the model's words.
+        response = response.removeprefix(NO_MATERIAL_NOTICE).strip()
         if query and response:
             found.append(Demonstration(query, response))
     return found
