@@ -57,7 +57,7 @@ def test_bad_requests_are_refused_with_a_status_saying_what_to_fix(serve):
     code, details = _status(
         evaluate, pb.EvaluateRequest(dataset="starter", targets=[pb.EvaluationTarget(spec="model:x")])
     )
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and "program:NAME[@ADAPTER]" in details
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "program:NAME[@VERSION][+ADAPTER]" in details
     code, details = _status(evaluate, pb.EvaluateRequest(dataset="starter"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     code, details = _status(evaluate, pb.EvaluateRequest(dataset="starter", targets=base, weights=zero))

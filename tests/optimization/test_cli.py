@@ -5,16 +5,9 @@ from __future__ import annotations
 
 import json
 
-import dspy
 from optimization_helpers import store_starter
 from tutorforge.cli import app
-from tutorforge.datasets.repository import DatasetRepository
-from tutorforge.optimization.program import (
-    ProgramInfo,
-    ProgramRepository,
-    TutorProgram,
-    examples_from_records,
-)
+from tutorforge.core.programs import Demonstration, ProgramInfo, ProgramRepository, TeachingProgram
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -24,12 +17,15 @@ def test_programs_list_show_and_refused_runs(serve):
     running, _ = serve("optimization", "datasets")
     store = running.runtime.store
     store_starter(store)
-    examples = examples_from_records(DatasetRepository(store).records("starter", "", "train"))
-    program = dspy.LabeledFewShot(k=2).compile(TutorProgram(), trainset=examples)
+    program = TeachingProgram(
+        instructions="Ask one question at a time.",
+        demonstrations=(Demonstration("Is 2/6 the same as 1/3?", "What if you cut each third in two?"),) * 2,
+    )
     ProgramRepository(store).save(
         program,
         ProgramInfo(
-            "tutor", "", "labeled-fewshot", "starter", "5a17e7", "", "plain", False, 0.2, 0.3, 8, 900
+            "tutor", "", "labeled-fewshot", "starter", "5a17e7", "",
+            baseline_score=0.2, optimized_score=0.3, lm_calls=8, lm_tokens=900,
         ),
     )
     address = ["--address", running.address]
@@ -41,7 +37,7 @@ def test_programs_list_show_and_refused_runs(serve):
 
     shown = runner.invoke(app, ["programs", "show", "tutor", "--state", "--json", *address])
     assert shown.exit_code == 0, shown.output
-    assert len(json.loads(shown.stdout)["state"]["respond"]["demos"]) == 2
+    assert len(json.loads(shown.stdout)["state"]["demonstrations"]) == 2
     table = runner.invoke(app, ["programs", "show", "tutor", *address])
     assert "0.200 → 0.300" in table.stdout
 
@@ -49,6 +45,8 @@ def test_programs_list_show_and_refused_runs(serve):
     assert missing.exit_code == 2 and "NOT_FOUND" in missing.output
     bad_target = runner.invoke(app, ["evaluate", "starter", "--target", "model:x", *address])
     assert bad_target.exit_code == 2 and "INVALID_ARGUMENT" in bad_target.output
+    bad_set = runner.invoke(app, ["evaluate", "--set", "nope", "--target", "base", *address])
+    assert bad_set.exit_code == 2 and "evaluation_set" in bad_set.output
     bad_weight = runner.invoke(
         app, ["evaluate", "starter", "--target", "base", "--weight", "nonsense=1", *address]
     )

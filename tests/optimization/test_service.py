@@ -28,14 +28,14 @@ MATERIAL = (
 )
 
 
-def _ingest(channel) -> None:
+def _ingest(channel, material: str = MATERIAL) -> None:
     ingest = retrieval_pb2_grpc.RetrievalServiceStub(channel).IngestDocuments(
         iter(
             [
                 retrieval_pb2.IngestDocumentsRequest(
-                    document=retrieval_pb2.DocumentHeader(document_id="costs", filename="costs.txt")
+                    document=retrieval_pb2.DocumentHeader(document_id="notes", filename="notes.txt")
                 ),
-                retrieval_pb2.IngestDocumentsRequest(content=MATERIAL.encode()),
+                retrieval_pb2.IngestDocumentsRequest(content=material.encode()),
             ]
         )
     )
@@ -194,7 +194,11 @@ def test_evaluation_with_retrieval_grounds_replies_on_ingested_material(serve):
         *SERVICES, "retrieval", retrieval__chunk_size_tokens=64, retrieval__chunk_overlap_tokens=8
     )
     store_starter(running.runtime.store)
-    _ingest(channel)
+    # About the first validation dialogue (an essay claiming social media causes teen depression).
+    _ingest(channel, (
+        "Correlation is not causation. If depressed teens use social media more, the depression may cause the "
+        "social media use, or a third factor such as bullying or too little sleep may cause both."
+    ))
     stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
     started = stub.Evaluate(
         pb.EvaluateRequest(
@@ -207,4 +211,4 @@ def test_evaluation_with_retrieval_grounds_replies_on_ingested_material(serve):
     files = {f.path: f.content for f in report.files}
     example = json.loads(files["report.json"])["examples"]["base"][0]
     # Retrieval is on by default, as in chat: the reply was grounded on the ingested passage.
-    assert example["citations"] and "opportunity cost" in example["citations"][0]["text"].lower()
+    assert example["citations"] and "correlation" in example["citations"][0]["text"].lower()

@@ -81,16 +81,3 @@ def program_to_proto(program: TeachingProgram) -> inference_pb2.TeachingProgram:
         adapter=program.adapter,
         base_model=program.base_model,
     )
-
-
-_RESPONSE_FORMAT_TYPES = {
-    inference_pb2.RESPONSE_FORMAT_TYPE_UNSPECIFIED: "text",
-    inference_pb2.RESPONSE_FORMAT_TYPE_TEXT: "text",
-    inference_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT: "json_object",
-    inference_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA: "json_schema",
-}
-
-
-def response_format_from_proto(response_format: inference_pb2.ResponseFormat) -> ResponseFormat | None:
-    kind = _RESPONSE_FORMAT_TYPES.get(response_format.type, str(response_format.type))
-    return parse_response_format(kind, response_format.schema, response_format.name)

@@ -18,7 +18,7 @@ from tutorforge.core.adapters import AdapterRegistry
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument
 from tutorforge.core.jobs import JobEvent, JobManager, JobRecord, JobReporter
 from tutorforge.core.names import validate_name
-from tutorforge.core.programs import ProgramInfo, ProgramRepository, TeachingProgram
+from tutorforge.core.programs import ProgramInfo, ProgramRepository
 from tutorforge.core.settings import LmEndpoint, Settings
 from tutorforge.core.storage import ArtifactStore
 from tutorforge.datasets.repository import DatasetInfo, DatasetRepository
@@ -560,7 +560,7 @@ class OptimizationRuns:
             turns = self._split(info, "validation", request.max_examples)
         if not turns:
             raise FailedPrecondition(
-                f"{source}@{version} has no evaluation turns (a student turn answered by the tutor) to evaluate on: "
+                f"{source}@{version} has no validation examples (a student turn answered by the tutor) to evaluate on: "
                 "build the dataset with a validation split (e.g. `--validation-fraction 0.2`)"
             )
         record = self.evaluations.create(
