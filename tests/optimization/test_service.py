@@ -212,3 +212,34 @@ def test_evaluation_with_retrieval_grounds_replies_on_ingested_material(serve):
     example = json.loads(files["report.json"])["examples"]["base"][0]
     # Retrieval is on by default, as in chat: the reply was grounded on the ingested passage.
     assert example["citations"] and "correlation" in example["citations"][0]["text"].lower()
+
+
+def test_benchmarking_an_adapter_records_its_scores_in_the_registry_lineage(serve, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from tutorforge.core.adapters import AdapterRegistry
+    from tutorforge.core.models import chat_model_name, load_chat_model
+
+    running, channel = serve(*SERVICES, "retrieval", retrieval__chunk_size_tokens=64, retrieval__chunk_overlap_tokens=8)
+    settings = running.runtime.settings
+    model = get_peft_model(
+        load_chat_model(settings.models, dtype=torch.float32),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
+    model.save_pretrained(tmp_path / "tiny", safe_serialization=True)
+    registry = AdapterRegistry(running.runtime.store)
+    registry.register(tmp_path / "tiny", "tiny", chat_model_name(settings.models))
+    _ingest(channel)
+    stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
+    started = stub.Evaluate(
+        pb.EvaluateRequest(
+            evaluation_set="tutor-benchmark", targets=[pb.EvaluationTarget(spec="adapter:tiny")], max_examples=2, max_tokens=8
+        )
+    ).run
+    run, _ = wait_for(stub, started.id)
+    assert run.state == common_pb2.JOB_STATE_SUCCEEDED, run.error
+    record = registry.get("tiny", "v1")
+    assert record.lineage["benchmark"]["evaluation_id"] == run.result
+    assert record.lineage["benchmark"]["examples"] == 2
+    assert float(record.metadata["benchmark.question_rate.mean"]) >= 0
+    assert "benchmark.pedagogical_score.low" in record.metadata

@@ -161,6 +161,14 @@ def train(
         bool, typer.Option("--merge-and-export", help="Also export a merged full model.")
     ] = False,
     detach: Annotated[bool, typer.Option("--detach", help="Print the job id and return at once.")] = False,
+    benchmark: Annotated[
+        bool,
+        typer.Option(
+            "--benchmark",
+            help="Then run the tutor benchmark (base vs the new adapter, through chat); its scores are recorded "
+            "in the adapter's lineage.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
     address: AddressOption = DEFAULT_ADDRESS,
 ) -> None:
@@ -218,9 +226,37 @@ def train(
             return
         job = follow(stub, job.id, quiet=as_json)
     _finish(job, as_json)
+    if benchmark:
+        _benchmark(address, job.result, as_json)
 
 
-def _finish(job: common_pb2.Job, as_json: bool) -> None:
+def _benchmark(address: str, adapter: str, as_json: bool) -> None:
+    """The tutor benchmark on the base model and the new adapter; Evaluate records the adapter's scores in
+    its registry lineage."""
+    from tutorforge.optimization.cli import comparison_table
+    from tutorforge.v1 import optimization_pb2 as opb
+    from tutorforge.v1 import optimization_pb2_grpc
+
+    stub = optimization_pb2_grpc.OptimizationServiceStub(connect(address))
+    with rpc_errors(address):
+        run = stub.Evaluate(
+            opb.EvaluateRequest(
+                evaluation_set="tutor-benchmark",
+                targets=[opb.EvaluationTarget(spec="base"), opb.EvaluationTarget(spec=f"adapter:{adapter}")],
+            )
+        ).run
+        events = stub.WatchRun(opb.WatchRunRequest(run_id=run.id))
+        follow_job((response.event for response in events), label="benchmark", quiet=as_json)
+        run = stub.GetRun(opb.GetRunRequest(run_id=run.id)).run
+        if job_state_label(run.state) != "succeeded":
+            _print_job(run)
+            raise typer.Exit(code=1)
+        report = stub.GetEvaluation(opb.GetEvaluationRequest(evaluation_id=run.result)).report
+    if as_json:
+        print_json(report)
+    else:
+        console.print(comparison_table(report))
+job: common_pb2.Job, as_json: bool) -> None:
     if as_json:
         print_json(job)
     elif job_state_label(job.state) == "succeeded":
