@@ -256,7 +256,9 @@ def _benchmark(address: str, adapter: str, as_json: bool) -> None:
         print_json(report)
     else:
         console.print(comparison_table(report))
-job: common_pb2.Job, as_json: bool) -> None:
+
+
+def _finish(job: common_pb2.Job, as_json: bool) -> None:
     if as_json:
         print_json(job)
     elif job_state_label(job.state) == "succeeded":
