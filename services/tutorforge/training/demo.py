@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 TITLE = "Training: LoRA fine-tuning on Ray Train"
 ADAPTER_NAME = "socratic-tutor"
 # The default recipe (lr 1e-3, cosine, warm-up 10%, 512-token rows so the prompts keep their course
-# passages, LoRA r 16) for as many ~10 s steps as ~5 minutes allow on 2 cores, validated once at the end;
+# passages, LoRA r 16) for as many ~9 s steps as ~6 minutes allow on 2 cores, validated once at the end;
 # `tutorforge train` without --max-steps runs the full recipe (docs/training.md).
-DEMO_STEPS = 24
+DEMO_STEPS = 36
 
 
 def run(context: DemoContext) -> None:
