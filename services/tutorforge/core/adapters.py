@@ -15,7 +15,7 @@ from typing import Any
 
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from tutorforge.core.names import validate_name
-from tutorforge.core.storage import ArtifactStore
+from tutorforge.core.storage import VERSION, ArtifactStore, complete_versions, next_version
 
 # Only these files are copied: weights must be safetensors (never pickle), the rest is configuration.
 _ALLOWED_FILES = re.compile(
@@ -23,7 +23,6 @@ _ALLOWED_FILES = re.compile(
     r"special_tokens_map\.json|chat_template\.jinja|generation_config\.json)$"
 )
 _UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-_VERSION = re.compile(r"^v(\d+)$")
 
 
 @dataclass
@@ -65,7 +64,7 @@ class AdapterRegistry:
         config = read_adapter_dir(local_dir)
         files = sorted(p.name for p in local_dir.iterdir() if p.is_file() and _ALLOWED_FILES.match(p.name))
         with self._lock:
-            version = f"v{self._latest_number(name) + 1}"
+            version = next_version(self.store, f"adapters/{name}")
             record = AdapterVersion(
                 name=name,
                 version=version,
@@ -83,7 +82,7 @@ class AdapterRegistry:
 
     def get(self, name: str, version: str = "") -> AdapterVersion:
         validate_name(name, "adapter name")
-        if version and not _VERSION.match(version):
+        if version and not VERSION.match(version):
             raise InvalidArgument(f"adapter version {version!r} is not valid: use v1, v2, ...")
         version = version or self._latest_version(name)
         key = f"adapters/{name}/{version}/adapter.json"
@@ -148,20 +147,12 @@ class AdapterRegistry:
             )
 
     def _versions(self, name: str) -> list[str]:
-        found = []
-        for entry in self.store.list(f"adapters/{name}"):
-            match = _VERSION.match(entry)
-            if match and self.store.exists(f"adapters/{name}/{entry}/adapter.json"):
-                found.append((int(match.group(1)), entry))
-        return [entry for _, entry in sorted(found)]
+        return complete_versions(self.store, f"adapters/{name}", "adapter.json")
 
     def _latest_version(self, name: str) -> str:
         versions = self._versions(name)
         return versions[-1] if versions else ""
 
-    def _latest_number(self, name: str) -> int:
-        numbers = [int(m.group(1)) for e in self.store.list(f"adapters/{name}") if (m := _VERSION.match(e))]
-        return max(numbers, default=0)
 
 
 BENCHMARK_PREFIX = "benchmark."

@@ -13,7 +13,6 @@ latest version is served."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,14 +20,13 @@ from typing import Any
 
 from tutorforge.core.errors import InvalidArgument, NotFound
 from tutorforge.core.names import validate_name
-from tutorforge.core.storage import ArtifactStore
+from tutorforge.core.storage import VERSION, ArtifactStore, complete_versions, next_version
 
 PREFIX = "programs"
 PROGRAM_FILE = "program.json"
 INFO_FILE = "info.json"
 SERVED_FILE = "served.json"
 FORMAT = "tutorforge.program/v1"
-_VERSION = re.compile(r"^v(\d+)$")
 MAX_DEMONSTRATIONS = 16
 MAX_INSTRUCTION_CHARS = 8000
 MAX_DEMONSTRATION_CHARS = 4000
@@ -155,7 +153,7 @@ def parse_reference(reference: str, field_name: str = "program") -> tuple[str, s
     """`NAME` or `NAME@VERSION` → (name, version or "")."""
     name, at, version = reference.strip().partition("@")
     validate_name(name, f"{field_name} name")
-    if at and not _VERSION.match(version):
+    if at and not VERSION.match(version):
         raise InvalidArgument(f"{field_name} version {version!r} is not valid: use v1, v2, ...")
     return name, version
 
@@ -169,7 +167,7 @@ class ProgramRepository:
         """Store `program` as the next version of `info.name`; returns the info with its version set."""
         validate_name(info.name, "program name")
         with self._lock:
-            info.version = f"v{self._latest_number(info.name) + 1}"
+            info.version = next_version(self.store, f"{PREFIX}/{info.name}")
             info.created_at = time.time()
             self.store.write_json(f"{info.key}/{PROGRAM_FILE}", program.to_json())
             self.store.write_json(f"{info.key}/{INFO_FILE}", asdict(info))
@@ -183,7 +181,7 @@ class ProgramRepository:
     def get(self, name: str, version: str = "") -> ProgramInfo:
         """A version's info; no version = the served one (promoted, else the latest)."""
         validate_name(name, "program name")
-        if version and not _VERSION.match(version):
+        if version and not VERSION.match(version):
             raise InvalidArgument(f"program version {version!r} is not valid: use v1, v2, ...")
         versions = self.versions(name)
         version = version or self.served_version(name, versions)
@@ -227,15 +225,4 @@ class ProgramRepository:
         self.store.write_json(f"{PREFIX}/{name}/{SERVED_FILE}", {"version": version, "at": time.time()})
 
     def versions(self, name: str) -> list[str]:
-        found = []
-        for entry in self.store.list(f"{PREFIX}/{name}"):
-            match = _VERSION.match(entry)
-            if match and self.store.exists(f"{PREFIX}/{name}/{entry}/{INFO_FILE}"):
-                found.append((int(match.group(1)), entry))
-        return [entry for _, entry in sorted(found)]
-
-    def _latest_number(self, name: str) -> int:
-        numbers = [
-            int(m.group(1)) for entry in self.store.list(f"{PREFIX}/{name}") if (m := _VERSION.match(entry))
-        ]
-        return max(numbers, default=0)
+        return complete_versions(self.store, f"{PREFIX}/{name}", INFO_FILE)

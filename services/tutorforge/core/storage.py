@@ -4,6 +4,8 @@ file or the new one, never half of one."""
 
 from __future__ import annotations
 
+import re
+
 import json
 import os
 import posixpath
@@ -129,3 +131,24 @@ class ArtifactStore:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(self.read_bytes(file_key))
         return local_dir
+
+
+VERSION = re.compile(r"^v(\d+)$")
+
+
+def complete_versions(store: ArtifactStore, folder: str, marker: str) -> list[str]:
+    """The versions (v1, v2, …) under `folder` whose `marker` file exists — written last, so a version
+    without it is an interrupted write — in numeric order."""
+    found = []
+    for entry in store.list(folder):
+        match = VERSION.match(entry)
+        if match and store.exists(f"{folder}/{entry}/{marker}"):
+            found.append((int(match.group(1)), entry))
+    return [entry for _, entry in sorted(found)]
+
+
+def next_version(store: ArtifactStore, folder: str) -> str:
+    """The version after every one under `folder`, complete or not (an interrupted write's number is not
+    reused)."""
+    numbers = [int(m.group(1)) for entry in store.list(folder) if (m := VERSION.match(entry))]
+    return f"v{max(numbers, default=0) + 1}"
