@@ -156,3 +156,22 @@ def test_job_cancel_failure_and_recovery(tmp_path: Path) -> None:
     with pytest.raises(NotFound):
         manager.get("../../etc")
     assert Cancelled("x").code.name == "CANCELLED"
+
+
+def test_stopping_a_manager_ends_its_running_jobs_before_the_server_closes_channels(tmp_path: Path) -> None:
+    manager = JobManager(ArtifactStore(str(tmp_path)), "dataset")
+    started = threading.Event()
+
+    def endless(reporter) -> str:  # noqa: ANN001
+        started.set()
+        while True:
+            reporter.check_cancelled()
+            threading.Event().wait(0.05)
+
+    jobs = [manager.create() for _ in range(2)]
+    for job in jobs:
+        manager.start(job.id, endless)
+    started.wait(5)
+    manager.stop(timeout=10)
+    assert [manager.get(job.id).state for job in jobs] == [JobState.CANCELLED] * 2
+    manager.stop(timeout=1)  # nothing left to stop

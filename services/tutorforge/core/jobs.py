@@ -257,6 +257,20 @@ class JobManager:
             thread.join(timeout)
         return self.get(job_id)
 
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask every job running in this process to stop and wait for them (a server shutting down): a job
+        must not outlive the channels it calls other services through."""
+        with self._lock:
+            running = dict(self._threads)
+        for job_id in running:
+            try:
+                self.request_cancel(job_id)
+            except FailedPrecondition:
+                pass  # ended meanwhile
+        deadline = time.monotonic() + timeout
+        for thread in running.values():
+            thread.join(max(0.0, deadline - time.monotonic()))
+
     def recover_interrupted(self, hint: str) -> list[str]:
         """Mark jobs left QUEUED/RUNNING by a previous process as FAILED, saying how to continue."""
         recovered = []

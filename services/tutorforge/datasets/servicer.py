@@ -196,5 +196,6 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
 def register(server: grpc.Server, runtime: Runtime) -> str:
     servicer = DatasetServicer(runtime)
     servicer.service.recover_interrupted()
+    runtime.on_shutdown(servicer.service.jobs.stop)
     datasets_pb2_grpc.add_DatasetServiceServicer_to_server(servicer, server)
     return SERVICE_NAME

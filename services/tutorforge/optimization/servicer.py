@@ -234,5 +234,7 @@ class OptimizationServicer(optimization_pb2_grpc.OptimizationServiceServicer):
 def register(server: grpc.Server, runtime: Runtime) -> str:
     runs = OptimizationRuns(runtime.store, runtime.settings, runtime.channel)
     runs.recover_interrupted()
+    runtime.on_shutdown(runs.runs.stop)
+    runtime.on_shutdown(runs.evaluations.stop)
     optimization_pb2_grpc.add_OptimizationServiceServicer_to_server(OptimizationServicer(runs), server)
     return SERVICE_NAME
