@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tooling import missing_tool
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,6 +41,6 @@ def test_buf_lint_passes() -> None:
         (str(p) for p in [REPO / "tools" / "node_modules" / ".bin" / "buf"] if p.exists()), None
     )
     if buf is None:
-        pytest.skip("buf is not installed: scripts/test.sh installs it from npm (@bufbuild/buf)")
+        missing_tool("buf is not installed: scripts/test.sh installs it from npm (@bufbuild/buf)")
     result = subprocess.run([buf, "lint"], cwd=REPO / "protos", capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

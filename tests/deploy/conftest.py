@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tooling import missing_tool
 import yaml
 from deploy_helpers import REPO, FakeKubeAPI, KubeHandler, helm_template, tool
 
@@ -23,7 +24,7 @@ def helm() -> Path:
     if not binary.exists():
         result = subprocess.run(["bash", str(REPO / "scripts" / "get-k8s-tools.sh")], capture_output=True, text=True, check=False)
         if result.returncode != 0 or not binary.exists():
-            pytest.skip(f"helm is not in tools/ and scripts/get-k8s-tools.sh could not fetch it: {result.stderr[-500:]}")
+            missing_tool(f"helm is not in tools/ and scripts/get-k8s-tools.sh could not fetch it: {result.stderr[-500:]}")
     return binary
 
 

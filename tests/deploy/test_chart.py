@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
+from tooling import missing_tool
 import yaml
 from deploy_helpers import (
     CHART,
@@ -447,7 +448,7 @@ def checkov() -> Path:
         result = subprocess.run(["bash", str(REPO / "scripts" / "get-k8s-tools.sh"), "--with-checkov"],
                                 capture_output=True, text=True, check=False)
         if not binary.exists():
-            pytest.skip(f"checkov is not in tools/checkov and could not be installed: {result.stderr[-500:]}")
+            missing_tool(f"checkov is not in tools/checkov and could not be installed: {result.stderr[-500:]}")
     return binary
 
 

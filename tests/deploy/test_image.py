@@ -14,6 +14,7 @@ import time
 
 import grpc
 import pytest
+from tooling import missing_tool
 from deploy_helpers import REPO
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tutorforge.core.settings import SERVICE_NAMES
@@ -39,12 +40,12 @@ def _podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.
 @pytest.fixture(scope="module")
 def image() -> str:
     if shutil.which("podman") is None:
-        pytest.skip("podman is not installed (apt-get install podman runc)")
+        missing_tool("podman is not installed (apt-get install podman runc)")
     if os.environ.get("TUTORFORGE_TEST_IMAGE"):
         return IMAGE  # built elsewhere (CI)
     has_base = _podman("image", "exists", "localhost/tutorforge-base:bookworm", check=False).returncode == 0
     if not has_base and shutil.which("debootstrap") is None:
-        pytest.skip("no base image and no debootstrap to make one (apt-get install debootstrap)")
+        missing_tool("no base image and no debootstrap to make one (apt-get install debootstrap)")
     started = time.monotonic()
     # Niced: the build competes with everything else on the machine.
     result = subprocess.run(
