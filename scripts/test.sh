@@ -4,11 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-# The image tests build with podman from a debootstrap base; under CI=true a missing tool fails them.
-if ! command -v podman >/dev/null || ! command -v debootstrap >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap >/dev/null
-  fi
+# Real tools the tests drive (under CI=true a missing one fails its tests): command -> Debian packages.
+declare -A TOOLS=(
+  [podman]="podman runc"
+  [debootstrap]="debootstrap"
+)
+missing=()
+for tool in "${!TOOLS[@]}"; do
+  command -v "$tool" >/dev/null || missing+=(${TOOLS[$tool]})
+done
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  for attempt in 1 2 3; do
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null && break
+    sleep $((attempt * 5))
+  done
 fi
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=disabled
