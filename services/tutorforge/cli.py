@@ -26,6 +26,8 @@ def serve(
     host: Annotated[Optional[str], typer.Option(help="Interface to bind (0.0.0.0 in a pod).")] = None,
     store: Annotated[Optional[str], typer.Option(help="Artifact store: a local folder or an fsspec URL.")] = None,
     http_port: Annotated[Optional[int], typer.Option("--http-port", help="Also serve the OpenAI-compatible HTTP API on this port.")] = None,
+    metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="Serve Prometheus metrics at /metrics on this port.")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Serve even if a configured API token is empty (auth off; laptops only).")] = False,
 ) -> None:
     """Run a gRPC server hosting the given services until SIGTERM/SIGINT (then drain in-flight calls)."""
     from tutorforge.core.server import serve_forever
@@ -37,6 +39,10 @@ def serve(
         settings.server.host = host
     if http_port is not None:
         settings.server.http_port = http_port
+    if insecure:
+        settings.server.insecure = True
+    if metrics_port is not None:
+        settings.server.metrics_port = metrics_port
     configure_logging(settings.log_level, settings.log_json)
     serve_forever(settings, services or ["all"], port)
 
@@ -47,7 +53,7 @@ def demo(
     port: Annotated[int, typer.Option(help="gRPC port of the embedded server (0 = any free port).")] = 0,
 ) -> None:
     """The embedded end-to-end demo: every service in this process, the whole pipeline on sample material."""
-    from tutorforge.demo import run_demo
+    from tutorforge.pipeline.demo import run_demo
 
     run_demo(workdir, port)
 
@@ -61,6 +67,8 @@ def _add_service_commands() -> None:
 
 
 _add_service_commands()
+# `tutorforge pipeline …`: the pipeline package above the services (YAML specs through the client SDK).
+importlib.import_module("tutorforge.pipeline.cli").register(app)
 
 
 def main() -> None:

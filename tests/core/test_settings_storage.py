@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -148,8 +149,12 @@ def test_job_cancel_failure_and_recovery(tmp_path: Path) -> None:
     manager.start(failing.id, broken)
     assert manager.wait(failing.id, 10).error == "learning_rate must be positive"
 
-    orphan = manager.create()
-    manager.update(orphan.id, state=JobState.RUNNING)
+    # A process that dies leaves its job RUNNING; its lease expires since nobody renews it.
+    dead = JobManager(store, "training", lease_seconds=0.2)
+    orphan = dead.create()
+    dead.update(orphan.id, state=JobState.RUNNING)
+    dead.stop()
+    time.sleep(0.5)
     restarted = JobManager(store, "training")
     assert restarted.recover_interrupted("resume it with `tutorforge jobs resume ID`") == [orphan.id]
     assert "resume it" in restarted.get(orphan.id).error

@@ -11,7 +11,6 @@ from tutorforge import samples
 from tutorforge.datasets.repository import DatasetRepository
 from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc, inference_pb2, retrieval_pb2, retrieval_pb2_grpc
 
-pytest.importorskip("tutorforge.inference.servicer")
 pytestmark = pytest.mark.slow
 
 

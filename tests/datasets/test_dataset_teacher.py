@@ -17,8 +17,6 @@ from tutorforge.datasets.generation import TURN_SCHEMAS
 from tutorforge.datasets.repository import DatasetRepository
 from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc
 
-pytest.importorskip("tutorforge.inference.http")
-
 # The repository root, so that the inference tests' stand-in servers import under plain `pytest` too.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.inference.fake_servers import FakeServer, Recorder, tgi_app, vllm_app  # noqa: E402

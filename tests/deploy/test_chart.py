@@ -5,6 +5,7 @@ and a checkov policy scan."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from pathlib import Path
@@ -22,6 +23,7 @@ from deploy_helpers import (
     PROFILES,
     RELEASE,
     REPO,
+    TEST_TOKEN,
     apply_json_patch,
     find,
     helm_template,
@@ -48,7 +50,7 @@ def test_profiles_cover_the_documented_variants():
 
 @pytest.mark.parametrize("profiles", CASES, ids=CASE_IDS)
 def test_helm_lint_strict(helm, profiles):
-    command = [str(helm), "lint", "--strict", str(CHART)]
+    command = [str(helm), "lint", "--strict", str(CHART), "--set", f"apiToken.value={TEST_TOKEN}"]
     for profile in profiles:
         command += ["-f", str(CHART / "profiles" / f"{profile}.yaml")]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -211,10 +213,21 @@ def test_external_qdrant_and_object_store(render, monkeypatch):
     assert {"secretRef": {"name": "tutorforge-s3"}} in init["adapters"]["envFrom"]
 
 
-def test_api_token_secret_generated_or_existing(helm, render):
-    docs = render()
-    secret = find(docs, "Secret", f"{FULLNAME}-api-token")[0]
-    assert len(secret["data"]["token"]) >= 40
+def test_api_token_secret_stable_explicit_or_existing(helm, render):
+    # Never generated at render time: two renders give the same Secret; without a value the render fails.
+    first, second = (helm_template(helm) for _ in range(2))
+    secret = find([d for d in yaml.safe_load_all(first) if d], "Secret", f"{FULLNAME}-api-token")[0]
+    assert first == second and base64.b64decode(secret["data"]["token"]).decode() == TEST_TOKEN
+    refused = helm_template(helm, check=False, apiToken__value="")
+    assert "apiToken.value is required" in refused and "openssl rand" in refused
+    docs = render(apiToken__scoped={"chat": "chat-secret", "author": "", "admin": "admin-secret"})
+    secret = find(docs, "Secret", f"{FULLNAME}-api-token")[0]["data"]
+    assert sorted(secret) == ["admin", "chat", "token"]
+    env = {e["name"]: e for e in find(docs, "Deployment", f"{FULLNAME}-inference")[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["TUTORFORGE_SERVER__TOKENS__CHAT"]["valueFrom"]["secretKeyRef"] == {
+        "name": f"{FULLNAME}-api-token", "key": "chat", "optional": False}
+    assert "TUTORFORGE_SERVER__TOKENS__AUTHOR" not in env
+    assert "TUTORFORGE_SERVER__TOKENS__ADMIN" in env
     docs = render(apiToken__existingSecret="my-token", apiToken__existingSecretKey="value")
     assert not find(docs, "Secret", f"{FULLNAME}-api-token")
     env = find(docs, "Deployment", f"{FULLNAME}-datasets")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -223,6 +236,23 @@ def test_api_token_secret_generated_or_existing(helm, render):
     docs = render(apiToken__enabled=False)
     container = find(docs, "Deployment", f"{FULLNAME}-datasets")[0]["spec"]["template"]["spec"]["containers"][0]
     assert "env" not in container and not find(docs, "Secret")
+
+
+def test_tls_from_a_secret(render):
+    docs = render(tls__existingSecret="tutorforge-tls", tls__requireClientCert=True)
+    for service in SERVICES:
+        pod = find(docs, "Deployment", f"{FULLNAME}-{service}")[0]["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["TUTORFORGE_TLS__CERT_FILE"] == "/etc/tutorforge/tls/tls.crt"
+        assert env["TUTORFORGE_TLS__CA_FILE"] == "/etc/tutorforge/tls/ca.crt"
+        assert env["TUTORFORGE_TLS__REQUIRE_CLIENT_CERT"] == "true"
+        assert {"name": "tls", "mountPath": "/etc/tutorforge/tls", "readOnly": True} in container["volumeMounts"]
+        assert {"name": "tls", "secret": {"secretName": "tutorforge-tls", "defaultMode": 0o440}} in pod["volumes"]
+        # Kubernetes' gRPC probes cannot do TLS: TCP checks instead.
+        assert all(container[f"{p}Probe"].get("tcpSocket") == {"port": 50051} for p in ("startup", "liveness", "readiness"))
+    plain = find(render(), "Deployment", f"{FULLNAME}-training")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert "grpc" in plain["livenessProbe"] and not any(e["name"].startswith("TUTORFORGE_TLS") for e in plain["env"])
 
 
 @pytest.mark.parametrize(
@@ -502,6 +532,8 @@ def test_skaffold_config_deploys_this_chart(helm, profile, raycluster_validator)
     # Render what skaffold would install and check the forwarded ports exist on the rendered Services.
     command = [str(helm), "template", release["name"], str(CHART), "--namespace", release["namespace"],
                "--set", "image.repository=localhost/tutorforge", "--set", "image.tag=dev"]
+    for key, value in release.get("setValues", {}).items():
+        command += ["--set", f"{key}={value}"]
     for values_file in release.get("valuesFiles", []):
         command += ["-f", str(REPO / values_file)]
     docs = [d for d in yaml.safe_load_all(subprocess.run(command, capture_output=True, text=True, check=True).stdout) if d]
@@ -516,3 +548,81 @@ def test_skaffold_config_deploys_this_chart(helm, profile, raycluster_validator)
     expected_engine = {"": "embedded", "cpu": "embedded", "gpu": "tgi"}[profile]
     assert settings["TUTORFORGE_INFERENCE__ENGINE"] == expected_engine
     assert bool(find(docs, "RayCluster")) == (profile != "cpu")
+
+
+# --- observability ---------------------------------------------------------------------------------------
+
+
+def test_every_service_exposes_metrics_with_scrape_annotations(render, monkeypatch):
+    docs = render()
+    for service in SERVICES:
+        pod = find(docs, "Deployment", f"{FULLNAME}-{service}")[0]["spec"]["template"]
+        annotations = pod["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "9464"
+        assert annotations["prometheus.io/path"] == "/metrics"
+        assert {"name": "metrics", "containerPort": 9464, "protocol": "TCP"} in pod["spec"]["containers"][0]["ports"]
+        ports = find(docs, "Service", f"{FULLNAME}-{service}")[0]["spec"]["ports"]
+        assert any(p["name"] == "metrics" and p["targetPort"] == "metrics" for p in ports)
+        assert _settings(docs, service, monkeypatch).server.metrics_port == 9464
+    # No ServiceMonitor unless asked for (its CRD comes with the Prometheus Operator).
+    assert not find(docs, "ServiceMonitor")
+    # Metrics off: no port, no annotations.
+    off = render(observability__metricsPort=0)
+    pod = find(off, "Deployment", f"{FULLNAME}-inference")[0]["spec"]["template"]
+    assert "prometheus.io/scrape" not in pod["metadata"]["annotations"]
+    assert all(p["name"] != "metrics" for p in pod["spec"]["containers"][0]["ports"])
+
+
+def test_service_monitors_select_each_service_metrics_port(render):
+    docs = render(observability__serviceMonitor__enabled=True,
+                  observability__serviceMonitor__labels={"release": "kube-prometheus-stack"})
+    monitors = find(docs, "ServiceMonitor")
+    assert sorted(m["metadata"]["name"] for m in monitors) == sorted(f"{FULLNAME}-{s}" for s in SERVICES)
+    for monitor in monitors:
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        service = find(docs, "Service", monitor["metadata"]["name"])[0]
+        assert _selects(monitor["spec"]["selector"], service["metadata"]["labels"])
+        assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+        endpoint = monitor["spec"]["endpoints"][0]
+        assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]} and endpoint["path"] == "/metrics"
+    # The rest of the release still validates strictly with the monitors on.
+    for doc in docs:
+        if doc["kind"] != "ServiceMonitor" and doc["apiVersion"] != "ray.io/v1":
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_grafana_dashboard_is_rendered_as_a_configmap_of_real_metrics(render):
+    import re
+
+    from tutorforge.core.telemetry import metrics
+
+    docs = render()
+    config_map = find(docs, "ConfigMap", f"{FULLNAME}-dashboard")[0]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["tutorforge.json"])
+    assert dashboard["uid"] == "tutorforge-overview"
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert rows[:4] == ["Serving", "Retrieval", "Jobs", "Training"]
+    exported = set(re.findall(r'"(tutorforge_[a-z_]+)"', Path(metrics.__file__).read_text()))
+    queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {re.sub(r"_(bucket|count|sum)$", "", name) for q in queries for name in re.findall(r"tutorforge_[a-z_]+", q)}
+    assert used and used <= exported, f"the dashboard queries metrics nobody exports: {sorted(used - exported)}"
+    assert not find(render(observability__dashboard__enabled=False), "ConfigMap", f"{FULLNAME}-dashboard")
+
+
+def test_network_policies_let_prometheus_scrape_and_pods_export(render):
+    docs = render(observability__otlpEndpoint="http://otel-collector.monitoring:4318",
+                  observability__mlflowTrackingUri="https://mlflow.example.org")
+    prometheus = ("monitoring", {"app.kubernetes.io/name": "prometheus"})
+    for service in SERVICES:
+        pod = _labels_of(docs, service)
+        assert allowed(docs, prometheus, pod, 9464), f"prometheus cannot scrape {service}"
+        assert not allowed(docs, prometheus, pod, 50051)
+        assert not allowed(docs, ("chatbot", {}), pod, 9464)
+        egress = [p for p in find(docs, "NetworkPolicy") if p["metadata"]["name"] == f"{FULLNAME}-{service}-observability"]
+        assert {port["port"] for rule in egress[0]["spec"]["egress"] for port in rule["ports"]} == {4318, 443}
+    assert not allowed(docs, prometheus, _labels_of(docs, "qdrant"), 9464)
+    env = _settings_env(docs, "training")
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.monitoring:4318"
+    assert env["TUTORFORGE_EXPERIMENTS__TRACKING_URI"] == "https://mlflow.example.org"

@@ -1,6 +1,9 @@
 """Small stand-ins for a TGI server and a vLLM OpenAI-compatible server (neither can run here). They
 speak the documented request/response bodies, stream SSE like the real servers, and record what they
-received, so tests can check what the real client libraries sent. Structured-output requests (TGI
+received, so tests can check what the real client libraries sent. The TGI stand-in validates sampling
+parameters as TGI's router does (router/src/validation.rs: the same checks, limits and 422 messages) and
+honours them: greedy replies are fixed, sampled ones depend on the seed and the temperature, and a stop
+sequence ends the reply (included in it, as TGI includes it). Structured-output requests (TGI
 `grammar`/`response_format`, OpenAI `response_format`) are checked as strictly as the real servers check
 them (TGI's router: router/src/lib.rs GrammarType, validation.rs; vLLM: entrypoints/openai/protocol.py),
 and answered with a document valid against the schema, as a server that enforces it would."""
@@ -8,6 +11,7 @@ and answered with a document valid against the schema, as a server that enforces
 from __future__ import annotations
 
 import json
+import random
 import socket
 import threading
 import time
@@ -60,6 +64,85 @@ class Refused(Exception):
         if isinstance(self.content, str):
             return PlainTextResponse(self.content, status_code=self.status)
         return JSONResponse(status_code=self.status, content=self.content)
+
+
+# TGI's launcher defaults (--max-stop-sequences, --max-top-n-tokens); max_total_tokens is per stand-in.
+TGI_MAX_STOP_SEQUENCES = 4
+TGI_MAX_TOP_N_TOKENS = 5
+# TGI's DEFAULT_GENERATION_LENGTH (max_new_tokens unset) and its Messages API default for max_tokens.
+TGI_DEFAULT_NEW_TOKENS = 1024
+TGI_CHAT_DEFAULT_MAX_TOKENS = 100
+# Words a sampled reply draws from (the stand-in's "vocabulary").
+_SAMPLED_WORDS = ("maybe", "think", "about", "the", "rock", "why", "heat", "slowly", "water", "look", "again", "first")
+
+
+def _tgi_invalid(problem: str) -> Refused:
+    return Refused(422, {"error": f"Input validation error: {problem}", "error_type": "validation"})
+
+
+def _tgi_validate(inputs: str, parameters: dict[str, Any], max_total_tokens: int) -> tuple[bool, int]:
+    """TGI's Validation::validate for the fields tutorforge sends: (sampling?, max_new_tokens), or its 422.
+    The stand-in counts whitespace-separated words as tokens."""
+    sampling = bool(parameters.get("do_sample")) or any(
+        parameters.get(key) is not None for key in ("temperature", "top_k", "top_p", "typical_p")
+    )
+    if (parameters.get("best_of") or 1) > 1 and not sampling:
+        raise _tgi_invalid("you must use sampling when `best_of` is > 1")
+    temperature = parameters.get("temperature")
+    if temperature is not None and temperature <= 0.0:
+        raise _tgi_invalid("`temperature` must be strictly positive")
+    if (parameters.get("repetition_penalty") or 1.0) <= 0.0:
+        raise _tgi_invalid("`repetition_penalty` must be strictly positive")
+    if not -2.0 <= (parameters.get("frequency_penalty") or 0.0) <= 2.0:
+        raise _tgi_invalid("`frequency_penalty` must be >= -2.0 and <= 2.0")
+    for key in ("top_p", "typical_p"):
+        value = parameters.get(key)
+        if value is not None and not 0.0 < value < 1.0:
+            raise _tgi_invalid(f"`{key}` must be > 0.0 and < 1.0")
+    if parameters.get("top_k") is not None and parameters["top_k"] <= 0:
+        raise _tgi_invalid("`top_k` must be strictly positive")
+    if parameters.get("max_new_tokens") == 0:
+        raise _tgi_invalid("`max_new_tokens` must be strictly positive")
+    stops = parameters.get("stop") or []
+    if len(stops) > TGI_MAX_STOP_SEQUENCES:
+        raise _tgi_invalid(f"`stop` supports up to {TGI_MAX_STOP_SEQUENCES} stop sequences. Given: {len(stops)}")
+    top_n = parameters.get("top_n_tokens")
+    if top_n is not None and top_n > TGI_MAX_TOP_N_TOKENS:
+        raise _tgi_invalid(f"`top_n_tokens` must be >= 0 and <= {TGI_MAX_TOP_N_TOKENS}. Given: {top_n}")
+    if not inputs:
+        raise _tgi_invalid("`inputs` cannot be empty")
+    input_length = len(inputs.split())
+    max_new_tokens = parameters.get("max_new_tokens")
+    if max_new_tokens is None:
+        max_new_tokens = min(max_total_tokens - input_length, TGI_DEFAULT_NEW_TOKENS)
+    if input_length + max_new_tokens > max_total_tokens:
+        raise _tgi_invalid(
+            f"`inputs` tokens + `max_new_tokens` must be <= {max_total_tokens}. "
+            f"Given: {input_length} `inputs` tokens and {max_new_tokens} `max_new_tokens`"
+        )
+    return sampling, max_new_tokens
+
+
+def _tgi_words(who: str, limit: int, schema: dict[str, Any] | None, parameters: dict[str, Any], sampling: bool) -> tuple[list[str], str]:
+    """The reply's words and TGI's finish reason (length, eos_token, stop_sequence). Greedy: the fixed reply.
+    Sampling: each word is swapped for a random one with a probability that grows with the temperature,
+    drawn from the seed (TGI picks a random seed when none is given)."""
+    words = _reply_words(who, 10_000, schema)
+    if sampling and schema is None:
+        rng = random.Random(parameters.get("seed") if parameters.get("seed") is not None else random.random())
+        swap = 1.0 - 1.0 / (1.0 + (parameters.get("temperature") or 1.0))
+        words = [f" {rng.choice(_SAMPLED_WORDS)}" if index and rng.random() < swap else word for index, word in enumerate(words)]
+    reason = "eos_token"
+    if len(words) > limit:
+        words, reason = words[:limit], "length"
+    stops = [stop for stop in parameters.get("stop") or [] if stop]
+    text = ""
+    for index, word in enumerate(words):
+        text += word
+        if any(stop in text for stop in stops):
+            # TGI stops on the token that completes a stop sequence and keeps that token in the reply.
+            return words[: index + 1], "stop_sequence"
+    return words, reason
 
 
 def _tgi_schema(grammar: Any, where: str) -> dict[str, Any] | None:
@@ -157,8 +240,9 @@ def _sse(events: Iterator[dict[str, Any] | str], prefix: str = "data: ") -> Stre
     return StreamingResponse(lines(), media_type="text/event-stream")
 
 
-def tgi_app(recorder: Recorder, adapters: set[str]) -> FastAPI:
-    """TGI's `/generate`, `/generate_stream` (and `/`, which dispatches on `stream`) and Messages API."""
+def tgi_app(recorder: Recorder, adapters: set[str], max_total_tokens: int = 4096) -> FastAPI:
+    """TGI's `/generate`, `/generate_stream` (and `/`, which dispatches on `stream`) and Messages API, for a
+    TGI started with `--max-total-tokens max_total_tokens`."""
     app = FastAPI()
 
     def check_adapter(adapter: str | None) -> JSONResponse | None:
@@ -174,9 +258,13 @@ def tgi_app(recorder: Recorder, adapters: set[str]) -> FastAPI:
             return refused.response()
         if refused := check_adapter(parameters.get("adapter_id")):
             return refused
-        words = _reply_words(parameters.get("adapter_id") or "base", parameters.get("max_new_tokens") or 20, schema)
-        reason = "length" if len(words) == parameters.get("max_new_tokens") else "eos_token"
-        details = {"finish_reason": reason, "generated_tokens": len(words), "seed": parameters.get("seed"), "input_length": 7}
+        try:
+            sampling, limit = _tgi_validate(body.get("inputs") or "", parameters, max_total_tokens)
+        except Refused as refused:
+            return refused.response()
+        words, reason = _tgi_words(parameters.get("adapter_id") or "base", limit, schema, parameters, sampling)
+        details = {"finish_reason": reason, "generated_tokens": len(words), "seed": parameters.get("seed"),
+                   "input_length": len(body["inputs"].split())}
         if not body.get("stream"):
             tokens = [{"id": 100 + i, "text": w, "logprob": -0.5, "special": False} for i, w in enumerate(words)]
             return {"generated_text": "".join(words), "details": {**details, "prefill": [], "tokens": tokens}}
@@ -228,7 +316,23 @@ def tgi_app(recorder: Recorder, adapters: set[str]) -> FastAPI:
             return refused.response()
         if refused := check_adapter(adapter):
             return refused
-        return _chat_response(body, adapter or "base", "tgi", schema)
+        # TGI's ChatRequest -> GenerateParameters: temperature 0 means greedy; unset means sampling at 1.0.
+        temperature = body.get("temperature")
+        parameters = {
+            "do_sample": temperature != 0.0,
+            "temperature": None if temperature == 0.0 else temperature,
+            "top_p": body.get("top_p"),
+            "seed": body.get("seed"),
+            "stop": body.get("stop") or [],
+            "max_new_tokens": body.get("max_tokens") if body.get("max_tokens") is not None else TGI_CHAT_DEFAULT_MAX_TOKENS,
+        }
+        prompt = " ".join(str(m.get("content") or "") for m in body.get("messages") or [])
+        try:
+            sampling, limit = _tgi_validate(prompt, parameters, max_total_tokens)
+        except Refused as refused:
+            return refused.response()
+        words, reason = _tgi_words(adapter or "base", limit, schema, parameters, sampling)
+        return _chat_response(body, adapter or "base", "tgi", schema, (words, "length" if reason == "length" else "stop"))
 
     return app
 
@@ -320,10 +424,16 @@ def vllm_app(recorder: Recorder) -> FastAPI:
     return app
 
 
-def _chat_response(body: dict[str, Any], who: str, system_fingerprint: str, schema: dict[str, Any] | None) -> Any:
-    limit = body.get("max_tokens") or body.get("max_completion_tokens") or 16
-    words = _reply_words(who, limit, schema)
-    reason = "length" if len(words) == limit else "stop"
+def _chat_response(
+    body: dict[str, Any], who: str, system_fingerprint: str, schema: dict[str, Any] | None,
+    reply: tuple[list[str], str] | None = None,
+) -> Any:
+    """An OpenAI-style chat reply: `reply` (words, finish reason), or the fixed reply cut at max_tokens."""
+    if reply is None:
+        limit = body.get("max_tokens") or body.get("max_completion_tokens") or 16
+        words = _reply_words(who, limit, schema)
+        reply = words, "length" if len(words) == limit else "stop"
+    words, reason = reply
     header = {"id": "chatcmpl-1", "created": int(time.time()), "model": body.get("model"), "system_fingerprint": system_fingerprint}
     usage = {"prompt_tokens": 9, "completion_tokens": len(words), "total_tokens": 9 + len(words)}
     if not body.get("stream"):

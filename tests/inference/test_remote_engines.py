@@ -28,11 +28,13 @@ from tutorforge.v1 import inference_pb2_grpc
 TURN_SCHEMA = TURN_SCHEMAS["reply"]
 
 
-def _chat(adapter: str = "", max_tokens: int = 5, response_format: pb.ResponseFormat | None = None) -> pb.ChatRequest:
+def _chat(
+    adapter: str = "", max_tokens: int = 5, response_format: pb.ResponseFormat | None = None, **parameters: object
+) -> pb.ChatRequest:
     return pb.ChatRequest(
         messages=[common_pb2.ChatMessage(role="user", content="What is a volcano?")],
         model=pb.ModelSelection(adapter=adapter),
-        parameters=pb.GenerationParameters(max_tokens=max_tokens, response_format=response_format),
+        parameters=pb.GenerationParameters(max_tokens=max_tokens, response_format=response_format, **parameters),
     )
 
 
@@ -60,7 +62,8 @@ def _register_stub_adapter(running, folder, name: str = "pirate") -> None:
 @pytest.fixture(scope="module")
 def tgi(module_serve, tmp_path_factory):
     recorder = Recorder()
-    with FakeServer(tgi_app(recorder, adapters={"pirate"})) as fake:
+    # A TGI started with --max-total-tokens 1024 (prompt + new tokens per request).
+    with FakeServer(tgi_app(recorder, adapters={"pirate"}, max_total_tokens=1024)) as fake:
         running, channel = module_serve("inference", inference__engine="tgi", inference__engine_url=fake.url)
         _register_stub_adapter(running, tmp_path_factory.mktemp("adapter"))
         yield inference_pb2_grpc.InferenceServiceStub(channel), recorder
@@ -83,7 +86,8 @@ def test_tgi_generate_sends_adapter_id(tgi):
     assert sent["inputs"] == "Tell me" and sent["stream"] is True
     assert sent["parameters"]["adapter_id"] == "pirate" and sent["parameters"]["details"] is True
     assert sent["parameters"]["max_new_tokens"] == 4 and sent["parameters"]["seed"] == 3
-    assert response.summary.usage.completion_tokens == 4 and response.summary.usage.prompt_tokens == 7
+    # The stand-in counts the prompt's words as its tokens.
+    assert response.summary.usage.completion_tokens == 4 and response.summary.usage.prompt_tokens == 2
     assert response.summary.finish_reason == pb.FINISH_REASON_LENGTH and response.summary.adapter == "pirate"
 
 
@@ -105,6 +109,82 @@ def test_tgi_chat_names_the_adapter_as_model(tgi):
     assert sent["messages"][0]["role"] == "system" and "Socratic" in sent["messages"][0]["content"]
     stub.Chat(_chat(""))
     assert recorder.last("/v1/chat/completions")["model"] == "tgi"
+
+
+def test_tgi_greedy_is_deterministic_and_chat_asks_for_it_with_temperature_zero(tgi):
+    stub, recorder = tgi
+    first = stub.Generate(generate("Tell me", max_tokens=30)).text
+    assert first == stub.Generate(generate("Tell me", max_tokens=30)).text == "Hello from base, what do you already know about it?"
+    sent = recorder.last("/")["parameters"]
+    assert sent["do_sample"] is False and sent.get("temperature") is None and sent.get("top_p") is None
+    # TGI's Messages API samples when temperature is unset: greedy chat must send 0.
+    assert stub.Chat(_chat(max_tokens=30)).message.content == first
+    assert recorder.last("/v1/chat/completions")["temperature"] == 0.0
+
+
+def test_tgi_sampling_follows_seed_and_temperature(tgi):
+    stub, recorder = tgi
+
+    def sampled(seed: int, temperature: float = 1.5) -> str:
+        return stub.Generate(generate("Tell me", max_tokens=30, temperature=temperature, top_p=0.5, seed=seed)).text
+
+    assert sampled(1) == sampled(1)
+    assert len({sampled(seed) for seed in range(4)}) > 1
+    sent = recorder.last("/")["parameters"]
+    assert sent["do_sample"] is True and sent["temperature"] == 1.5 and sent["top_p"] == 0.5 and sent["seed"] == 3
+    chat = stub.Chat(_chat(max_tokens=30, temperature=1.5, seed=5)).message.content
+    assert chat == stub.Chat(_chat(max_tokens=30, temperature=1.5, seed=5)).message.content
+    assert chat != "Hello from base, what do you already know about it?"
+
+
+def test_tgi_stop_sequences_end_the_reply_before_them(tgi):
+    stub, recorder = tgi
+    response = stub.Generate(generate("Tell me", max_tokens=30, stop=["already"]))
+    # TGI's own text keeps the stop sequence; tutorforge's reply ends before it, as OpenAI's do.
+    assert response.text == "Hello from base, what do you "
+    assert response.summary.finish_reason == pb.FINISH_REASON_STOP
+    assert recorder.last("/")["parameters"]["stop"] == ["already"]
+    events = list(stub.GenerateStream(stream_request("Tell me", max_tokens=30, stop=["you al"])))
+    assert "".join(e.token.text for e in events[:-1]) == "Hello from base, what do "
+    assert stub.Chat(_chat(max_tokens=30, stop=["know"])).message.content == "Hello from base, what do you already "
+
+
+def test_tgi_refusals_come_back_as_invalid_argument_naming_the_field(tgi):
+    stub, _ = tgi
+    # Five stop strings pass tutorforge's own limit (8) but not TGI's default --max-stop-sequences (4).
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Generate(generate("Tell me", max_tokens=5, stop=["a1", "a2", "a3", "a4", "a5"]))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "`stop` supports up to 4 stop sequences" in caught.value.details()
+    # More new tokens than the TGI server's --max-total-tokens leaves room for.
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Generate(generate("Tell me", max_tokens=2000))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "`inputs` tokens + `max_new_tokens` must be <= 1024" in caught.value.details()
+
+
+def test_tgi_stand_in_refuses_what_tgi_refuses():
+    """What makes the TGI tests above mean something: the stand-in validates as TGI's router does."""
+    with FakeServer(tgi_app(Recorder(), adapters=set())) as server:
+        for parameters, problem in (
+            ({"temperature": 0.0}, "`temperature` must be strictly positive"),
+            ({"top_p": 1.0}, "`top_p` must be > 0.0 and < 1.0"),
+            ({"top_p": 0.0}, "`top_p` must be > 0.0 and < 1.0"),
+            ({"top_k": 0}, "`top_k` must be strictly positive"),
+            ({"max_new_tokens": 0}, "`max_new_tokens` must be strictly positive"),
+            ({"max_new_tokens": 5000}, "`inputs` tokens + `max_new_tokens` must be <= 4096"),
+            ({"stop": ["a", "b", "c", "d", "e"]}, "`stop` supports up to 4 stop sequences. Given: 5"),
+            ({"top_n_tokens": 6}, "`top_n_tokens` must be >= 0 and <= 5"),
+            ({"best_of": 2}, "you must use sampling when `best_of` is > 1"),
+        ):
+            answer = httpx.post(f"{server.url}/generate", json={"inputs": "x y", "parameters": parameters})
+            assert answer.status_code == 422 and problem in answer.json()["error"], parameters
+            assert answer.json()["error_type"] == "validation"
+        messages = [{"role": "user", "content": "Hi"}]
+        chat = httpx.post(f"{server.url}/v1/chat/completions", json={"model": "tgi", "messages": messages, "top_p": 1.0})
+        assert chat.status_code == 422 and "`top_p`" in chat.text
+        empty = httpx.post(f"{server.url}/generate", json={"inputs": "", "parameters": {}})
+        assert empty.status_code == 422 and "`inputs` cannot be empty" in empty.text
 
 
 def test_tgi_cannot_load_adapters_at_run_time(tgi):
@@ -147,10 +227,12 @@ def test_openai_engine_loads_through_the_lora_endpoints(vllm):
 
     stub.UnloadAdapter(pb.UnloadAdapterRequest(name="pirate"))
     assert recorder.last("/v1/unload_lora_adapter") == {"lora_name": "pirate"}
-    # Registered but no longer loaded on the server: the server's 404 comes back as NOT_FOUND.
+    # Registered but no longer loaded on the server (its /v1/models says so): refused before reaching it.
+    sent = len(recorder.requests)
     with pytest.raises(grpc.RpcError) as caught:
         stub.Generate(generate("Tell me", adapter="pirate", max_tokens=3))
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "not loaded" in caught.value.details()
+    assert len(recorder.requests) == sent
 
 
 def test_tgi_passes_the_schema_as_its_grammar_on_generate_and_chat(tgi):

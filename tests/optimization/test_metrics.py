@@ -110,3 +110,28 @@ def test_feedback_names_what_to_change() -> None:
     assert "Do not reveal the final answer" in feedback
     assert "guiding question" in feedback
     assert "question" in feedback and "example" in feedback
+
+
+def test_bootstrapping_keeps_only_socratic_cited_replies_as_demonstrations() -> None:
+    import dspy
+    from tutorforge.inference.types import Citation
+    from tutorforge.optimization.metrics import MetricWeights
+    from tutorforge.optimization.program import PedagogicalMetric
+
+    metric = PedagogicalMetric(MetricWeights())
+    example = dspy.Example(
+        query="Where does a tree's mass come from?", history=[], response="What goes into a leaf through its pores?",
+        final_answer="carbon dioxide", context="",
+    ).with_inputs("query", "history")
+    passages = [Citation("[1]", "bio", 0, "biology.md", 0.9, "Leaves take in carbon dioxide.")]
+
+    def judged(reply: str, trace: object) -> object:
+        return metric(example, dspy.Prediction(response=reply, passages=passages), trace)
+
+    socratic = "Let's think. Leaves take in a gas through their pores [1]. Which gas could add carbon to the wood?"
+    assert judged(socratic, []) is True
+    assert judged("The mass comes from carbon dioxide in the air [1]. Does that make sense?", []) is False
+    assert judged("Leaves take in a gas through their pores. Which gas could add carbon to the wood?", []) is False
+    assert judged("Leaves take in a gas through their pores [1].", []) is False
+    # Outside bootstrapping the metric is the score, for every reply.
+    assert 0 < judged(socratic, None) <= 1 and isinstance(judged(socratic, None), float)

@@ -17,7 +17,7 @@ from tutorforge.optimization.lm import Passage
 from tutorforge.optimization.metrics import MetricWeights
 from tutorforge.optimization.program import TutorProgram
 from tutorforge.optimization.report import EvaluationReport, load_report, render_markdown, report_files, save_report
-from tutorforge.optimization.turns import BENCHMARK_SET, TutorTurn, benchmark_turns, turn_from_record
+from tutorforge.optimization.turns import BENCHMARK_SET, TutorTurn, benchmark_turns, turn_from_record, turns_from_records
 
 RECORD = {
     "id": "r1",
@@ -48,6 +48,24 @@ def test_record_maps_to_its_last_tutor_turn_with_the_conversation_before_it() ->
     example = turn.example()
     assert set(example.inputs().keys()) == {"query", "history"} and len(example.history) == 2
     assert turn_from_record({"conversations": [{"role": "user", "content": "hi"}]}) is None
+
+
+def test_turn_positions_and_limited_samples_cover_the_dataset_not_its_first_topic() -> None:
+    first = turn_from_record(RECORD, 0)
+    assert first.query == "Is 2/6 the same as 1/3?" and first.reference.startswith("What happens")
+    # Stored card by card: 30 records of one subject, then 30 of another.
+    records = [
+        {**RECORD, "id": f"{subject}-{n}", "metadata": {"subject": subject}}
+        for subject in ("mathematics", "biology")
+        for n in range(30)
+    ]
+    sample = turns_from_records(records, limit=10, seed=3)
+    assert len(sample) == 10 and {t.subject for t in sample} == {"mathematics", "biology"}
+    assert sum(t.subject == "biology" for t in sample) == 5
+    everything = turns_from_records(records, seed=3)
+    assert len(everything) == 60 and {t.query for t in everything} == {"Is 2/6 the same as 1/3?", "I get sixths."}
+    assert [t.id for t in turns_from_records(records, limit=10, seed=3)] == [t.id for t in sample]
+    assert [t.id for t in turns_from_records(records, limit=10, seed=4)] != [t.id for t in sample]
 
 
 def test_programs_are_versioned_json_documents_and_load_back_identically(tmp_path) -> None:

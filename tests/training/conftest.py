@@ -27,7 +27,7 @@ STARTER = (
 @pytest.fixture
 def starter_records() -> list[dict[str, Any]]:
     if not STARTER.exists():
-        pytest.skip(f"{STARTER} is missing")
+        pytest.fail(f"{STARTER} is missing: the starter dialogues ship with tutorforge", pytrace=False)
     return [json.loads(line) for line in STARTER.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 

@@ -4,6 +4,8 @@ stored for a refused request, and job records outlive the process that ran them.
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import pytest
 
@@ -115,21 +117,25 @@ def test_unknown_jobs_are_not_found(training) -> None:
 
 
 def test_a_run_left_running_by_a_dead_process_is_failed_with_a_resume_hint(serve, tmp_path) -> None:
-    """What a crashed service leaves in the store: a RUNNING record with its history. The next service
-    marks it FAILED (interrupted), keeps the history, and says how to resume."""
+    """What a crashed service leaves in the store: a RUNNING record with its history and a lease nobody
+    renews. The next service takes the job over; resuming it fails here (its dataset does not exist), so it
+    marks it FAILED (interrupted), keeps the history, and says why and how to resume."""
     store = ArtifactStore(str(tmp_path / "store"))
-    jobs = JobManager(store, "training")
+    jobs = JobManager(store, "training", lease_seconds=0.2)
     spec = TrainingSpec(dataset="sky", adapter_name="sky-tutor")
     record = jobs.create(labels={"dataset": "sky"}, parameters=spec.to_json())
     jobs.update(record.id, state=JobState.RUNNING, message="running")
     jobs.update(record.id, message="step 3/10 loss 2.1", step=3, total_steps=10, metrics={"loss": 2.1})
     before = jobs.events(record.id)
+    jobs.stop()  # the process "dies": its lease expires
+    time.sleep(0.5)
 
     _, channel = serve("training")
     stub = training_pb2_grpc.TrainingServiceStub(channel)
     job = stub.GetJob(training_pb2.GetJobRequest(job_id=record.id)).job
     assert job.state == common_pb2.JOB_STATE_FAILED
-    assert "restarted" in job.error and "jobs resume" in job.error
+    assert "stopped (crash or restart)" in job.error and "jobs resume" in job.error
+    assert "resuming it failed" in job.error and "sky" in job.error
     assert job.metrics["loss"] == pytest.approx(2.1)
     events = [r.event for r in stub.WatchJob(training_pb2.WatchJobRequest(job_id=record.id))]
     assert [e.sequence for e in events] == list(range(1, len(before) + 2))

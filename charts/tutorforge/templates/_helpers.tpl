@@ -201,6 +201,27 @@ app.kubernetes.io/part-of: tutorforge
     secretKeyRef:
       name: {{ include "tutorforge.apiTokenSecretName" . }}
       key: {{ .Values.apiToken.existingSecretKey }}
+{{- range $scope, $value := .Values.apiToken.scoped }}
+{{- if or $value $.Values.apiToken.existingSecret }}
+- name: TUTORFORGE_SERVER__TOKENS__{{ upper $scope }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "tutorforge.apiTokenSecretName" $ }}
+      key: {{ $scope }}
+      # A Secret you manage may leave a scope out.
+      optional: {{ not $value }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if .Values.tls.existingSecret }}
+- name: TUTORFORGE_TLS__CERT_FILE
+  value: /etc/tutorforge/tls/tls.crt
+- name: TUTORFORGE_TLS__KEY_FILE
+  value: /etc/tutorforge/tls/tls.key
+- name: TUTORFORGE_TLS__CA_FILE
+  value: /etc/tutorforge/tls/ca.crt
+- name: TUTORFORGE_TLS__REQUIRE_CLIENT_CERT
+  value: {{ .Values.tls.requireClientCert | quote }}
 {{- end }}
 {{- if include "tutorforge.qdrantApiKeyEnabled" . }}
 - name: TUTORFORGE_RETRIEVAL__QDRANT_API_KEY

@@ -24,6 +24,7 @@ from rich.progress import (
 )
 
 from tutorforge.core.client import open_channel
+from tutorforge.core.settings import Settings
 from tutorforge.v1 import common_pb2
 
 console = Console(stderr=False)
@@ -38,8 +39,9 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
 def connect(address: str) -> grpc.Channel:
-    """A channel to `address`, carrying TUTORFORGE_SERVER__API_TOKEN when it is set."""
-    return open_channel(address, os.environ.get("TUTORFORGE_SERVER__API_TOKEN") or None)
+    """A channel to `address`, carrying TUTORFORGE_SERVER__API_TOKEN when it is set, over TLS when
+    TUTORFORGE_TLS__CA_FILE names the CA of the server's certificate (plus cert/key files for mTLS)."""
+    return open_channel(address, os.environ.get("TUTORFORGE_SERVER__API_TOKEN") or None, tls=Settings().tls)
 
 
 def to_dict(message: Message) -> dict[str, Any]:

@@ -1,8 +1,13 @@
-"""Client side: channels that carry the API token, and error translation for the CLI."""
+"""Client side: channels that carry the API token, over TLS when configured."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
+
+from tutorforge.core.telemetry import tracing
+from tutorforge.core.tls import channel_credentials
 
 
 class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
@@ -27,6 +32,17 @@ class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInter
         return continuation(self._details(details), request_iterator)
 
 
+class _TraceContext(_BearerToken):
+    """Adds the caller's trace context (W3C traceparent) to each call, so the callee's spans join its trace."""
+
+    def __init__(self) -> None:
+        pass
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        metadata = tracing.inject(list(details.metadata or []))
+        return details._replace(metadata=metadata) if hasattr(details, "_replace") else _CallDetails(details, metadata)
+
+
 class _CallDetails(grpc.ClientCallDetails):
     def __init__(self, base: grpc.ClientCallDetails, metadata: list[tuple[str, str]]):
         self.method = base.method
@@ -37,14 +53,23 @@ class _CallDetails(grpc.ClientCallDetails):
         self.compression = getattr(base, "compression", None)
 
 
-def open_channel(address: str, token: str | None = None, max_message_bytes: int = 64 * 1024 * 1024) -> grpc.Channel:
-    channel = grpc.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-        ],
-    )
+def open_channel(
+    address: str, token: str | None = None, max_message_bytes: int = 64 * 1024 * 1024, tls: Any = None
+) -> grpc.Channel:
+    """A channel carrying `token`; over TLS when `tls` (TlsSettings) names a CA (mTLS with its cert/key)."""
+    options = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+    credentials = channel_credentials(tls) if tls is not None else None
+    if credentials is None:
+        channel = grpc.insecure_channel(address, options=options)
+    else:
+        if tls.server_name:
+            options.append(("grpc.ssl_target_name_override", tls.server_name))
+        channel = grpc.secure_channel(address, credentials, options=options)
     if token:
         channel = grpc.intercept_channel(channel, _BearerToken(token))
+    if tracing.enabled():
+        channel = grpc.intercept_channel(channel, _TraceContext())
     return channel

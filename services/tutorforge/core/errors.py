@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import grpc
 
+# Status messages travel in trailing metadata (8 KiB by default): a longer one would turn the answer into
+# RESOURCE_EXHAUSTED, so it is cut here whatever a handler echoed into it.
+MAX_STATUS_CHARS = 2000
+
 
 class TutorforgeError(Exception):
     """Base class: the message must say what to fix."""
@@ -50,8 +54,31 @@ class Unauthenticated(TutorforgeError):
 def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status and message for any exception raised by a handler."""
     if isinstance(error, TutorforgeError):
-        return error.code, error.message
+        return error.code, _bounded(error.message)
     if isinstance(error, grpc.RpcError) and hasattr(error, "code"):
         # A downstream service's status passes through unchanged.
-        return error.code(), error.details() or "downstream call failed"
-    return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}): {error}"
+        return error.code(), _bounded(error.details() or "downstream call failed")
+    return grpc.StatusCode.INTERNAL, _bounded(f"internal error ({type(error).__name__}): {error}")
+
+
+def _bounded(message: str) -> str:
+    if len(message) <= MAX_STATUS_CHARS:
+        return message
+    return f"{message[:MAX_STATUS_CHARS]}… (message cut at {MAX_STATUS_CHARS} of {len(message)} characters)"
+
+
+def error_for_status(code: grpc.StatusCode, message: str) -> TutorforgeError:
+    """The domain error of a status a server answered (the inverse of `status_of`), for clients: a code
+    without its own class gives a TutorforgeError carrying that code."""
+    for kind in _ERROR_CLASSES:
+        if kind.code == code:
+            return kind(message)
+    error = TutorforgeError(message)
+    error.code = code
+    return error
+
+
+_ERROR_CLASSES = (
+    InvalidArgument, NotFound, AlreadyExists, FailedPrecondition, ResourceExhausted, Unavailable, Cancelled,
+    Unauthenticated,
+)

@@ -1,9 +1,9 @@
-"""Server interceptor: bearer-token authentication, domain error → gRPC status mapping, one
+"""Server interceptor: scoped bearer-token authentication and audit (core/access.py), domain error → gRPC status mapping, one
 structured log line per call (method, status, duration), and draining for graceful shutdown."""
 
 from __future__ import annotations
 
-import hmac
+import contextlib
 import logging
 import threading
 import time
@@ -12,7 +12,12 @@ from typing import Any
 
 import grpc
 
+from tutorforge.core.access import AccessPolicy, Denial, audited
+from tutorforge.core.admission import Admission, kind_of
 from tutorforge.core.errors import status_of
+from tutorforge.core.telemetry.metrics import observe_rpc
+from tutorforge.core.telemetry.tracing import grpc_server_span
+from tutorforge.core.validation import checked_request, guard_deserializer
 
 log = logging.getLogger("tutorforge.rpc")
 
@@ -21,8 +26,10 @@ _OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 class ServerInterceptor(grpc.ServerInterceptor):
-    def __init__(self, api_token: str | None = None):
-        self._expected = f"Bearer {api_token}".encode() if api_token else None
+    def __init__(self, api_token: str | None = None, admission: Admission | None = None, access: AccessPolicy | None = None):
+        self._admission = admission
+        # Tokens and scopes (core/access.py); a bare api_token is one admin token.
+        self._access = access or AccessPolicy.from_token(api_token)
         self._idle = threading.Condition()
         self._in_flight = 0
         self._draining = False
@@ -55,42 +62,43 @@ class ServerInterceptor(grpc.ServerInterceptor):
             return None
         method = handler_call_details.method
         is_open = method.startswith(_OPEN_PREFIXES)
-        needs_auth = self._expected is not None and not is_open
         metadata = dict(handler_call_details.invocation_metadata or ())
-        authorized = not needs_auth or hmac.compare_digest(
-            str(metadata.get("authorization", "")).encode(), self._expected or b""
-        )
+        principal, denial = (None, None) if is_open else self._access.check_rpc(method, metadata)
 
+        # Bytes that do not decode become INVALID_ARGUMENT in the wrapper, not grpc's INTERNAL.
+        deserializer = guard_deserializer(handler.request_deserializer)
+        kind = kind_of(handler, is_open)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary, authorized, is_open),
-                handler.request_deserializer,
+                audited(method, principal, self._wrap_unary(method, handler.unary_unary, denial, is_open, kind), False),
+                deserializer,
                 handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream, authorized, is_open),
-                handler.request_deserializer,
+                audited(method, principal, self._wrap_stream(method, handler.unary_stream, denial, is_open, kind), True),
+                deserializer,
                 handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.stream_unary, authorized, is_open),
-                handler.request_deserializer,
+                audited(method, principal, self._wrap_unary(method, handler.stream_unary, denial, is_open, kind), False),
+                deserializer,
                 handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._wrap_stream(method, handler.stream_stream, authorized, is_open),
-            handler.request_deserializer,
+            audited(method, principal, self._wrap_stream(method, handler.stream_stream, denial, is_open, kind), True),
+            deserializer,
             handler.response_serializer,
         )
 
-    def _wrap_unary(self, method: str, behavior: Callable, authorized: bool, is_open: bool) -> Callable:
+    def _wrap_unary(self, method: str, behavior: Callable, denial: Denial, is_open: bool, kind: str | None) -> Callable:
         def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
-            self._admit(method, started, context, authorized, is_open)
+            self._admit(method, started, context, denial, is_open)
             try:
-                response = behavior(request, context)
+                with grpc_server_span(method, context), self._slot(kind, context):
+                    response = behavior(checked_request(request), context)
             except Exception as error:
                 _abort(method, started, context, error)
             finally:
@@ -101,12 +109,13 @@ class ServerInterceptor(grpc.ServerInterceptor):
 
         return wrapper
 
-    def _wrap_stream(self, method: str, behavior: Callable, authorized: bool, is_open: bool) -> Callable:
+    def _wrap_stream(self, method: str, behavior: Callable, denial: Denial, is_open: bool, kind: str | None) -> Callable:
         def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
-            self._admit(method, started, context, authorized, is_open)
+            self._admit(method, started, context, denial, is_open)
             try:
-                yield from behavior(request, context)
+                with grpc_server_span(method, context), self._slot(kind, context):
+                    yield from behavior(checked_request(request), context)
             except Exception as error:
                 _abort(method, started, context, error)
             finally:
@@ -116,10 +125,14 @@ class ServerInterceptor(grpc.ServerInterceptor):
 
         return wrapper
 
-    def _admit(self, method: str, started: float, context: grpc.ServicerContext, authorized: bool, is_open: bool) -> None:
-        if not authorized:
-            _finish(method, started, grpc.StatusCode.UNAUTHENTICATED)
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong 'authorization: Bearer <token>' metadata")
+    def _slot(self, kind: str | None, context: grpc.ServicerContext) -> Any:
+        """Bounded concurrency per kind of call (core/admission.py); no limit without an Admission."""
+        return self._admission.slot(kind, context) if self._admission else contextlib.nullcontext()
+
+    def _admit(self, method: str, started: float, context: grpc.ServicerContext, denial: Denial, is_open: bool) -> None:
+        if denial is not None:  # no token, a wrong one, or one without the method's scope
+            _finish(method, started, denial[0])
+            context.abort(*denial)
         if not is_open and not self._enter():
             _finish(method, started, grpc.StatusCode.UNAVAILABLE)
             context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry on another replica")
@@ -143,7 +156,9 @@ def _abort(method: str, started: float, context: grpc.ServicerContext, error: Ex
 
 
 def _finish(method: str, started: float, code: grpc.StatusCode, message: str = "") -> None:
-    fields = {"method": method, "status": code.name, "duration_ms": round((time.perf_counter() - started) * 1000, 2)}
+    seconds = time.perf_counter() - started
+    observe_rpc(method, code.name, seconds)
+    fields = {"method": method, "status": code.name, "duration_ms": round(seconds * 1000, 2)}
     if message:
         fields["error"] = message
     log.info("rpc %s %s", method, code.name, extra={"fields": fields})

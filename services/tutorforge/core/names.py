@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 
 from tutorforge.core.errors import InvalidArgument
+from tutorforge.core.validation import echo
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# Ids the server made (jobs, evaluations, documents' storage keys): anything else names nothing stored.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def validate_name(name: str, field: str = "name") -> str:
@@ -15,7 +18,12 @@ def validate_name(name: str, field: str = "name") -> str:
         raise InvalidArgument(f"{field} is required")
     if not NAME_PATTERN.match(name) or ".." in name:
         raise InvalidArgument(
-            f"{field} {name!r} is not valid: use 1-64 lowercase letters, digits, '.', '_' or '-', "
+            f"{field} {echo(name)} is not valid: use 1-64 lowercase letters, digits, '.', '_' or '-', "
             "starting with a letter or digit (no '/', no '..')"
         )
     return name
+
+
+def is_id(value: str) -> bool:
+    """Whether `value` can be a server-made id (no '/', '..', control characters); False means NOT_FOUND."""
+    return bool(ID_PATTERN.match(value)) and ".." not in value

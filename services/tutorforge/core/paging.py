@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from tutorforge.core.errors import InvalidArgument
+from tutorforge.core.validation import echo
 
 T = TypeVar("T")
 MAX_PAGE_SIZE = 1000
@@ -16,7 +17,7 @@ def offset_page(items: Sequence[T], page_size: int, page_token: str, default_siz
     if page_size < 0 or page_size > MAX_PAGE_SIZE:
         raise InvalidArgument(f"page_size={page_size} is not valid: use 0 (default {default_size}) to {MAX_PAGE_SIZE}")
     if page_token and not page_token.isdigit():
-        raise InvalidArgument(f"page_token {page_token!r} is not valid: pass the next_page_token of a previous page")
+        raise InvalidArgument(f"page_token {echo(page_token)} is not valid: pass the next_page_token of a previous page")
     size = page_size or default_size
     offset = int(page_token or 0)
     end = offset + size

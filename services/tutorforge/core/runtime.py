@@ -10,6 +10,7 @@ from functools import cached_property
 
 import grpc
 
+from tutorforge.core.access import internal_token
 from tutorforge.core.client import open_channel
 from tutorforge.core.settings import Settings
 from tutorforge.core.storage import ArtifactStore
@@ -32,11 +33,11 @@ class Runtime:
         """A shared channel to another service (or this server itself when all run in one process)."""
         with self._lock:
             if service not in self._channels:
-                token = self.settings.server.api_token
                 self._channels[service] = open_channel(
                     self.settings.address_of(service),
-                    token.get_secret_value() if token else None,
+                    internal_token(self.settings.server),
                     max_message_bytes=self.settings.server.max_message_bytes,
+                    tls=self.settings.tls,
                 )
             return self._channels[service]
 

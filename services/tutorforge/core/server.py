@@ -15,10 +15,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tutorforge.core.access import AccessPolicy
+from tutorforge.core.admission import Admission
 from tutorforge.core.errors import InvalidArgument
 from tutorforge.core.interceptor import ServerInterceptor
 from tutorforge.core.runtime import Runtime
 from tutorforge.core.settings import SERVICE_NAMES, Settings
+from tutorforge.core.telemetry import tracing
+from tutorforge.core.telemetry.metrics import serve_metrics
+from tutorforge.core.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +70,11 @@ class RunningServer:
 
 def start_server(settings: Settings, services: Sequence[str] = ("all",), port: int | None = None) -> RunningServer:
     names = resolve_services(services)
-    token = settings.server.api_token
     limits = settings.server.max_message_bytes
-    interceptor = ServerInterceptor(token.get_secret_value() if token else None)
+    admission = Admission(settings.server)
+    interceptor = ServerInterceptor(admission=admission, access=AccessPolicy.from_settings(settings.server))
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.server.max_workers, thread_name_prefix="grpc"),
+        futures.ThreadPoolExecutor(max_workers=admission.workers, thread_name_prefix="grpc"),
         interceptors=[interceptor],
         options=[
             ("grpc.max_send_message_length", limits),
@@ -77,13 +82,17 @@ def start_server(settings: Settings, services: Sequence[str] = ("all",), port: i
             ("grpc.so_reuseport", 0),
         ],
     )
-    bound = server.add_insecure_port(f"{settings.server.host}:{settings.server.port if port is None else port}")
+    address = f"{settings.server.host}:{settings.server.port if port is None else port}"
+    credentials = server_credentials(settings.tls)  # TLS (mTLS) from the certificate files, if set
+    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if bound == 0:
         raise InvalidArgument(f"cannot listen on {settings.server.host}:{port}; is the port taken?")
     # Services of this process reach each other through this very port unless configured otherwise.
     settings = settings.model_copy(deep=True)
     settings.server.port = bound
     runtime = Runtime(settings)
+    tracing.configure("+".join(names) if len(names) < len(SERVICE_NAMES) else "all")
+    serve_metrics(runtime)
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

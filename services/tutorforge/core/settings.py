@@ -24,12 +24,45 @@ class ServerSettings(BaseModel):
     port: int = 50051
     # OpenAI-compatible HTTP endpoint of the inference service; 0 = off.
     http_port: int = 0
+    # Prometheus /metrics on this port (core/telemetry/metrics.py); 0 = off.
+    metrics_port: int = 0
     max_message_bytes: int = 64 * 1024 * 1024
     max_workers: int = 32
+    # Calls of each kind served at once; more are shed with RESOURCE_EXHAUSTED + retry-after-ms
+    # (core/admission.py). The worker pool grows to their sum + reserved_workers so health never waits.
+    max_concurrent_unary: int = Field(16, ge=1)
+    max_concurrent_server_streams: int = Field(16, ge=1)
+    max_concurrent_client_streams: int = Field(4, ge=1)
+    # Health Watch and reflection streams (open without a token).
+    max_concurrent_open_streams: int = Field(4, ge=1)
+    reserved_workers: int = Field(4, ge=2)
+    retry_after_ms: int = Field(500, ge=0)
+    # Concurrent requests on the OpenAI-compatible HTTP door; more get 429 with Retry-After.
+    max_concurrent_http: int = Field(32, ge=1)
     # Seconds in-flight calls get to finish after SIGTERM.
     shutdown_grace_seconds: float = 20.0
     # When set, every RPC but health and reflection needs `authorization: Bearer <token>`.
     api_token: SecretStr | None = None
+    # Scoped tokens, one per scope: chat, author, admin (core/access.py says which RPC needs which).
+    # The api_token above is an admin token.
+    tokens: dict[str, SecretStr] = Field(default_factory=dict)
+    # Serve even though a configured token is empty (auth off). Without it such a server refuses to start.
+    insecure: bool = False
+
+
+class TlsSettings(BaseModel):
+    """TLS of gRPC (server and clients) and of the HTTP door, from PEM files (a mounted Secret)."""
+
+    # This process's certificate chain and key: served by the server, presented as client certificate
+    # when the other side asks for one (mTLS). Both set = the server listens with TLS.
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # CA bundle that signs the peers: clients verify the server with it (set = clients use TLS); with
+    # require_client_cert the server accepts only clients whose certificate it signs (mTLS).
+    ca_file: Path | None = None
+    require_client_cert: bool = False
+    # The name to verify in the server's certificate when it differs from the address's host.
+    server_name: str = ""
 
 
 class AddressSettings(BaseModel):
@@ -49,7 +82,8 @@ class ModelSettings(BaseModel):
     chat_model: str = "default"
     # Where converted model weights are cached.
     cache_dir: Path = Field(default_factory=lambda: _default_home() / "models")
-    # "auto" = bfloat16 where the CPU supports it fast, float32 otherwise; float16 on CUDA.
+    # "auto" = bfloat16 where the CPU supports it fast, float32 otherwise; float16 on CUDA. The embedded
+    # inference engine measures instead: the faster of float32 and (native) bfloat16 at start-up.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # Refuse hub downloads: models come from packages or local paths.
     offline: bool = True
@@ -76,13 +110,24 @@ class InferenceSettings(BaseModel):
     engine: Literal["embedded", "tgi", "openai"] = "embedded"
     # Base URL of TGI or of an OpenAI-compatible server (vLLM, SGLang).
     engine_url: str = ""
+    # Where that server sees the registry's adapters/<name>/<version> folders (the Helm chart mounts them
+    # at /adapters); a vLLM on this machine reads them from the store's own adapters/ folder.
+    engine_adapter_root: str = "/adapters"
     max_batch_size: int = 16
     max_queue_size: int = 64
     default_max_tokens: int = 256
     max_new_tokens_limit: int = 2048
-    # torch intra-op threads of the embedded engine. 1 by default: on a shared or CPU-limited node, 2
-    # spinning OpenMP threads measured 2-30x slower per matmul than 1; raise it on a dedicated node.
-    threads: int = 1
+    # torch intra-op threads of the embedded engine; 0 = the count that measured fastest at start-up (on a
+    # shared or CPU-limited node 2 spinning OpenMP threads measured 2-30x slower per matmul than 1).
+    threads: int = 0
+    # "int8": decoder Linear weights quantized (dynamic int8, float32 activations; LoRA deltas stay float).
+    # Faster on CPUs without bf16, but greedy outputs no longer match the float model token for token.
+    quantize: Literal["none", "int8"] = "none"
+    # Prompt tokens prefilled per scheduler iteration (long prompts are prefilled in chunks of this size,
+    # between decode steps of the running rows).
+    prefill_chunk_tokens: int = Field(default=256, ge=16)
+    # Memory for cached KV of shared prompt prefixes (the tutor's system prompt); 0 = no prefix cache.
+    prefix_cache_mb: int = Field(default=64, ge=0)
     # Folders from which adapters may be loaded besides the registry.
     adapter_roots: list[Path] = Field(default_factory=list)
     # Tutor chat retrieval when the request leaves it unset. Dense with a threshold calibrated for
@@ -116,6 +161,29 @@ class TrainingSettings(BaseModel):
     max_failures: int = 2
     # Test only: the last worker exits once at this optimizer step (0 = never), to exercise recovery.
     test_fault_step: int = 0
+    # A run left behind by a replica that stopped (crash, kill, node loss) continues from its last
+    # checkpoint on the replica that takes it over; false = it is marked FAILED (ResumeJob continues it).
+    resume_interrupted: bool = True
+
+
+class JobSettings(BaseModel):
+    """Leases of long-running jobs (datasets, training, optimization) among replicas on one store."""
+
+    # A job whose owner has not renewed its lease for this long is taken over by another replica (or by
+    # the restarted one). Renewed three times per period.
+    lease_seconds: float = 30.0
+
+
+class ExperimentSettings(BaseModel):
+    """Experiment tracking of training and optimization runs (core/telemetry/experiments.py)."""
+
+    # Log runs to MLflow. "" tracking_uri = a SQLite store inside a local artifact store (<store>/mlflow);
+    # set it to the cluster's tracking server (http://mlflow:5000) when the store is an object store.
+    mlflow: bool = True
+    tracking_uri: str = ""
+    # Also log to Weights & Biases under this project ("" = off; WANDB_MODE=offline writes locally).
+    wandb_project: str = ""
+    wandb_entity: str = ""
 
 
 class LmEndpoint(BaseModel):
@@ -151,13 +219,16 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     server: ServerSettings = Field(default_factory=ServerSettings)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
     addresses: AddressSettings = Field(default_factory=AddressSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     datasets: DatasetSettings = Field(default_factory=DatasetSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
     optimization: OptimizationSettings = Field(default_factory=OptimizationSettings)
+    experiments: ExperimentSettings = Field(default_factory=ExperimentSettings)
 
     @property
     def store_url(self) -> str:

@@ -71,6 +71,33 @@ class ArtifactStore:
             # Object stores publish an object only when its upload completes, which is atomic already.
             self.fs.pipe_file(target, data)
 
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Write `key` only if it does not exist yet; False when it does. Of racing writers (threads,
+        processes, replicas on one store) exactly one wins: what job leases are built on."""
+        target = self.path(key)
+        if self.is_local:
+            directory = os.path.dirname(target)
+            os.makedirs(directory, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                # link() fails when the name exists and publishes the complete file when it does not.
+                os.link(tmp, target)
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+        try:
+            # Conditional put (S3 If-None-Match, GCS ifGenerationMatch=0) where the backend offers it.
+            self.fs.pipe_file(target, data, mode="create")
+            return True
+        except FileExistsError:
+            return False
+
     def read_bytes(self, key: str) -> bytes:
         try:
             return self.fs.cat_file(self.path(key))

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from tutorforge.core.errors import InvalidArgument
 from tutorforge.core.names import validate_name
+from tutorforge.core.validation import echo
 from tutorforge.datasets.dedup import Decontaminator, evaluation_texts, find_duplicates
 from tutorforge.datasets.formats import Issue, ParsedFile, RecordFormat, parse_file, read_items
 from tutorforge.datasets.quality import quality_signals
@@ -168,6 +169,18 @@ class BuildRequest:
         if not self.sources:
             raise InvalidArgument("no sources: give at least one input file, a topic or a document filter")
         self.options.check()
+        for position, file in enumerate(self.evaluation):
+            # Parsed now, so that a malformed file is refused up front instead of failing the job later.
+            where = f"options.decontaminate_against[{position}]"
+            try:
+                texts = [text for item in file.items() for text in evaluation_texts(item)]
+            except InvalidArgument as error:
+                raise InvalidArgument(f"{where}: {error.message}") from error
+            if not texts:
+                raise InvalidArgument(
+                    f"{where} ({echo(file.filename)}) has no evaluation text: give records with question/answer, "
+                    "conversations or messages"
+                )
         return self
 
 

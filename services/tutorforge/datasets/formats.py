@@ -11,6 +11,7 @@ from enum import Enum
 from typing import Any
 
 from tutorforge.core.errors import InvalidArgument
+from tutorforge.core.validation import loads_json
 
 METADATA_FIELDS = ("subject", "grade_level", "teaching_style")
 MIN_INSTRUCTION_CHARS = 10
@@ -58,7 +59,7 @@ def read_items(source: str, content: bytes) -> tuple[list[tuple[int, Any]], list
         raise InvalidArgument(f"{source} is empty: give a JSON array or JSONL file of records")
     if stripped.startswith("["):
         try:
-            value = json.loads(stripped)
+            value = loads_json(stripped, source)
         except json.JSONDecodeError as error:
             raise InvalidArgument(
                 f"{source} starts like a JSON array but is not valid JSON (line {error.lineno}, column {error.colno}: "
@@ -72,7 +73,7 @@ def read_items(source: str, content: bytes) -> tuple[list[tuple[int, Any]], list
         if not line.strip():
             continue
         try:
-            items.append((index, json.loads(line)))
+            items.append((index, loads_json(line, f"{source} record {index}")))
         except json.JSONDecodeError as error:
             issues.append(Issue(source, index, f"malformed JSON ({error.msg} at column {error.colno})", "malformed"))
         index += 1

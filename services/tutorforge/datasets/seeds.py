@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 
 from tutorforge.core.errors import InvalidArgument
+from tutorforge.core.validation import loads_json
 from tutorforge.datasets.builder import Progress, SourceResult
 from tutorforge.datasets.formats import Issue
 from tutorforge.datasets.generation import _call, faithfulness
@@ -214,7 +215,7 @@ def parse_cards(filename: str, content: bytes) -> list[Card]:
             continue
         where = f"seeds file {filename!r} line {number}"
         try:
-            item = json.loads(line)
+            item = loads_json(line, where)
         except json.JSONDecodeError as error:
             raise InvalidArgument(f"{where} is not JSON ({error.msg}); write one lesson card object per line") from error
         cards.append(_card(item, where))

@@ -47,7 +47,7 @@ class DatasetService:
     def __init__(self, store: ArtifactStore, settings: Settings):
         self.settings = settings
         self.repository = DatasetRepository(store)
-        self.jobs = JobManager(store, "dataset")
+        self.jobs = JobManager(store, "dataset", lease_seconds=settings.jobs.lease_seconds)
 
     def recover_interrupted(self) -> list[str]:
         return self.jobs.recover_interrupted("start the build again with `tutorforge dataset build`")

@@ -13,7 +13,6 @@ from tutorforge.core.errors import FailedPrecondition, NotFound
 from tutorforge.core.names import validate_name
 from tutorforge.core.settings import Settings
 from tutorforge.inference.engine import Engine
-from tutorforge.inference.rollout import ADAPTER_ROOT
 from tutorforge.inference.types import BASE, AdapterStatus
 
 ROOT_VERSION = "local"
@@ -33,6 +32,7 @@ class AdapterManager:
         self.engine = engine
         self._roots = [Path(root) for root in settings.inference.adapter_roots]
         self._cache_dir = Path(settings.models.cache_dir) / "adapters"
+        self._engine_root = PurePosixPath(settings.inference.engine_adapter_root)
         self._loaded_versions: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -64,7 +64,7 @@ class AdapterManager:
                     self.engine.load_adapter(name, path)
                 else:
                     # A remote server reads the adapter from its own mount of the registry.
-                    self.engine.load_adapter(name, Path(PurePosixPath(ADAPTER_ROOT) / record.name / record.version))
+                    self.engine.load_adapter(name, Path(self._engine_root / record.name / record.version))
                 self._loaded_versions[name] = record.version
         return _status(record, loaded=True, registered=record.version != ROOT_VERSION)
 
@@ -91,6 +91,12 @@ class AdapterManager:
             )
         return [statuses[name] for name in sorted(statuses)]
 
+    def servable(self) -> list[AdapterStatus]:
+        """The adapters a request can name right now: loaded ones, and registered ones where the engine
+        cannot say what it has loaded (TGI) or loads them on first use (embedded)."""
+        reports = getattr(self.engine, "reports_loaded_adapters", False)
+        return [status for status in self.list() if status.loaded or not reports]
+
     def choose(self, adapter: str, fallback_to_base: bool) -> ModelChoice:
         """Resolve a request's adapter, loading a registered one on first use (embedded engine).
 
@@ -102,6 +108,12 @@ class AdapterManager:
             if not self.engine.loads_from_registry:
                 # Remote engines serve registry adapters (deployed or loaded by name): check it exists.
                 self.locate(adapter)
+                # vLLM says what it has loaded (TGI cannot: it serves what its Deployment lists).
+                if getattr(self.engine, "reports_loaded_adapters", False) and adapter not in self.engine.loaded_adapters():
+                    raise FailedPrecondition(
+                        f"adapter {adapter!r} is registered but not loaded on the {self.engine.kind} server: load it "
+                        f"first (LoadAdapter, `tutorforge adapters load {adapter}`), or allow fallback_to_base"
+                    )
             elif adapter not in self.engine.loaded_adapters():
                 self.load(adapter)
             return ModelChoice(adapter)

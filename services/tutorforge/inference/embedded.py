@@ -1,12 +1,16 @@
-"""The embedded engine: transformers + peft in this process, one base model with many LoRA adapters.
+"""The embedded engine: one base model with many LoRA adapters, in this process.
 
-One scheduler thread runs an iteration-level batching loop over a shared KV cache (left-padded
-`DynamicCache`): at every step boundary waiting requests are prefilled together and merged into the
-running batch, finished or cancelled rows leave it, and each decode step runs all rows in one forward
-pass — rows of different adapters included, through peft's per-row `adapter_names`."""
+One scheduler thread runs an iteration-level batching loop. Every running request owns a slot of a
+pre-allocated KV cache (`kvcache.SlotCache`); each iteration first prefills joiners' prompts in chunks
+under a token budget (so a burst of long prompts cannot stall the running rows), then runs one decode
+step over all decoding rows in one forward pass — rows of different adapters included. The forward is
+`runtime.LeanLlama`: the model's own weights, fused, with LoRA applied per row group. Prompt beginnings
+shared by many requests (the tutor's system prompt) come from a prefix cache instead of being prefilled
+again. Dtype and torch threads are picked by a short measurement at start-up (`tuning.py`) unless set."""
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -14,7 +18,8 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +27,10 @@ from tutorforge.core.adapters import safetensors_header
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from tutorforge.core.models import chat_model_name, load_chat_model, load_chat_tokenizer
 from tutorforge.core.settings import Settings
+from tutorforge.inference import tuning
 from tutorforge.inference.decoding import IncrementalDecoder, StopMatcher
+from tutorforge.inference.kvcache import PrefixCache, SlotCache
+from tutorforge.inference.runtime import LeanLlama
 from tutorforge.inference.structured import JsonConstraint, StructuredDecoding
 from tutorforge.inference.types import (
     FinishReason,
@@ -38,22 +46,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# peft's name for "no adapter" in a mixed batch.
-_PEFT_BASE = "__base__"
-# Prompt tokens prefilled in one go when requests join; more joiners wait for the next step, so a burst of
-# long prompts cannot stall the running rows for long.
-_MAX_PREFILL_TOKENS = 4096
+# Decode steps timed per candidate at start-up: batch 1 and this many rows (capped by max_batch_size).
+_PROBE_ROWS = 16
 
 
 @dataclass
 class _Sequence:
-    """One request while it is waiting or in the running batch."""
+    """One request while it is waiting, being prefilled, or decoding."""
 
     stream: GenerationStream
     params: SamplingParams
     prompt_ids: list[int]
     adapter: str
-    peft_name: str
+    # The runtime's key of the adapter ("" = the base model).
+    key: str
     decoder: IncrementalDecoder
     stops: StopMatcher
     generator: torch.Generator
@@ -63,6 +69,15 @@ class _Sequence:
     first_token_at: float = 0.0
     done: bool = False
     last_token: int = 0
+    # Its slot in the KV cache (-1 until placed) and how many columns of it are filled.
+    slot: int = -1
+    length: int = 0
+    # Prompt length to keep in the prefix cache once prefilled (0 = nothing).
+    store_prefix: int = 0
+
+    @property
+    def prefilling(self) -> bool:
+        return self.length < len(self.prompt_ids)
 
     def emit(self, text: str, token_id: int) -> None:
         if not self.first_token_at:
@@ -113,18 +128,6 @@ class _Sequence:
             self.emit(text, token_id)
 
 
-@dataclass
-class _Batch:
-    """The running rows and their shared, left-padded KV cache."""
-
-    rows: list[_Sequence] = field(default_factory=list)
-    cache: Any = None
-    # [rows, cached length]: 1 for real tokens, 0 for left padding.
-    mask: torch.Tensor | None = None
-    # [rows]: position id of each row's next token.
-    positions: torch.Tensor | None = None
-
-
 class EmbeddedEngine:
     kind = "embedded"
     loads_from_registry = True
@@ -134,19 +137,23 @@ class EmbeddedEngine:
         self._limits = settings.inference
         self.base_model = chat_model_name(settings.models)
         self._load_lock = threading.Lock()
-        # Held by each forward step, and by adapter loading/unloading in between steps.
+        # Held by each scheduler iteration, and by adapter loading/unloading in between.
         self._model_lock = threading.Lock()
         self._wakeup = threading.Condition()
         self._waiting: deque[_Sequence] = deque()
-        self._batch = _Batch()
+        # Admitted requests (prefilling or decoding), at most max_batch_size.
+        self._running: list[_Sequence] = []
         self._adapters: dict[str, str] = {}
         self._adapter_counter = 0
         self._closed = False
         self._thread: threading.Thread | None = None
-        self._model: Any = None
-        self._peft: Any = None
+        self._lean: LeanLlama | None = None
+        self._cache: SlotCache | None = None
+        self._prefixes: PrefixCache | None = None
         self.tokenizer: Any = None
         self._structured: StructuredDecoding | None = None
+        # The dtype/threads in use and why (logged at start-up).
+        self.choice: tuning.Choice | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -155,22 +162,75 @@ class EmbeddedEngine:
         with self._load_lock:
             if self._thread is not None:
                 return
-            import torch
-
-            torch.set_num_threads(max(1, self._limits.threads))
             self.tokenizer = load_chat_tokenizer(self._settings.models)
-            self._model = load_chat_model(self._settings.models).eval()
-            config = self._model.generation_config
-            eos = config.eos_token_id if config is not None else None
-            ids = {self.tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])}
-            end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-            self._end_ids = frozenset(i for i in (*ids, end) if isinstance(i, int) and i >= 0)
-            self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self._end_ids)
-            self._context = int(getattr(self._model.config, "max_position_embeddings", 8192))
+            self._lean, self.choice = self._load()
+            self._cache = self._new_cache()
+            self._prefixes = PrefixCache(self._limits.prefix_cache_mb * 2**20)
             self._structured = StructuredDecoding(self.tokenizer)
             self._thread = threading.Thread(target=self._run, name="inference-scheduler", daemon=True)
             self._thread.start()
-            log.info("embedded engine ready: %s (%s)", self.base_model, self._model.dtype)
+            log.info(
+                "embedded engine ready: %s, %s%s",
+                self.base_model,
+                self.choice.describe(),
+                ", int8 weights" if self._lean.quantized else "",
+                extra={"choice": self.choice},
+            )
+
+    def _load(self) -> tuple[LeanLlama, tuning.Choice]:
+        """The model in the dtype and with the torch threads that measured fastest (or as set)."""
+        import torch
+
+        quantize = self._limits.quantize == "int8"
+        # int8 kernels take float32 activations.
+        dtypes, threads = tuning.candidates("float32" if quantize else self._settings.models.dtype, self._limits.threads)
+        rows = min(_PROBE_ROWS, self._limits.max_batch_size)
+        timings: dict[tuple[str, int], tuple[float, float]] = {}
+        lean = None
+        if len(dtypes) * len(threads) > 1:
+            with torch.inference_mode():
+                for dtype in dtypes:
+                    lean = self._build(dtype, quantize)
+                    cache = SlotCache(lean.layers_count, lean.kv_heads, lean.head_dim, lean.dtype, rows, 128)
+                    for _ in range(rows):
+                        cache.take()
+                    for count in threads:
+                        tuning.set_threads(count)
+                        timings[(dtype, count)] = tuning.time_steps(partial(self._probe, lean, cache), rows)
+                    del cache
+        dtype, count = tuning.pick(timings, rows) if timings else (dtypes[0], threads[0])
+        tuning.set_threads(count)
+        if lean is None or lean.dtype != tuning.dtype_of(dtype):
+            lean = None  # free the last candidate before loading the winner
+            lean = self._build(dtype, quantize)
+        source = "measured" if timings else "set in settings"
+        named = {f"{d} x{n}": t for (d, n), t in timings.items()}
+        return lean, tuning.Choice(dtype=dtype, threads=count, source=source, timings=named)
+
+    def _build(self, dtype: str, quantize: bool) -> LeanLlama:
+        model = load_chat_model(self._settings.models, dtype=tuning.dtype_of(dtype)).eval()
+        config = model.generation_config
+        eos = config.eos_token_id if config is not None else None
+        ids = {self.tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])}
+        end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self._end_ids = frozenset(i for i in (*ids, end) if isinstance(i, int) and i >= 0)
+        self._context = int(getattr(model.config, "max_position_embeddings", 8192))
+        return LeanLlama(model, quantize=quantize)
+
+    @staticmethod
+    def _probe(lean: LeanLlama, cache: SlotCache, rows: int) -> None:
+        """One decode step of `rows` rows at 64 cached columns (what the start-up measurement times)."""
+        import torch
+
+        lengths = torch.full((rows,), 64)
+        hidden = lean.forward(
+            torch.zeros((rows, 1), dtype=torch.long), lengths[:, None], cache, torch.arange(rows), lengths, [], 65, None, False
+        )
+        lean.logits(hidden).argmax(dim=-1).tolist()
+
+    def _new_cache(self) -> SlotCache:
+        lean = self._lean
+        return SlotCache(lean.layers_count, lean.kv_heads, lean.head_dim, lean.dtype, self._limits.max_batch_size)
 
     @contextmanager
     def paused(self) -> Iterator[None]:
@@ -209,10 +269,10 @@ class EmbeddedEngine:
                 f"prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_tokens}) exceeds the model's "
                 f"context of {self._context} tokens; shorten the prompt or lower max_tokens"
             )
-        peft_name = _PEFT_BASE
+        key = ""
         if request.adapter:
-            peft_name = self._adapters.get(request.adapter, "")
-            if not peft_name:
+            key = self._adapters.get(request.adapter, "")
+            if not key:
                 raise NotFound(f"adapter {request.adapter!r} is not loaded; load it with LoadAdapter")
         # Compiled here, in the caller's thread, so a schema that cannot be enforced is refused at once.
         constraint = None
@@ -225,7 +285,7 @@ class EmbeddedEngine:
             params=params,
             prompt_ids=prompt_ids,
             adapter=request.adapter,
-            peft_name=peft_name,
+            key=key,
             decoder=IncrementalDecoder(self.tokenizer),
             stops=StopMatcher(params.stop),
             generator=torch.Generator().manual_seed(seed),
@@ -236,9 +296,9 @@ class EmbeddedEngine:
                 raise FailedPrecondition("the inference engine is shutting down")
             # A cancelled request still in the queue no longer holds a place.
             waiting = sum(not s.stream.cancelled for s in self._waiting)
-            if len(self._batch.rows) + waiting >= self._limits.max_batch_size + self._limits.max_queue_size:
+            if len(self._running) + waiting >= self._limits.max_batch_size + self._limits.max_queue_size:
                 raise ResourceExhausted(
-                    f"the inference queue is full ({len(self._batch.rows)} generating, {waiting} waiting, "
+                    f"the inference queue is full ({len(self._running)} generating, {waiting} waiting, "
                     f"max_queue_size {self._limits.max_queue_size}); retry with backoff"
                 )
             self._waiting.append(sequence)
@@ -248,46 +308,40 @@ class EmbeddedEngine:
     # ---- adapters --------------------------------------------------------------------------------------
 
     def load_adapter(self, name: str, path: Path) -> None:
-        from peft import PeftModel
-
         self.start()
         with self._model_lock:
             if name in self._adapters:
                 return
-            # A mismatch would leave half-injected LoRA layers behind: check every matrix first.
+            # Check every matrix before anything is kept: a mismatch names the module at fault.
             self._check_shapes(name, path)
             self._adapter_counter += 1
-            # peft keeps adapters in ModuleDicts, whose keys may not contain '.', so use an internal key.
             key = f"adapter{self._adapter_counter}"
             try:
-                if self._peft is None:
-                    self._peft = PeftModel.from_pretrained(self._model, str(path), adapter_name=key, is_trainable=False)
-                else:
-                    self._peft.load_adapter(str(path), adapter_name=key, is_trainable=False)
-            except (ValueError, KeyError, RuntimeError, OSError) as error:
+                self._lean.add_adapter(key, path)
+            except (ValueError, KeyError, RuntimeError, OSError, json.JSONDecodeError) as error:
                 raise FailedPrecondition(f"adapter {name!r} cannot be loaded on {self.base_model}: {error}") from error
-            self._peft.eval()
             self._adapters[name] = key
 
     def _check_shapes(self, name: str, path: Path) -> None:
-        modules = dict(self._model.named_modules())
+        shapes = self._lean.shapes
         for tensor, info in safetensors_header(Path(path) / "adapter_model.safetensors").items():
-            for part, axis, attribute in ((".lora_A.", 1, "in_features"), (".lora_B.", 0, "out_features")):
+            for part, axis, position in ((".lora_A.", 1, 0), (".lora_B.", 0, 1)):
                 if part not in tensor:
                     continue
                 module_name = tensor.removeprefix("base_model.model.").split(part)[0]
-                module = modules.get(module_name)
-                expected = getattr(module, attribute, None)
+                shape = shapes.get(module_name)
+                expected = shape[position] if shape is not None else None
                 if expected is None or info["shape"][axis] != expected:
+                    attribute = ("in_features", "out_features")[position]
                     raise FailedPrecondition(
                         f"adapter {name!r} does not fit {self.base_model}: {tensor} has shape {info['shape']}, "
-                        f"but the base model's {module_name} {'is missing' if module is None else f'has {attribute}={expected}'}; "
+                        f"but the base model's {module_name} {'is missing' if shape is None else f'has {attribute}={expected}'}; "
                         "was it trained on another base model?"
                     )
 
     def unload_adapter(self, name: str) -> None:
         with self._wakeup:
-            busy = [s for s in (*self._batch.rows, *self._waiting) if s.adapter == name and not s.done]
+            busy = [s for s in (*self._running, *self._waiting) if s.adapter == name and not s.done]
         if busy:
             raise FailedPrecondition(
                 f"adapter {name!r} is answering {len(busy)} request(s); unload it when they have finished"
@@ -296,15 +350,17 @@ class EmbeddedEngine:
             key = self._adapters.pop(name, None)
             if key is None:
                 raise NotFound(f"adapter {name!r} is not loaded")
-            if self._adapters:
-                self._peft.delete_adapter(key)
-            else:
-                # Last adapter gone: take the LoRA layers out, so base-only batches run the plain model.
-                self._model = self._peft.unload()
-                self._peft = None
+            self._lean.remove_adapter(key)
+            self._prefixes.drop(key)
 
     def loaded_adapters(self) -> list[str]:
         return sorted(self._adapters)
+
+    def occupancy(self) -> tuple[int, int, int]:
+        """(requests waiting, requests in the running batch, KV-cache tokens held) for the metrics scrape.
+        Read without locks: a snapshot that may be one step old."""
+        running = list(self._running)
+        return len(self._waiting), len(running), sum(row.length for row in running)
 
     # ---- scheduler -------------------------------------------------------------------------------------
 
@@ -314,112 +370,110 @@ class EmbeddedEngine:
         with torch.inference_mode():
             while True:
                 with self._wakeup:
-                    while not self._closed and not self._waiting and not self._batch.rows:
+                    while not self._closed and not self._waiting and not self._running:
                         self._wakeup.wait()
                     if self._closed:
                         break
-                    joining = self._take_joining()
+                    self._admit()
                 try:
                     with self._model_lock:
-                        if joining:
-                            self._prefill(joining)
-                        if self._batch.rows:
-                            self._decode_step()
+                        self._step()
                 except Exception as error:  # a failed step fails its requests, never the server
                     log.exception("generation step failed")
-                    for sequence in [*self._batch.rows, *joining]:
+                    for sequence in self._running:
                         if not sequence.done:
                             sequence.done = True
                             sequence.stream.put(error)
-                    self._batch = _Batch()
-        for sequence in [*self._batch.rows, *self._waiting]:
+                    self._running = []
+                    self._cache = self._new_cache()
+        for sequence in [*self._running, *self._waiting]:
             if not sequence.done:
                 sequence.finish("cancelled")
 
-    def _take_joining(self) -> list[_Sequence]:
-        joining: list[_Sequence] = []
-        budget = _MAX_PREFILL_TOKENS
-        while self._waiting and len(self._batch.rows) + len(joining) < self._limits.max_batch_size:
-            sequence = self._waiting[0]
+    def _admit(self) -> None:
+        """Move waiting requests into the running set while it has room (caller holds `_wakeup`)."""
+        while self._waiting and len(self._running) < self._limits.max_batch_size:
+            sequence = self._waiting.popleft()
             if sequence.stream.cancelled:
-                self._waiting.popleft()
                 sequence.finish("cancelled")
-                continue
-            if joining and len(sequence.prompt_ids) > budget:
+            else:
+                self._running.append(sequence)
+
+    def _step(self) -> None:
+        """One iteration: prefill joiners under the token budget, then one decode step for the rest."""
+        budget = self._limits.prefill_chunk_tokens
+        for row in self._running:
+            if budget <= 0:
                 break
-            budget -= len(sequence.prompt_ids)
-            joining.append(self._waiting.popleft())
-        return joining
+            if row.done or not row.prefilling:
+                continue
+            if row.stream.cancelled:
+                row.finish("cancelled")
+                continue
+            if row.slot < 0:
+                self._place(row)
+            budget -= self._prefill(row, budget)
+        decoding = sorted((row for row in self._running if not row.done and not row.prefilling), key=lambda r: r.slot)
+        if decoding:
+            self._decode(decoding)
+        self._drop_finished()
 
-    def _forward(self, rows: list[_Sequence], **inputs: Any) -> torch.Tensor:
-        if self._peft is not None:
-            inputs["adapter_names"] = [row.peft_name for row in rows]
-            output = self._peft(**inputs, use_cache=True, logits_to_keep=1)
-        else:
-            output = self._model(**inputs, use_cache=True, logits_to_keep=1)
-        return output.logits[:, -1, :]
+    def _place(self, row: _Sequence) -> None:
+        """Give a joiner a cache slot, filled with the longest cached prefix of its prompt."""
+        row.slot = self._cache.take()
+        prefix, length = self._prefixes.lookup(row.prompt_ids, row.key)
+        if prefix is not None:
+            self._cache.load(row.slot, prefix)
+            row.length = length
+        row.store_prefix = self._prefixes.wants(row.prompt_ids, row.key, row.length)
 
-    def _prefill(self, joining: list[_Sequence]) -> None:
-        import torch
-        from transformers import DynamicCache
-
-        width = max(len(s.prompt_ids) for s in joining)
-        ids = torch.full((len(joining), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(joining), width), dtype=torch.long)
-        for row, sequence in enumerate(joining):
-            ids[row, width - len(sequence.prompt_ids) :] = torch.tensor(sequence.prompt_ids)
-            mask[row, width - len(sequence.prompt_ids) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self._model.config)
-        logits = self._forward(joining, input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache)
-        joined = _Batch(rows=joining, cache=cache, mask=mask, positions=positions[:, -1] + 1)
-        self._merge(joined)
-        self._accept(logits, joining)
-
-    def _merge(self, joined: _Batch) -> None:
-        """Append the freshly prefilled rows to the running batch, left-padding the shorter cache."""
+    def _prefill(self, row: _Sequence, budget: int) -> int:
+        """Prefill the next chunk (at most `budget` tokens) of a row's prompt; sample its first token
+        when the prompt is complete. Returns the tokens prefilled."""
         import torch
 
-        batch = self._batch
-        if not batch.rows:
-            self._batch = joined
-            return
-        width = max(batch.mask.shape[1], joined.mask.shape[1])
-
-        def pad(tensor: torch.Tensor, dim: int) -> torch.Tensor:
-            missing = width - tensor.shape[dim]
-            if missing == 0:
-                return tensor
-            shape = list(tensor.shape)
-            shape[dim] = missing
-            return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
-
-        for ours, theirs in zip(batch.cache.layers, joined.cache.layers, strict=True):
-            ours.keys = torch.cat([pad(ours.keys, 2), pad(theirs.keys, 2)])
-            ours.values = torch.cat([pad(ours.values, 2), pad(theirs.values, 2)])
-        batch.mask = torch.cat([pad(batch.mask, 1), pad(joined.mask, 1)])
-        batch.positions = torch.cat([batch.positions, joined.positions])
-        batch.rows = batch.rows + joined.rows
-
-    def _decode_step(self) -> None:
-        import torch
-
-        batch = self._batch
-        rows = batch.rows
-        tokens = torch.tensor([[row.last_token] for row in rows], dtype=torch.long)
-        batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(rows), 1))], dim=1)
-        logits = self._forward(
-            rows,
-            input_ids=tokens,
-            attention_mask=batch.mask,
-            position_ids=batch.positions[:, None],
-            past_key_values=batch.cache,
+        start = row.length
+        chunk = row.prompt_ids[start : start + budget]
+        width = len(chunk)
+        self._cache.ensure(start + width)
+        positions = torch.arange(start, start + width)
+        mask = None
+        if start:
+            # The chunk sees the cached columns and, causally, itself.
+            mask = (torch.arange(start + width)[None, :] <= positions[:, None])[None, None]
+        groups = self._lean.groups([row.key])
+        hidden = self._lean.forward(
+            torch.tensor([chunk]), positions[None], self._cache, torch.tensor([row.slot]),
+            torch.tensor([start]), groups, start + width, mask, causal=not start,
         )
-        batch.positions = batch.positions + 1
-        self._accept(logits, rows)
+        row.length += width
+        if not row.prefilling:
+            if row.store_prefix:
+                self._prefixes.store(row.prompt_ids, row.key, self._cache.export(row.slot, row.store_prefix))
+            self._accept(self._lean.logits(hidden), [row])
+        return width
+
+    def _decode(self, rows: list[_Sequence]) -> None:
+        import torch
+
+        lengths = torch.tensor([row.length for row in rows])
+        longest = int(lengths.max()) + 1
+        self._cache.ensure(longest)
+        mask = None
+        if int(lengths.min()) + 1 != longest:
+            # Rows of different lengths: each sees its own columns only.
+            mask = (torch.arange(longest)[None, :] <= lengths[:, None])[:, None, None, :]
+        hidden = self._lean.forward(
+            torch.tensor([[row.last_token] for row in rows]), lengths[:, None], self._cache,
+            torch.tensor([row.slot for row in rows]), lengths, self._lean.groups([row.key for row in rows]),
+            longest, mask, causal=False,
+        )
+        for row in rows:
+            row.length += 1
+        self._accept(self._lean.logits(hidden), rows)
 
     def _accept(self, logits: torch.Tensor, rows: list[_Sequence]) -> None:
-        """Sample each row's next token, stream it, and drop finished or cancelled rows from the batch."""
+        """Sample each row's next token and stream it (or finish the row)."""
         for index, row in enumerate(rows):
             if row.constraint is not None:
                 row.constraint.mask(logits[index])
@@ -432,28 +486,27 @@ class EmbeddedEngine:
                 row.finish("cancelled")
             else:
                 row.accept(token, self._end_ids)
-        self._drop_finished()
 
     def _drop_finished(self) -> None:
-        import torch
-
-        batch = self._batch
-        keep = [index for index, row in enumerate(batch.rows) if not row.done]
-        if len(keep) == len(batch.rows):
+        """Free finished rows' slots, and move the highest rows down into them so the running rows keep
+        a contiguous slot range (one view of the cache per step instead of a gather)."""
+        finished = [row for row in self._running if row.done]
+        if not finished:
             return
-        if not keep:
-            self._batch = _Batch()
-            return
-        index = torch.tensor(keep, dtype=torch.long)
-        mask = batch.mask[index]
-        # Columns that are padding for every remaining row are dead weight in each attention step.
-        start = int(mask.any(dim=0).long().argmax())
-        for layer in batch.cache.layers:
-            layer.keys = layer.keys[index, :, start:]
-            layer.values = layer.values[index, :, start:]
-        batch.mask = mask[:, start:]
-        batch.positions = batch.positions[index]
-        batch.rows = [batch.rows[i] for i in keep]
+        for row in finished:
+            if row.slot >= 0:
+                self._cache.release(row.slot)
+        with self._wakeup:
+            self._running = [row for row in self._running if not row.done]
+        placed = [row for row in self._running if row.slot >= 0]
+        taken = {row.slot for row in placed}
+        for target in (slot for slot in range(len(placed)) if slot not in taken):
+            highest = max(placed, key=lambda r: r.slot)
+            self._cache.move(highest.slot, target, highest.length)
+            highest.slot = target
+        if not self._running and self._cache.nbytes() > 64 * 2**20:
+            # Idle after long requests: give the grown cache back.
+            self._cache = self._new_cache()
 
 
 def _sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:

@@ -11,23 +11,41 @@ whose document the tutor's passages and notices do not belong in), `fallback_to_
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+import grpc
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tutorforge.core.errors import FailedPrecondition, InvalidArgument, TutorforgeError, status_of
+from tutorforge.console.views import Channel
+from tutorforge.console.web import is_public, mount_console
+from tutorforge.core.access import AccessPolicy, audit
+from tutorforge.core.admission import Limit
+from tutorforge.core.errors import (
+    MAX_STATUS_CHARS,
+    FailedPrecondition,
+    InvalidArgument,
+    TutorforgeError,
+    status_of,
+)
+from tutorforge.core.telemetry.metrics import install_http_metrics
+from tutorforge.core.tls import uvicorn_options
 from tutorforge.inference.chat import RetrievalOptions
+from tutorforge.inference.openai_compat import (
+    OpenAIFields,
+    checked_logprobs,
+    start_choices,
+    streamed_reply,
+    whole_reply,
+)
 from tutorforge.inference.service import ChatTurn, InferenceService
 from tutorforge.inference.structured import parse_response_format
-from tutorforge.inference.types import ResponseFormat, TokenEvent
+from tutorforge.inference.types import ResponseFormat
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +54,7 @@ _HTTP_STATUS = {
     "INVALID_ARGUMENT": 400,
     "FAILED_PRECONDITION": 400,
     "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
     "NOT_FOUND": 404,
     "RESOURCE_EXHAUSTED": 429,
     "UNAVAILABLE": 503,
@@ -53,8 +72,22 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class RetrievalBody(BaseModel):
+    """`retrieval` as an object; unknown keys are refused so that a typo is not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    limit: int = Field(0, ge=0)
+    score_threshold: float | None = Field(None, allow_inf_nan=False)
+
+
+class ChatCompletionRequest(OpenAIFields):
     """The OpenAI Chat Completions body, plus tutorforge's extra fields."""
+
+    @field_validator("retrieval", mode="before")
+    @classmethod
+    def _retrieval_switch(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
 
     model_config = ConfigDict(extra="ignore")
     model: str = ""
@@ -64,40 +97,84 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = None
     top_p: float | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    # The range of the gRPC field (int64).
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63)
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = 1
     response_format: dict[str, Any] | None = None
-    retrieval: bool | dict[str, Any] | None = None
+    # true/false is shorthand for {"enabled": ...}, so that errors name the object's fields.
+    retrieval: RetrievalBody | None = None
     fallback_to_base: bool = False
     program: str = ""
 
 
-def create_app(service: InferenceService, api_token: str | None = None) -> Any:
+def create_app(
+    service: InferenceService, api_token: str | None = None, channel: Channel | None = None, access: AccessPolicy | None = None
+) -> Any:
+    """`channel` (service name → gRPC channel) mounts the web console (tutorforge.console) at `/`. `access`
+    (scoped tokens, core/access.py) wins over a bare `api_token`."""
     from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     app = FastAPI(title="tutorforge inference (OpenAI-compatible)")
-    expected = f"Bearer {api_token}".encode() if api_token else None
+    access = access or AccessPolicy.from_token(api_token)
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Any:
-        given = request.headers.get("authorization", "").encode()
-        if expected is not None and not hmac.compare_digest(given, expected):
-            return _error(JSONResponse, 401, "missing or wrong 'Authorization: Bearer <token>' header", "UNAUTHENTICATED")
-        return await call_next(request)
+        if is_public(request.scope):
+            return await call_next(request)
+        path = request.url.path
+        who, denial, audited = access.check_http(request.method, path, request.headers.get("authorization", ""))
+        if denial is not None:
+            code, message = denial
+            response = _error(JSONResponse, _HTTP_STATUS.get(code.name, 403), message, code.name)
+        else:
+            response = await call_next(request)
+        if audited:
+            client = f"{request.client.host}:{request.client.port}" if request.client else ""
+            audit(who, f"{request.method} {path}", "-", str(response.status_code), client)
+        return response
 
+    # Added after `authenticate`, so it runs outside it: refused requests are counted and traced too.
+    install_http_metrics(app)
+
+    server_settings = service.settings.server
+    # Requests in flight (a streamed reply holds its slot until it ends); more get 429 + Retry-After.
+    in_flight = Limit(server_settings.max_concurrent_http, "HTTP requests", server_settings.retry_after_ms)
+    retry_after = str(max(1, -(-server_settings.retry_after_ms // 1000)))
+
+    @app.exception_handler(grpc.RpcError)
     @app.exception_handler(TutorforgeError)
     async def domain_error(_request: Request, error: TutorforgeError) -> Any:
         code, message = status_of(error)
-        return _error(JSONResponse, _HTTP_STATUS.get(code.name, 500), message, code.name)
+        response = _error(JSONResponse, _HTTP_STATUS.get(code.name, 500), message, code.name)
+        if code.name == "RESOURCE_EXHAUSTED":
+            response.headers["Retry-After"] = retry_after
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, error: StarletteHTTPException) -> Any:
+        # FastAPI's own refusals (a body it cannot parse, an unknown route) in the same error shape.
+        code = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND"}.get(error.status_code, f"HTTP_{error.status_code}")
+        return _error(JSONResponse, error.status_code, f"body: {error.detail}" if error.status_code == 400 else str(error.detail), code)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_body(_request: Request, error: RequestValidationError) -> Any:
+        # OpenAI's error shape with the field path first (e.g. "retrieval.limit: ..."), not FastAPI's 422.
+        first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid body", "type": ""}
+        path = first["loc"][1:] if first["loc"][:1] == ("body",) else first["loc"]
+        # A body that is not JSON is located by character offset, which names no field.
+        where = "body" if first.get("type") == "json_invalid" else ".".join(map(str, path)) or "body"
+        return _error(JSONResponse, 400, f"{where}: {first['msg']}"[:MAX_STATUS_CHARS], "INVALID_ARGUMENT")
 
     @app.get("/v1/models")
     def list_models() -> dict[str, Any]:
         created = int(time.time())
         models = [{"id": service.base_model, "object": "model", "created": created, "owned_by": "tutorforge"}]
-        for adapter in service.list_adapters():
+        for adapter in service.adapters.servable():
             if adapter.base_model == service.base_model:
                 models.append(
                     {
@@ -113,8 +190,15 @@ def create_app(service: InferenceService, api_token: str | None = None) -> Any:
 
     @app.post("/v1/chat/completions")
     def chat_completions(body: ChatCompletionRequest) -> Any:
-        if body.n != 1:
-            raise FailedPrecondition("only n=1 is supported")
+        in_flight.take()
+        try:
+            return _chat_completions(body)
+        except BaseException:
+            in_flight.give_back()
+            raise
+
+    def _chat_completions(body: ChatCompletionRequest) -> Any:
+        logprobs = checked_logprobs(body, body.n)
         response_format = _response_format(body.response_format)
         structured = response_format is not None
         retrieval = _retrieval_options(not structured if body.retrieval is None else body.retrieval)
@@ -125,36 +209,36 @@ def create_app(service: InferenceService, api_token: str | None = None) -> Any:
             top_p=body.top_p,
             stop=stops,
             seed=body.seed,
+            logprobs=logprobs,
         )
         params = replace(params, response_format=response_format)
         adapter = "" if body.model in ("", "base", service.base_model) else body.model
-        turn = service.chat(
-            [{"role": m.role, "content": _text_of(m.content)} for m in body.messages],
-            params,
-            adapter=adapter,
-            fallback_to_base=body.fallback_to_base,
-            retrieval=retrieval,
-            program=body.program,
+        messages = [{"role": m.role, "content": _text_of(m.content)} for m in body.messages]
+        turns = start_choices(
+            lambda seed: service.chat(
+                messages,
+                replace(params, seed=seed),
+                adapter=adapter,
+                fallback_to_base=body.fallback_to_base,
+                retrieval=retrieval,
+                program=body.program,
+            ),
+            body.n,
+            body.seed,
         )
         reply = _Reply(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=body.model or service.base_model)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(_sse(reply, turn, include_usage), media_type="text/event-stream")
-        text, summary = turn.stream.collect()
-        return {
-            **reply.header("chat.completion"),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": turn.preamble + text},
-                    "finish_reason": _finish(summary.finish_reason),
-                }
-            ],
-            "usage": _usage(summary),
-            "citations": [asdict(c) for c in turn.citations],
-            "tutorforge": {"adapter": summary.adapter, "fell_back_to_base": summary.fell_back_to_base},
-        }
+            return StreamingResponse(
+                _sse(reply, turns, include_usage, logprobs is not None, in_flight), media_type="text/event-stream"
+            )
+        try:
+            return whole_reply(reply.header("chat.completion"), turns, logprobs is not None)
+        finally:
+            in_flight.give_back()
 
+    if channel is not None:
+        mount_console(app, channel)
     return app
 
 
@@ -168,34 +252,12 @@ class _Reply:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
 
 
-def _sse(reply: _Reply, turn: ChatTurn, include_usage: bool) -> Iterator[str]:
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-        body = {
-            **reply.header("chat.completion.chunk"),
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            **extra,
-        }
-        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
-
+def _sse(reply: _Reply, turns: list[ChatTurn], include_usage: bool, logprobs: bool, in_flight: Limit) -> Iterator[str]:
     try:
-        yield chunk({"role": "assistant", "content": turn.preamble}, citations=[asdict(c) for c in turn.citations])
-        for event in turn.stream:
-            if isinstance(event, TokenEvent):
-                if event.text:
-                    yield chunk({"content": event.text})
-                continue
-            extra = {"tutorforge": {"adapter": event.adapter, "fell_back_to_base": event.fell_back_to_base}}
-            yield chunk({}, _finish(event.finish_reason), **extra)
-            if include_usage:
-                usage = {**reply.header("chat.completion.chunk"), "choices": [], "usage": _usage(event)}
-                yield f"data: {json.dumps(usage)}\n\n"
-        yield "data: [DONE]\n\n"
-    except TutorforgeError as error:
-        code, message = status_of(error)
-        yield f"data: {json.dumps({'error': {'message': message, 'type': code.name.lower(), 'code': code.name}})}\n\n"
+        yield from streamed_reply(reply.header("chat.completion.chunk"), turns, include_usage, logprobs)
     finally:
-        # The client went away (or the reply ended): free the generation slot.
-        turn.stream.cancel()
+        # The reply ended or the client went away: free the request's slot.
+        in_flight.give_back()
 
 
 def _response_format(value: dict[str, Any] | None) -> ResponseFormat | None:
@@ -210,33 +272,16 @@ def _response_format(value: dict[str, Any] | None) -> ResponseFormat | None:
     return parse_response_format(kind, spec.get("schema"), str(spec.get("name", "")))
 
 
-def _retrieval_options(value: bool | dict[str, Any]) -> RetrievalOptions:
+def _retrieval_options(value: bool | RetrievalBody) -> RetrievalOptions:
     if isinstance(value, bool):
         return RetrievalOptions(enabled=value)
-    threshold = value.get("score_threshold")
-    return RetrievalOptions(
-        enabled=bool(value.get("enabled", True)),
-        limit=int(value.get("limit", 0)),
-        score_threshold=float(threshold) if threshold is not None else None,
-    )
+    return RetrievalOptions(enabled=value.enabled, limit=value.limit, score_threshold=value.score_threshold)
 
 
 def _text_of(content: str | list[dict[str, Any]] | None) -> str:
     if isinstance(content, list):
         return "".join(str(part.get("text", "")) for part in content if part.get("type") == "text")
     return content or ""
-
-
-def _finish(reason: str) -> str:
-    return "length" if reason == "length" else "stop"
-
-
-def _usage(summary: Any) -> dict[str, int]:
-    return {
-        "prompt_tokens": summary.prompt_tokens,
-        "completion_tokens": summary.completion_tokens,
-        "total_tokens": summary.total_tokens,
-    }
 
 
 def _error(response_class: Any, status: int, message: str, code: str) -> Any:
@@ -259,10 +304,23 @@ class HttpServer:
         self._thread.join(timeout=10)
 
 
-def start_http_server(service: InferenceService, host: str, port: int, api_token: str | None = None) -> HttpServer:
+def start_http_server(
+    service: InferenceService,
+    host: str,
+    port: int,
+    api_token: str | None = None,
+    channel: Channel | None = None,
+    access: AccessPolicy | None = None,
+    tls: Any = None,
+) -> HttpServer:
+    """`tls` (TlsSettings) serves HTTPS from its certificate files (client certificates required with
+    require_client_cert)."""
     import uvicorn
 
-    config = uvicorn.Config(create_app(service, api_token), host=host, port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        create_app(service, api_token, channel, access), host=host, port=port, log_level="warning", access_log=False,
+        **(uvicorn_options(tls) if tls is not None else {}),
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="inference-http", daemon=True)
     thread.start()

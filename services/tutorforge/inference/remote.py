@@ -21,8 +21,17 @@ from tutorforge.core.errors import (
 )
 from tutorforge.core.models import chat_model_name
 from tutorforge.core.settings import Settings
+from tutorforge.inference.decoding import StopMatcher
 from tutorforge.inference.structured import openai_response_format, schema_of
-from tutorforge.inference.types import BASE, FinishReason, GenerationRequest, GenerationStream, GenerationSummary, TokenEvent
+from tutorforge.inference.types import (
+    BASE,
+    FinishReason,
+    GenerationRequest,
+    GenerationStream,
+    GenerationSummary,
+    TokenEvent,
+    TokenLogprob,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +138,12 @@ class TgiEngine(_RemoteEngine):
 
     def _pieces(self, request: GenerationRequest) -> Iterator[Piece]:
         params = request.params
+        chat = request.messages is not None
         sampling = {
-            "max_tokens" if request.messages is not None else "max_new_tokens": params.max_tokens,
-            "temperature": params.temperature if not params.greedy else None,
+            "max_tokens" if chat else "max_new_tokens": params.max_tokens,
+            # TGI refuses temperature 0 on /generate (greedy is do_sample=false there), while its Messages API
+            # samples at 1.0 when temperature is unset and decodes greedily only when it is 0.
+            "temperature": params.temperature if not params.greedy else (0.0 if chat else None),
             "top_p": params.top_p if params.top_p < 1.0 else None,
             "stop": list(params.stop) or None,
             "seed": params.seed,
@@ -153,8 +165,15 @@ class TgiEngine(_RemoteEngine):
             chunks = self._client.chat_completion(
                 request.messages, model=request.adapter or "tgi", stream=True, **sampling
             )
-            yield from _openai_style_chunks(chunks, lambda chunk: chunk.choices[0].delta.content if chunk.choices else None)
+            yield from _cut_at_stops(
+                _openai_style_chunks(chunks, lambda chunk: chunk.choices[0].delta.content if chunk.choices else None),
+                params.stop,
+            )
             return
+        yield from _cut_at_stops(self._generated(request, sampling, grammar), params.stop)
+
+    def _generated(self, request: GenerationRequest, sampling: dict[str, Any], grammar: dict[str, Any] | None) -> Iterator[Piece]:
+        params = request.params
         for output in self._client.text_generation(
             request.prompt or "",
             adapter_id=request.adapter or None,
@@ -231,6 +250,9 @@ class OpenAIEngine(_RemoteEngine):
     `/v1/load_lora_adapter` and `/v1/unload_lora_adapter` (vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING)."""
 
     kind = "openai"
+    # /v1/models lists the adapters the server has loaded, so a request for another one can fall back.
+    reports_loaded_adapters = True
+    reports_logprobs = True
 
     def __init__(self, settings: Settings):
         super().__init__(settings)
@@ -273,11 +295,19 @@ class OpenAIEngine(_RemoteEngine):
                 # The client's completions API has no such parameter; vLLM and SGLang read it from the body.
                 sampling["extra_body"] = {"response_format": response_format}
         if request.messages is not None:
+            if params.logprobs is not None:
+                sampling.update(logprobs=True, top_logprobs=params.logprobs)
             chunks = self._client.chat.completions.create(messages=request.messages, **sampling)
-            yield from _openai_style_chunks(chunks, lambda chunk: chunk.choices[0].delta.content if chunk.choices else None)
+            yield from _openai_style_chunks(
+                chunks, lambda chunk: chunk.choices[0].delta.content if chunk.choices else None, _chat_logprobs
+            )
         else:
+            if params.logprobs is not None:
+                sampling["logprobs"] = params.logprobs
             chunks = self._client.completions.create(prompt=request.prompt or "", **sampling)
-            yield from _openai_style_chunks(chunks, lambda chunk: chunk.choices[0].text if chunk.choices else None)
+            yield from _openai_style_chunks(
+                chunks, lambda chunk: chunk.choices[0].text if chunk.choices else None, _completion_logprobs
+            )
 
     def probe(self) -> None:
         try:
@@ -338,14 +368,59 @@ class _HttpError(Exception):
         self.status_code = status_code
 
 
-def _openai_style_chunks(chunks: Any, text_of: Callable[[Any], str | None]) -> Iterator[Piece]:
+def _cut_at_stops(pieces: Iterator[Piece], stops: tuple[str, ...]) -> Iterator[Piece]:
+    """TGI keeps the stop sequence that ended a reply in its text; tutorforge's replies (like OpenAI's) end
+    before it, so the tail that may still become a stop sequence is held back and the sequence cut off."""
+    if not stops:
+        yield from pieces
+        return
+    matcher = StopMatcher(stops)
+    for piece in pieces:
+        if not isinstance(piece, TokenEvent):
+            tail = "" if matcher.stopped else matcher.flush()
+            if tail:
+                yield TokenEvent(text=tail, token_id=0)
+            yield piece
+        elif not matcher.stopped:
+            text = matcher.feed(piece.text)
+            if text:
+                yield TokenEvent(text=text, token_id=piece.token_id)
+
+
+def _chat_logprobs(chunk: Any) -> tuple[TokenLogprob, ...]:
+    """Chat chunks: choices[0].logprobs.content = [{token, logprob, top_logprobs: [{token, logprob}]}]."""
+    logprobs = chunk.choices[0].logprobs if chunk.choices else None
+    return tuple(
+        TokenLogprob(item.token, item.logprob, tuple((top.token, top.logprob) for top in item.top_logprobs or ()))
+        for item in (getattr(logprobs, "content", None) or ())
+    )
+
+
+def _completion_logprobs(chunk: Any) -> tuple[TokenLogprob, ...]:
+    """Completion chunks: choices[0].logprobs = {tokens, token_logprobs, top_logprobs: [{token: logprob}]}."""
+    logprobs = chunk.choices[0].logprobs if chunk.choices else None
+    if logprobs is None or not logprobs.tokens:
+        return ()
+    tops = logprobs.top_logprobs or [{}] * len(logprobs.tokens)
+    return tuple(
+        TokenLogprob(token, logprob, tuple((other, value) for other, value in (top or {}).items()))
+        for token, logprob, top in zip(logprobs.tokens, logprobs.token_logprobs, tops, strict=False)
+    )
+
+
+def _openai_style_chunks(
+    chunks: Any,
+    text_of: Callable[[Any], str | None],
+    logprobs_of: Callable[[Any], tuple[TokenLogprob, ...]] | None = None,
+) -> Iterator[Piece]:
     """Token pieces from OpenAI-style stream chunks, then the usage and finish reason."""
     reason: FinishReason = "stop"
     prompt_tokens = completion_tokens = 0
     for chunk in chunks:
         text = text_of(chunk)
-        if text:
-            yield TokenEvent(text=text, token_id=0)
+        logprobs = logprobs_of(chunk) if logprobs_of is not None else ()
+        if text or logprobs:
+            yield TokenEvent(text=text or "", token_id=0, logprobs=logprobs)
         if chunk.choices and chunk.choices[0].finish_reason:
             reason = "length" if chunk.choices[0].finish_reason == "length" else "stop"
         usage = getattr(chunk, "usage", None)

@@ -11,6 +11,7 @@ from tutorforge.core.errors import FailedPrecondition, InvalidArgument
 from tutorforge.core.programs import ProgramRepository, TeachingProgram
 from tutorforge.core.runtime import Runtime
 from tutorforge.core.settings import Settings
+from tutorforge.core.telemetry import metrics, tracing
 from tutorforge.inference.adapters import AdapterManager
 from tutorforge.inference.chat import (
     NO_MATERIAL_NOTICE,
@@ -26,6 +27,8 @@ from tutorforge.inference.types import AdapterStatus, Citation, GenerationReques
 
 MAX_STOP_STRINGS = 8
 MAX_STOP_CHARS = 200
+# OpenAI's limit on top_logprobs.
+MAX_TOP_LOGPROBS = 20
 
 
 @dataclass
@@ -54,6 +57,7 @@ class InferenceService:
         self.adapters = adapters
         self.retriever = retriever
         self.programs = programs
+        metrics.watch_engine(engine)
 
     @classmethod
     def from_runtime(cls, runtime: Runtime) -> InferenceService:
@@ -79,6 +83,7 @@ class InferenceService:
         stop: Sequence[str] = (),
         seed: int | None = None,
         ignore_eos: bool = False,
+        logprobs: int | None = None,
     ) -> SamplingParams:
         """Validated sampling parameters; unset values take the configured defaults."""
         limit = self.settings.inference.max_new_tokens_limit
@@ -93,7 +98,10 @@ class InferenceService:
             raise InvalidArgument(
                 f"stop takes at most {MAX_STOP_STRINGS} non-empty strings of at most {MAX_STOP_CHARS} characters"
             )
+        if logprobs is not None and not 0 <= logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidArgument(f"top_logprobs {logprobs} is out of range: use 0..{MAX_TOP_LOGPROBS}")
         return SamplingParams(
+            logprobs=logprobs,
             max_tokens=max_tokens or self.settings.inference.default_max_tokens,
             temperature=temperature or 0.0,
             top_p=top_p or 1.0,
@@ -110,6 +118,7 @@ class InferenceService:
             raise InvalidArgument("prompt is empty: send the text to complete")
         return self._submit(GenerationRequest(params=params, prompt=prompt), adapter, fallback_to_base)
 
+    @tracing.traced("chat")
     def chat(
         self,
         messages: list[dict[str, str]],
@@ -157,6 +166,11 @@ class InferenceService:
         return program
 
     def _submit(self, request: GenerationRequest, adapter: str, fallback_to_base: bool) -> GenerationStream:
+        if request.params.logprobs is not None and not getattr(self.engine, "reports_logprobs", False):
+            raise FailedPrecondition(
+                f"logprobs are not available with the {self.engine.kind} engine: send the request without "
+                "logprobs/top_logprobs, or serve with inference.engine=openai (vLLM)"
+            )
         choice = self.adapters.choose(adapter, fallback_to_base)
         request.adapter = choice.adapter
         stream = self.engine.submit(request)

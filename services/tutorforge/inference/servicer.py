@@ -210,10 +210,13 @@ def register(server: grpc.Server, runtime: Runtime) -> str:
     inference_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(service), server)
     runtime.on_shutdown(service.close)
     if runtime.settings.server.http_port:
+        from tutorforge.core.access import AccessPolicy
         from tutorforge.inference.http import start_http_server
 
         server_settings = runtime.settings.server
-        token = server_settings.api_token.get_secret_value() if server_settings.api_token else None
-        http = start_http_server(service, server_settings.host, server_settings.http_port, token)
+        http = start_http_server(
+            service, server_settings.host, server_settings.http_port, channel=runtime.channel,
+            access=AccessPolicy.from_settings(server_settings), tls=runtime.settings.tls,
+        )
         runtime.on_shutdown(http.stop)
     return SERVICE_NAME

@@ -12,6 +12,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument
+from tutorforge.core.validation import MAX_JSON_DEPTH, json_depth, loads_json
 from tutorforge.inference.types import ResponseFormat
 
 if TYPE_CHECKING:
@@ -52,11 +53,13 @@ def parse_response_format(kind: str, schema: str | dict[str, Any] | None = None,
         if len(schema) > MAX_SCHEMA_CHARS:
             raise InvalidArgument(f"response_format.json_schema.schema is longer than {MAX_SCHEMA_CHARS} characters")
         try:
-            value = json.loads(schema)
+            value = loads_json(schema, "response_format.json_schema.schema")
         except json.JSONDecodeError as error:
             raise InvalidArgument(f"response_format.json_schema.schema is not valid JSON: {error}") from error
     else:
         value = schema
+        if json_depth(value) > MAX_JSON_DEPTH:
+            raise InvalidArgument(f"response_format.json_schema.schema nests more than {MAX_JSON_DEPTH} levels deep")
     if not isinstance(value, dict):
         raise InvalidArgument("response_format.json_schema.schema must be a JSON object (a JSON Schema)")
     text = json.dumps(value, sort_keys=True)

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from tutorforge.core.telemetry import metrics, tracing
+
 FinishReason = Literal["stop", "length", "cancelled"]
 BASE = ""
 
@@ -40,6 +42,8 @@ class SamplingParams:
     ignore_eos: bool = False
     # None = free text.
     response_format: ResponseFormat | None = None
+    # None = no log probabilities; k = each token's log probability and its k most likely alternatives.
+    logprobs: int | None = None
 
     @property
     def greedy(self) -> bool:
@@ -58,9 +62,20 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log probability and its most likely alternatives (token text, logprob)."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class TokenEvent:
     text: str
     token_id: int
+    # The tokens behind `text` when the request asked for logprobs (an engine may send several at once).
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass
@@ -93,9 +108,15 @@ class GenerationStream:
         self.submitted_at = time.perf_counter()
         self._events: queue.SimpleQueue[Event | BaseException] = queue.SimpleQueue()
         self._cancelled = threading.Event()
+        # The submitter's trace context (None when tracing is off): parents the generation's spans.
+        self.trace_parent = tracing.current()
 
     # Producer side.
     def put(self, event: Event | BaseException) -> None:
+        if isinstance(event, GenerationSummary):
+            metrics.observe_generation(self, event)
+        elif isinstance(event, BaseException):
+            metrics.observe_generation_error(self)
         self._events.put(event)
 
     @property

@@ -18,6 +18,7 @@ from tutorforge.core.errors import Cancelled, InvalidArgument
 from tutorforge.core.names import validate_name
 from tutorforge.core.programs import TeachingProgram, parse_reference
 from tutorforge.core.settings import ModelSettings
+from tutorforge.core.validation import echo
 from tutorforge.optimization.lm import Passage, TutorClient, as_domain_error, describe_error, root_cause
 from tutorforge.optimization.metrics import (
     Embed,
@@ -59,7 +60,7 @@ class Target:
             resolved = None if not plus else "" if adapter == BASE else validate_name(adapter, "adapter name")
             return cls(spec, "program", adapter=resolved, program=reference)
         raise InvalidArgument(
-            f"target {spec!r} is not valid: use 'base', 'adapter:NAME' or 'program:NAME[@VERSION][+ADAPTER]' "
+            f"target spec {echo(spec)} is not valid: use 'base', 'adapter:NAME' or 'program:NAME[@VERSION][+ADAPTER]' "
             "(ADAPTER 'base' = the base model)"
         )
 

@@ -126,4 +126,8 @@ class PedagogicalMetric:
             self.best = max(self.best, result.score)
         if self.with_feedback:
             return dspy.Prediction(score=result.score, feedback=result.feedback(self.weights))
+        if trace is not None:
+            # Bootstrapping asks whether a reply is worth copying as a demonstration (DSPy keeps it when the
+            # metric is truthy): only one that asks, keeps the answer back and cites what it was given.
+            return result.asks_question and not result.reveals_answer and (result.cites_passage or not passages)
         return result.score

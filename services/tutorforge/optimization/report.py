@@ -9,8 +9,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tutorforge.core.errors import NotFound
+from tutorforge.core.errors import InvalidArgument, NotFound
+from tutorforge.core.names import is_id
 from tutorforge.core.storage import ArtifactStore
+from tutorforge.core.validation import echo
 from tutorforge.optimization.evaluation import TargetMetrics
 from tutorforge.optimization.table import COLUMNS, comparison_rows
 from tutorforge.optimization.table import figure as figure_of
@@ -169,8 +171,10 @@ def save_report(store: ArtifactStore, report: EvaluationReport) -> EvaluationRep
 
 
 def load_report(store: ArtifactStore, evaluation_id: str) -> EvaluationReport:
-    if not evaluation_id or "/" in evaluation_id or ".." in evaluation_id:
-        raise NotFound(f"no evaluation {evaluation_id!r}")
+    if not evaluation_id:
+        raise InvalidArgument("evaluation_id is required: give the id of an evaluation run")
+    if not is_id(evaluation_id):
+        raise NotFound(f"no evaluation {echo(evaluation_id)}")
     key = f"{PREFIX}/{evaluation_id}/report.json"
     if not store.exists(key):
         raise NotFound(

@@ -3,6 +3,7 @@ fails the call), the work each job does, and reading back programs and reports."
 
 from __future__ import annotations
 
+import json
 import statistics
 import threading
 import time
@@ -21,6 +22,7 @@ from tutorforge.core.names import validate_name
 from tutorforge.core.programs import ProgramInfo, ProgramRepository
 from tutorforge.core.settings import LmEndpoint, Settings
 from tutorforge.core.storage import ArtifactStore
+from tutorforge.core.telemetry.experiments import tracked_job
 from tutorforge.datasets.repository import DatasetInfo, DatasetRepository
 from tutorforge.optimization.adapters import LmAdapterKind, make_adapter
 from tutorforge.optimization.evaluation import (
@@ -145,8 +147,9 @@ class OptimizationRuns:
         self.settings = settings
         # channel("inference") / channel("retrieval"): the other services, as Runtime.channel gives them.
         self._channel = channel
-        self.runs = JobManager(store, "optimization")
-        self.evaluations = JobManager(store, "evaluation")
+        lease = settings.jobs.lease_seconds
+        self.runs = JobManager(store, "optimization", lease_seconds=lease)
+        self.evaluations = JobManager(store, "evaluation", lease_seconds=lease)
         self.programs = ProgramRepository(store)
         self.datasets = DatasetRepository(store)
         self.adapters = AdapterRegistry(store)
@@ -169,8 +172,8 @@ class OptimizationRuns:
             self.adapters.get(validate_name(adapter, field_name))
         return adapter
 
-    def _split(self, info: DatasetInfo, split: str, limit: int) -> list[TutorTurn]:
-        return turns_from_records(self.datasets.records(info.name, info.version, split), limit)
+    def _split(self, info: DatasetInfo, split: str, limit: int, seed: int = 0) -> list[TutorTurn]:
+        return turns_from_records(self.datasets.records(info.name, info.version, split), limit, seed)
 
     def _max_tokens(self, requested: int) -> int:
         limit = self.settings.inference.max_new_tokens_limit
@@ -207,6 +210,8 @@ class OptimizationRuns:
         return self._manager(run_id).request_cancel(run_id)
 
     def _manager(self, run_id: str) -> JobManager:
+        if not run_id:
+            raise InvalidArgument("run_id is required: give the id of an optimization or evaluation run")
         # Job ids start with their kind ("opti-…", "eval-…").
         return self.evaluations if run_id.startswith(self.evaluations.kind[:4] + "-") else self.runs
 
@@ -218,13 +223,14 @@ class OptimizationRuns:
 
     def start_optimization(self, request: OptimizationRequest) -> JobRecord:
         validate_name(request.name, "program name")
+        # Fields of the request first, then what they refer to (the dataset, the adapter).
+        max_tokens = self._max_tokens(request.max_tokens)
         info = self.datasets.get(validate_name(request.dataset, "dataset name"), request.dataset_version)
         self._check_adapter(request.adapter, "adapter")
-        max_tokens = self._max_tokens(request.max_tokens)
         spec = optimizer_spec(request.optimizer)
         budget = request.budget
-        train = self._split(info, "train", budget.max_train_examples)
-        validation = self._split(info, "validation", budget.max_validation_examples)
+        train = self._split(info, "train", budget.max_train_examples, request.seed)
+        validation = self._split(info, "validation", budget.max_validation_examples, request.seed)
         if not validation and len(train) > 1:
             # A dataset without a validation split: hold out a quarter of the training examples.
             cut = max(1, len(train) // 4)
@@ -263,19 +269,24 @@ class OptimizationRuns:
         )
 
         def work(reporter: JobReporter) -> str:
-            return self._optimize(
-                reporter,
-                record.id,
-                request,
-                info,
-                train,
-                validation,
-                lm_adapter,
-                max_tokens,
-                spec,
-                reflection,
-                reflection_endpoint,
-            )
+            with tracked_job(self.settings, self.runs, reporter, record.parameters) as tracked:
+                reference = self._optimize(
+                    tracked,
+                    record.id,
+                    request,
+                    info,
+                    train,
+                    validation,
+                    lm_adapter,
+                    max_tokens,
+                    spec,
+                    reflection,
+                    reflection_endpoint,
+                )
+                name, _, version = reference.partition("@")
+                document = self.get_program(name, version)[1]
+                tracked.run.log_artifact("program.json", json.dumps(document, indent=2, default=str).encode())
+            return reference
 
         self.runs.start(record.id, work)
         return record

@@ -4,8 +4,10 @@ benchmark (held-out turns that no training set may contain)."""
 from __future__ import annotations
 
 import json
+import random
 import re
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from typing import Any
 
 import dspy
@@ -67,21 +69,21 @@ def _material(system: str) -> str:
     return system[match.end() :] if match else system
 
 
-def turn_from_record(record: dict[str, Any]) -> TutorTurn | None:
-    """A dataset record's last tutor reply, with the conversation before it; None without one."""
-    turns = [t for t in record.get("conversations") or [] if t.get("content", "").strip()]
-    system = next((t["content"] for t in turns if t.get("role") == "system"), "")
-    dialogue = [{"role": t["role"], "content": t["content"].strip()} for t in turns if t.get("role") in ("user", "assistant")]
-    last = max((i for i, t in enumerate(dialogue) if t["role"] == "assistant" and i > 0), default=-1)
-    if last < 1 or dialogue[last - 1]["role"] != "user":
+def turn_from_record(record: dict[str, Any], position: int = -1) -> TutorTurn | None:
+    """A dataset record's tutor reply number `position` among its replies to a student (-1 = the last),
+    with the conversation before it; None without one."""
+    system, dialogue = _dialogue(record)
+    replies = _replies(dialogue)
+    if not replies:
         return None
+    at = replies[position] if -len(replies) <= position < len(replies) else replies[-1]
     metadata = dict(record.get("metadata") or {})
     source = dict(record.get("source") or {})
     return TutorTurn(
         id=str(record.get("id", "")),
         subject=str(metadata.get("subject", "")) or "unknown",
-        messages=tuple(dialogue[:last]),
-        reference=dialogue[last]["content"],
+        messages=tuple(dialogue[:at]),
+        reference=dialogue[at]["content"],
         final_answer=str(metadata.get("final_answer") or metadata.get("answer") or ""),
         answer_pattern=str(metadata.get("answer_pattern") or ""),
         kind=str(metadata.get("kind") or ""),
@@ -90,9 +92,37 @@ def turn_from_record(record: dict[str, Any]) -> TutorTurn | None:
     )
 
 
-def turns_from_records(records: list[dict[str, Any]], limit: int = 0) -> list[TutorTurn]:
-    turns = [turn for record in records if (turn := turn_from_record(record)) is not None]
-    return turns[:limit] if limit > 0 else turns
+def _dialogue(record: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
+    """The record's system text and its student/tutor turns (empty turns dropped)."""
+    turns = [t for t in record.get("conversations") or [] if t.get("content", "").strip()]
+    system = next((t["content"] for t in turns if t.get("role") == "system"), "")
+    dialogue = [{"role": t["role"], "content": t["content"].strip()} for t in turns if t.get("role") in ("user", "assistant")]
+    return system, dialogue
+
+
+def _replies(dialogue: list[dict[str, str]]) -> list[int]:
+    """Indexes of the tutor turns that answer a student turn."""
+    return [i for i, t in enumerate(dialogue) if t["role"] == "assistant" and i > 0 and dialogue[i - 1]["role"] == "user"]
+
+
+def turns_from_records(records: list[dict[str, Any]], limit: int = 0, seed: int = 0) -> list[TutorTurn]:
+    """One turn per record, at a seeded position among its tutor replies: a dialogue's first reply answers
+    a fresh question, its last one confirms a solution, and a tutor is asked both. With a `limit`, a seeded
+    sample spread over subjects: datasets are stored card by card, so their first N records are one topic."""
+    rng = random.Random(seed)
+    turns = []
+    for record in records:
+        count = len(_replies(_dialogue(record)[1])) or 1
+        if (turn := turn_from_record(record, rng.randrange(count))) is not None:
+            turns.append(turn)
+    if limit <= 0 or limit >= len(turns):
+        return turns
+    by_subject: dict[str, list[TutorTurn]] = {}
+    for turn in rng.sample(turns, len(turns)):
+        by_subject.setdefault(turn.subject, []).append(turn)
+    # Round-robin over the subjects: each gets its share of the sample.
+    spread = [turn for group in zip_longest(*by_subject.values()) for turn in group if turn is not None]
+    return spread[:limit]
 
 
 def benchmark_turns(name: str = BENCHMARK_SET, limit: int = 0) -> list[TutorTurn]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tutorforge.core.telemetry import tracing
 from tutorforge.retrieval.store import SparseVector
 
 if TYPE_CHECKING:
@@ -49,9 +50,10 @@ class Encoder:
         )
 
     def dense(self, texts: Sequence[str]) -> np.ndarray:
-        return self.embedder.encode(
-            list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        )
+        with tracing.span("embed", {"tutorforge.embed.texts": len(texts)}):
+            return self.embedder.encode(
+                list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
 
     def sparse_document(self, token_ids: Sequence[int], average_length: float) -> SparseVector:
         counts = Counter(token for token in token_ids if token not in self.ignored_ids)

@@ -29,6 +29,7 @@ from tutorforge.core.errors import InvalidArgument, TutorforgeError
 from tutorforge.core.models import embedder_name, load_embedder
 from tutorforge.core.settings import ModelSettings, RetrievalSettings
 from tutorforge.core.storage import ArtifactStore
+from tutorforge.core.telemetry.metrics import INGESTED_CHUNKS, observe_search, watch_collection
 from tutorforge.retrieval.chunking import Chunk, ChunkingOptions, chunk_text
 from tutorforge.retrieval.documents import (
     DocumentCatalog,
@@ -178,6 +179,7 @@ class RetrievalService:
         self._init_lock = threading.RLock()
         self._locks_guard = threading.Lock()
         self._document_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        watch_collection(self)
 
     # Loaded on first use (once, even under concurrent calls), so a server starts in a second.
     @property
@@ -343,6 +345,7 @@ class RetrievalService:
                 )
             )
             self.store.delete(others)
+            INGESTED_CHUNKS.inc(len(points))
         return IngestResult(
             document_id,
             "updated" if existing else "created",
@@ -423,24 +426,25 @@ class RetrievalService:
             raise InvalidArgument(f"mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
         if score_threshold is not None and not math.isfinite(score_threshold):
             raise InvalidArgument(f"score_threshold must be a finite number, got {score_threshold}")
-        resolved = resolve(list(filters), self.extra_keys)
-        where = Where(must=(Match("state", (ACTIVE,)), *store_conditions(resolved)))
-        threshold = None
-        if mode == "dense":
-            threshold = self.settings.default_score_threshold if score_threshold is None else score_threshold
-        sparse = self.encoder.sparse_query(query) if mode != "dense" else None
-        if sparse is not None and not sparse.indices:
-            # Only stop words or punctuation: no terms to match; hybrid keeps its dense side.
-            if mode == "sparse":
-                return []
-            mode, sparse = "dense", None
-        dense = self.encoder.dense([query])[0].tolist() if mode != "sparse" else None
-        found = self.store.query(
-            VectorQuery(
-                mode=mode, limit=limit, where=where, dense=dense, sparse=sparse, score_threshold=threshold,
-                prefetch_limit=max(4 * limit, 40),
+        with observe_search(mode, limit):
+            resolved = resolve(list(filters), self.extra_keys)
+            where = Where(must=(Match("state", (ACTIVE,)), *store_conditions(resolved)))
+            threshold = None
+            if mode == "dense":
+                threshold = self.settings.default_score_threshold if score_threshold is None else score_threshold
+            sparse = self.encoder.sparse_query(query) if mode != "dense" else None
+            if sparse is not None and not sparse.indices:
+                # Only stop words or punctuation: no terms to match; hybrid keeps its dense side.
+                if mode == "sparse":
+                    return []
+                mode, sparse = "dense", None
+            dense = self.encoder.dense([query])[0].tolist() if mode != "sparse" else None
+            found = self.store.query(
+                VectorQuery(
+                    mode=mode, limit=limit, where=where, dense=dense, sparse=sparse, score_threshold=threshold,
+                    prefetch_limit=max(4 * limit, 40),
+                )
             )
-        )
         return [self._hit(stored) for stored in found]
 
     @staticmethod
@@ -497,6 +501,11 @@ class RetrievalService:
             self.catalog.remove(record.document_id)
         self.store.optimize()
         return deleted
+
+    def active_chunks(self) -> int | None:
+        """Size of the collection for the metrics scrape; None while the store is not open (nothing loads for it)."""
+        store = self._store
+        return None if store is None else store.count(Where(must=(Match("state", (ACTIVE,)),)))
 
     def stats(self) -> Stats:
         records = self.catalog.all()

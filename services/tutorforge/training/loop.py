@@ -144,6 +144,18 @@ def _causal_lm(model: Any) -> Any:
     return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
 
 
+def peak_memory_bytes(device: str) -> float:
+    """This worker's peak memory: allocated GPU memory on CUDA, the process's peak RSS otherwise."""
+    if device == "cuda":
+        import torch
+
+        return float(torch.cuda.max_memory_allocated())
+    import resource
+
+    # ru_maxrss is in KiB on Linux.
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
 def token_loss_sum(model: Any, batch: Batch, device: str, autocast_dtype: Any = None) -> Any:
     """Summed cross-entropy over the labelled tokens of a batch (labels shifted by one).
 
@@ -408,6 +420,7 @@ def train_worker(config: dict[str, Any]) -> None:
             "grad_norm": grad_norm,
             "tokens_per_second": real_tokens / elapsed,
             "step_seconds": elapsed,
+            "memory_bytes": peak_memory_bytes(device.device),
             "time": time.time(),
         }
         if (interval and step % interval == 0) or step == plan.total_steps:

@@ -8,6 +8,7 @@ workers down with it, and the driver process only has to follow files in the art
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -33,6 +34,8 @@ from tutorforge.core.jobs import JobReporter
 from tutorforge.core.models import chat_model_name, chat_model_path, load_chat_model, load_chat_tokenizer
 from tutorforge.core.settings import Settings
 from tutorforge.core.storage import ArtifactStore
+from tutorforge.core.telemetry.experiments import lineage_of
+from tutorforge.core.telemetry.metrics import observe_training_step
 from tutorforge.datasets.repository import DatasetInfo, DatasetRepository
 from tutorforge.training.config import TrainingSpec
 from tutorforge.training.data import TokenizedSplit, padding_share, tokenize_records
@@ -309,7 +312,7 @@ class TrainingRunner:
                 f"eval loss {metrics['best_eval_loss']:.4f})"
             )
         reporter.progress(outcome, step=last, total_steps=plan.total_steps)
-        adapter = self._publish(job_id, prepared, checkpoint, metrics)
+        adapter = self._publish(job_id, prepared, checkpoint, metrics, lineage_of(reporter.labels()))
         reporter.progress(
             f"published adapter {adapter.name}@{adapter.version}",
             step=last,
@@ -400,7 +403,7 @@ class TrainingRunner:
     # -- publishing -------------------------------------------------------------------------------------
 
     def _publish(
-        self, job_id: str, prepared: PreparedRun, checkpoint: Any, metrics: dict[str, float]
+        self, job_id: str, prepared: PreparedRun, checkpoint: Any, metrics: dict[str, float], experiment: dict[str, str]
     ) -> AdapterVersion:
         spec = prepared.spec
         with tempfile.TemporaryDirectory(prefix="tutorforge-adapter-") as folder:
@@ -441,11 +444,21 @@ class TrainingRunner:
                 "training": training,
                 "chat_template": "tokenizer files included (the base model's ChatML template)",
                 "run": run_key(job_id),
+                # The run in MLflow / W&B (core/telemetry/experiments.py), when tracked.
+                "experiment": experiment,
             }
             adapter = self.registry.register(adapter_dir, spec.adapter_name, base, metadata, lineage)
             if spec.merge_and_export:
                 self._export_merged(adapter, adapter_dir)
         return adapter
+
+    def run_artifacts(self, job_id: str, adapter: AdapterVersion) -> list[tuple[str, bytes]]:
+        """What an experiment tracker keeps of a finished run: its loss curve and the adapter's record."""
+        curve = f"{run_key(job_id)}/loss_curve.png"
+        artifacts = [("loss_curve.png", self.store.read_bytes(curve))] if self.store.exists(curve) else []
+        record = {"name": adapter.name, "version": adapter.version, "base_model": adapter.base_model,
+                  "metadata": adapter.metadata, "lineage": adapter.lineage}
+        return [*artifacts, ("adapter.json", json.dumps(record, indent=2, default=str).encode())]
 
     def _export_merged(self, adapter: AdapterVersion, adapter_dir: Path) -> None:
         """Base + adapter merged into one safetensors model under `models/<name>/<version>/`."""
@@ -560,6 +573,7 @@ class MetricsRecorder:
                 message += f" eval_loss {record['eval_loss']:.4f}"
             reporter.progress(message, step=int(record["step"]), total_steps=total_steps, metrics=numbers)
             self._tensorboard(record)
+            observe_training_step(record)
         self.history = history
 
     def _tensorboard(self, record: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from tutorforge.core.jobs import JobEvent, JobManager, JobRecord, JobReporter, J
 from tutorforge.core.paging import offset_page
 from tutorforge.core.settings import Settings
 from tutorforge.core.storage import ArtifactStore
+from tutorforge.core.telemetry.experiments import tracked_job
 from tutorforge.training.config import TrainingSpec
 from tutorforge.training.runner import RESUME_HINT, PreparedRun, TrainingRunner, shutdown_ray
 
@@ -21,12 +22,12 @@ log = logging.getLogger(__name__)
 class TrainingService:
     def __init__(self, settings: Settings, store: ArtifactStore):
         self.settings = settings
-        self.jobs = JobManager(store, "training")
+        self.jobs = JobManager(store, "training", lease_seconds=settings.jobs.lease_seconds)
         self.runner = TrainingRunner(settings, store)
-        # Runs started by an earlier process cannot be reattached (a local Ray cluster dies with its
-        # driver): mark them failed, with how to resume.
-        for job_id in self.jobs.recover_interrupted(RESUME_HINT):
-            log.warning("training job %s was interrupted by a restart; it can be resumed", job_id)
+        # A run whose replica stopped cannot be reattached (a local Ray cluster dies with its driver): the
+        # replica that takes over its lease continues it from its last checkpoint, or marks it failed.
+        resume = self._resume_interrupted if settings.training.resume_interrupted else None
+        self.jobs.recover_interrupted(RESUME_HINT, resume)
 
     def default_spec(self, dataset: str, adapter_name: str) -> TrainingSpec:
         """A spec with the resource defaults of this deployment's settings."""
@@ -65,10 +66,18 @@ class TrainingService:
         self.jobs.start(job_id, self._work(job_id, prepared))
         return self.jobs.get(job_id)
 
+    def _resume_interrupted(self, record: JobRecord) -> None:
+        prepared = self.runner.prepare(TrainingSpec.from_json(record.parameters))
+        self.jobs.requeue(record.id, "the replica running it stopped; resuming from the last checkpoint")
+        self.jobs.start(record.id, self._work(record.id, prepared))
+
     def _work(self, job_id: str, prepared: PreparedRun) -> Callable[[JobReporter], str]:
         def work(reporter: JobReporter) -> str:
-            adapter = self.runner.run(job_id, prepared, reporter)
-            self.jobs.update(job_id, labels={"adapter_version": adapter.version})
+            with tracked_job(self.settings, self.jobs, reporter, prepared.spec.to_json()) as tracked:
+                adapter = self.runner.run(job_id, prepared, tracked)
+                self.jobs.update(job_id, labels={"adapter_version": adapter.version})
+                for name, data in self.runner.run_artifacts(job_id, adapter):
+                    tracked.run.log_artifact(name, data)
             return adapter.name
 
         return work
@@ -95,10 +104,15 @@ class TrainingService:
         return self.jobs.wait(job_id, timeout)
 
     def shutdown(self) -> None:
-        """Stop the runs this process drives; they are recorded as interrupted and can be resumed."""
+        """Stop the runs this process drives. With `resume_interrupted` they are queued for the next replica
+        to continue from their last checkpoint; else recorded as interrupted, for ResumeJob."""
         for job_id in self.runner.abort_all():
             # The job's own thread records the interruption as it unwinds; give it a moment.
-            if not self.jobs.wait(job_id, timeout=15).state.terminal:
+            ended = self.jobs.wait(job_id, timeout=15).state.terminal
+            if self.settings.training.resume_interrupted:
+                # The next replica (or this one, restarted) continues it from the last checkpoint.
+                self.jobs.hand_over(job_id, "the replica running it stopped; the next one resumes it from the last checkpoint")
+            elif not ended:
                 self.jobs.update(
                     job_id,
                     state=JobState.FAILED,

@@ -1,0 +1,160 @@
+"""asyncio clients where streaming matters: tutor chat (whole or token by token) and job watching,
+with the same token, TLS, deadlines, retries and domain errors as the synchronous SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Self, TypeVar
+
+from grpc import aio
+
+from tutorforge.client.connection import DEFAULT_ADDRESS, Endpoint, domain_error
+from tutorforge.client.datasets import DatasetsClient
+from tutorforge.client.inference import chat_request
+from tutorforge.client.jobs import JobRpcs, finished, still_running, timed_out
+from tutorforge.client.optimization import OptimizationClient
+from tutorforge.client.training import TrainingClient
+from tutorforge.core.errors import TutorforgeError, Unavailable
+from tutorforge.core.settings import TlsSettings
+from tutorforge.core.telemetry import tracing
+from tutorforge.core.tls import channel_credentials
+from tutorforge.v1 import (
+    common_pb2,
+    datasets_pb2_grpc,
+    inference_pb2_grpc,
+    optimization_pb2_grpc,
+    training_pb2_grpc,
+)
+from tutorforge.v1 import inference_pb2 as pb
+
+Reply = TypeVar("Reply")
+
+
+class AsyncConnection(Endpoint):
+    """An asyncio channel to one tutorforge server with the SDK's call policy."""
+
+    def _open(self, token: str | None, tls: TlsSettings | None, max_message_bytes: int) -> aio.Channel:
+        # grpc.aio has no channel interceptors for every call kind: the token travels as call metadata.
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        options = [("grpc.max_send_message_length", max_message_bytes), ("grpc.max_receive_message_length", max_message_bytes)]
+        credentials = channel_credentials(tls) if tls is not None else None
+        if credentials is None:
+            return aio.insecure_channel(self.address, options=options)
+        if tls.server_name:
+            options.append(("grpc.ssl_target_name_override", tls.server_name))
+        return aio.secure_channel(self.address, credentials, options=options)
+
+    def metadata(self) -> list[tuple[str, str]]:
+        metadata = list(self._metadata)
+        return tracing.inject(metadata) if tracing.enabled() else metadata
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    async def unary(self, method: Callable[..., Awaitable[Reply]], request: Any, kind: str) -> Reply:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await method(request, timeout=self.deadline(kind), metadata=self.metadata())
+            except aio.AioRpcError as error:
+                if error.code() not in self.retry.codes or attempt >= self.retry.attempts:
+                    raise domain_error(error, self.address) from error
+                await asyncio.sleep(self.retry.delay(attempt, error))
+
+    async def stream(self, method: Callable[..., Any], request: Any, kind: str, timeout: float | None = None) -> AsyncIterator[Any]:
+        """A server stream; refusals before the first message are retried, later failures raised."""
+        attempt = 0
+        while True:
+            attempt += 1
+            received = False
+            try:
+                call = method(request, timeout=timeout if timeout is not None else self.deadline(kind), metadata=self.metadata())
+                async for reply in call:
+                    received = True
+                    yield reply
+                return
+            except aio.AioRpcError as error:
+                if received or error.code() not in self.retry.codes or attempt >= self.retry.attempts:
+                    raise domain_error(error, self.address) from error
+                await asyncio.sleep(self.retry.delay(attempt, error))
+
+
+class AsyncInferenceClient:
+    def __init__(self, connection: AsyncConnection):
+        self.connection = connection
+        self.stub = inference_pb2_grpc.InferenceServiceStub(connection.channel)
+
+    async def chat(self, conversation: str | Iterable[Any], **options: Any) -> pb.ChatResponse:
+        """As InferenceClient.chat."""
+        return await self.connection.unary(self.stub.Chat, chat_request(pb.ChatRequest, conversation, **options), "generate")
+
+    def chat_stream(self, conversation: str | Iterable[Any], **options: Any) -> AsyncIterator[pb.ChatStreamResponse]:
+        """As InferenceClient.chat_stream: citations, tokens, then the summary, as they come."""
+        return self.connection.stream(self.stub.ChatStream, chat_request(pb.ChatStreamRequest, conversation, **options), "generate")
+
+
+class AsyncJobs:
+    """Watching and waiting for one service's jobs from asyncio (start them with the sync client)."""
+
+    def __init__(self, connection: AsyncConnection, stub: Any, rpcs: JobRpcs):
+        self.connection, self.stub, self.rpcs = connection, stub, rpcs
+
+    async def get(self, job_id: str) -> common_pb2.Job:
+        return self.rpcs.job_of(await self.connection.unary(getattr(self.stub, self.rpcs.get), self.rpcs.get_for(job_id), "read"))
+
+    async def watch(self, job_id: str, after_sequence: int = 0, timeout: float | None = None) -> AsyncIterator[common_pb2.JobEvent]:
+        """As JobClient.watch_job: past events after `after_sequence`, then new ones until the job ends."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.001, deadline - time.monotonic())
+            request = self.rpcs.watch_for(job_id, after_sequence)
+            resumed_from = after_sequence
+            try:
+                async for reply in self.connection.stream(getattr(self.stub, self.rpcs.watch), request, "watch", timeout=left):
+                    after_sequence = reply.event.sequence
+                    yield reply.event
+                return
+            except Unavailable:
+                if after_sequence == resumed_from:
+                    raise
+
+    async def wait(self, job_id: str, timeout: float | None = None, *, check: bool = True) -> common_pb2.Job:
+        """The job's final record once it ends; JobFailed when it did not succeed (unless check=False)."""
+        try:
+            async for _ in self.watch(job_id, timeout=timeout):
+                pass
+        except TutorforgeError as error:
+            if not timed_out(error):
+                raise
+            raise still_running(job_id, timeout) from error
+        return finished(await self.get(job_id), check)
+
+
+class AsyncTutorforge:
+    """asyncio counterpart of Tutorforge: `inference` chat, and `datasets`/`training`/`optimization` jobs."""
+
+    def __init__(self, address: str = DEFAULT_ADDRESS, **options: Any):
+        self.connection = AsyncConnection(address, **options)
+        channel = self.connection.channel
+        self.inference = AsyncInferenceClient(self.connection)
+        self.datasets = AsyncJobs(self.connection, datasets_pb2_grpc.DatasetServiceStub(channel), DatasetsClient.JOBS)
+        self.training = AsyncJobs(self.connection, training_pb2_grpc.TrainingServiceStub(channel), TrainingClient.JOBS)
+        self.optimization = AsyncJobs(self.connection, optimization_pb2_grpc.OptimizationServiceStub(channel), OptimizationClient.JOBS)
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()

@@ -1,0 +1,163 @@
+"""Long-running jobs (dataset builds, training runs, optimization and evaluation runs) seen the same way
+from every service: a `JobHandle` to `get`, `watch`, `wait` for and `cancel` a job, over each service's
+own job RPCs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from tutorforge.client.connection import Connection
+from tutorforge.core.errors import FailedPrecondition, TutorforgeError, Unavailable, error_for_status
+from tutorforge.v1 import common_pb2
+
+TERMINAL = frozenset({common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED})
+
+
+def state_name(state: int) -> str:
+    """'succeeded', 'failed', ... for a JobState value."""
+    return common_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+
+
+class JobFailed(TutorforgeError):
+    """`wait` found the job FAILED or CANCELLED; `job` is its final record (error, metrics, labels)."""
+
+    code = grpc.StatusCode.ABORTED
+
+    def __init__(self, job: common_pb2.Job):
+        super().__init__(f"{job.kind or 'job'} {job.id} ended {state_name(job.state)}: {job.error or job.message}")
+        self.job = job
+
+
+@dataclass(frozen=True)
+class JobRpcs:
+    """Where a service keeps its job RPCs: method names, request types, and the id/job field names."""
+
+    get: str
+    get_request: type
+    watch: str
+    watch_request: type
+    id_field: str = "job_id"
+    job_field: str = "job"
+    cancel: str | None = None
+    cancel_request: type | None = None
+
+    def get_for(self, job_id: str) -> Any:
+        return self.get_request(**{self.id_field: job_id})
+
+    def watch_for(self, job_id: str, after_sequence: int) -> Any:
+        return self.watch_request(**{self.id_field: job_id, "after_sequence": after_sequence})
+
+    def job_of(self, reply: Any) -> common_pb2.Job:
+        return getattr(reply, self.job_field)
+
+
+def finished(job: common_pb2.Job, check: bool) -> common_pb2.Job:
+    """`job`, or JobFailed when `check` and it did not succeed."""
+    if check and job.state != common_pb2.JOB_STATE_SUCCEEDED:
+        raise JobFailed(job)
+    return job
+
+
+def timed_out(error: TutorforgeError) -> bool:
+    return error.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def still_running(job_id: str, timeout: float | None) -> TutorforgeError:
+    """What a wait whose `timeout` ran out raises."""
+    return error_for_status(grpc.StatusCode.DEADLINE_EXCEEDED, f"job {job_id} still running after {timeout} s")
+
+
+class JobClient:
+    """What every job-running service's client shares: `job(id)`, `get_job`, `watch_job`, `cancel_job`."""
+
+    JOBS: JobRpcs
+
+    def __init__(self, connection: Connection, stub: Any):
+        self.connection = connection
+        self.stub = stub
+
+    def job(self, job: str | common_pb2.Job) -> JobHandle:
+        """A handle on a job of this service, by id or record."""
+        return JobHandle(self, job if isinstance(job, common_pb2.Job) else common_pb2.Job(id=job))
+
+    def get_job(self, job_id: str) -> common_pb2.Job:
+        return self.JOBS.job_of(self.connection.unary(getattr(self.stub, self.JOBS.get), self.JOBS.get_for(job_id), "read"))
+
+    def watch_job(self, job_id: str, after_sequence: int = 0, timeout: float | None = None) -> Iterator[common_pb2.JobEvent]:
+        """The job's past events after `after_sequence`, then new ones until it ends. A stream cut by an
+        unavailable server after some events is resumed after the last one (events are durable); refusals
+        before any event are retried by the connection's policy."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.001, deadline - time.monotonic())
+            request = self.JOBS.watch_for(job_id, after_sequence)
+            resumed_from = after_sequence
+            try:
+                for reply in self.connection.stream(getattr(self.stub, self.JOBS.watch), request, "watch", timeout=left):
+                    after_sequence = reply.event.sequence
+                    yield reply.event
+                return
+            except Unavailable:
+                if after_sequence == resumed_from:
+                    raise
+
+    def cancel_job(self, job_id: str) -> common_pb2.Job:
+        if self.JOBS.cancel is None:
+            raise FailedPrecondition(f"{type(self).__name__}: this service's jobs cannot be cancelled")
+        request = self.JOBS.cancel_request(**{self.JOBS.id_field: job_id})
+        return self.JOBS.job_of(self.connection.unary(getattr(self.stub, self.JOBS.cancel), request, "write"))
+
+
+class JobHandle:
+    """One job: `watch()` its events, `wait()` for its end, `get()` its record, `cancel()` it."""
+
+    def __init__(self, client: JobClient, job: common_pb2.Job):
+        self.client = client
+        # The latest record seen (the start RPC's reply, then what get/wait returned).
+        self.job = job
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.job.kind or 'job'} {self.id}, {state_name(self.job.state)})"
+
+    def get(self) -> common_pb2.Job:
+        self.job = self.client.get_job(self.id)
+        return self.job
+
+    def watch(self, after_sequence: int = 0, timeout: float | None = None) -> Iterator[common_pb2.JobEvent]:
+        return self.client.watch_job(self.id, after_sequence, timeout)
+
+    def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        check: bool = True,
+        on_event: Callable[[common_pb2.JobEvent], None] | None = None,
+    ) -> common_pb2.Job:
+        """Follow the job to its end (calling `on_event` with each event) and return its final record;
+        JobFailed when it did not succeed (unless `check=False`), DEADLINE_EXCEEDED after `timeout` s."""
+        try:
+            for event in self.watch(timeout=timeout):
+                if on_event is not None:
+                    on_event(event)
+        except TutorforgeError as error:
+            if not timed_out(error):
+                raise
+            raise still_running(self.id, timeout) from error
+        return self.finished(check=check)
+
+    def finished(self, check: bool = True) -> common_pb2.Job:
+        """The record of a job that has ended (e.g. after consuming `watch()`); JobFailed unless it succeeded."""
+        return finished(self.get(), check)
+
+    def cancel(self) -> common_pb2.Job:
+        self.job = self.client.cancel_job(self.id)
+        return self.job

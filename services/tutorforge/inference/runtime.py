@@ -1,0 +1,289 @@
+"""A lean forward pass for Llama-family models, built from the transformers model's own weights.
+
+Why not call the transformers model per step: at this size (135M parameters, 30 thin layers) a decode
+step is dominated by per-op overhead — mask building, cache bookkeeping, peft's per-layer adapter
+routing — not by the matmuls. Here each layer is a handful of ops over fused weights (q/k/v in one
+matmul, gate/up in one), the KV cache is a pre-allocated slot cache (`kvcache.SlotCache`) written in
+place, and LoRA adapters are applied per row group with two small matmuls each.
+
+Numerics follow transformers' Llama exactly (same RMSNorm order, the model's own rotary module, SDPA
+with the same GQA and causal choices), so a request alone gives the same greedy tokens as
+`model.generate` on the same dtype."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tutorforge.core.errors import FailedPrecondition
+
+if TYPE_CHECKING:
+    import torch
+
+    from tutorforge.inference.kvcache import SlotCache
+
+# Module names inside a Llama decoder layer that LoRA adapters may target.
+ATTENTION = ("q_proj", "k_proj", "v_proj")
+MLP_IN = ("gate_proj", "up_proj")
+TARGETS = (*ATTENTION, "o_proj", *MLP_IN, "down_proj")
+_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
+
+
+@dataclass
+class LoraWeights:
+    """One adapter's matrices per (layer, module): A [r, in], B [out, r] and the scale alpha / r."""
+
+    modules: dict[tuple[int, str], tuple[Any, Any, float]] = field(default_factory=dict)
+
+
+class _Group:
+    """Rows of one adapter in the current batch: a slice when they are contiguous, else an index."""
+
+    def __init__(self, lora: LoraWeights, rows: list[int], total: int):
+        import torch
+
+        self.lora = lora
+        contiguous = rows == list(range(rows[0], rows[0] + len(rows)))
+        self.all = len(rows) == total
+        self.slice = slice(rows[0], rows[0] + len(rows)) if contiguous else None
+        self.index = None if contiguous else torch.tensor(rows, dtype=torch.long)
+
+
+class LeanLlama:
+    """Fused weights and a forward pass over a slot cache; LoRA adapters kept beside the base weights."""
+
+    def __init__(self, model: Any, quantize: bool = False):
+        import torch
+
+        config = model.config
+        if getattr(config, "model_type", "") not in _ARCHITECTURES:
+            raise FailedPrecondition(
+                f"the embedded engine serves Llama-family models ({', '.join(_ARCHITECTURES)}); "
+                f"{getattr(config, 'model_type', '?')!r} is not one: set inference.engine to openai or tgi for it"
+            )
+        self.config = config
+        self.dtype = model.dtype
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.layers_count = config.num_hidden_layers
+        self.scale = self.head_dim**-0.5
+        self.quantized = quantize
+        # (in, out) features of every Linear, by module name: adapters are checked against it.
+        self.shapes = {
+            name: (module.in_features, module.out_features)
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear)
+        }
+        inner = model.model
+        self.rotary = inner.rotary_emb
+        self.embed = inner.embed_tokens.weight
+        self.norm = inner.norm
+        self.lm_head = model.lm_head
+        q_size = self.heads * self.head_dim
+        kv_size = self.kv_heads * self.head_dim
+        self.splits = (q_size, kv_size, kv_size)
+        self.layers = []
+        for layer in inner.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            if getattr(attn, "q_norm", None) is not None:
+                raise FailedPrecondition("models with q/k norms are not supported by the embedded engine")
+            qkv = _fused([attn.q_proj, attn.k_proj, attn.v_proj])
+            gate_up = _fused([mlp.gate_proj, mlp.up_proj])
+            self.layers.append(
+                {
+                    "norm1": layer.input_layernorm,
+                    "norm2": layer.post_attention_layernorm,
+                    "qkv": qkv,
+                    "o": attn.o_proj,
+                    "gate_up": gate_up,
+                    "down": mlp.down_proj,
+                }
+            )
+        self.intermediate = config.intermediate_size
+        if quantize:
+            self._quantize()
+        self.adapters: dict[str, LoraWeights] = {}
+        self._arange = torch.arange(config.max_position_embeddings)
+
+    def _quantize(self) -> None:
+        """int8 weights with dynamic activation scales (fbgemm) for every Linear of the decoder layers.
+
+        The embedding/lm_head stays in floating point (it is tied to the input embedding, and the logits
+        decide greedy ties). LoRA deltas are computed beside the quantized base in floating point, so
+        adapters work unchanged."""
+        import torch
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+        for layer in self.layers:
+            for name in ("qkv", "o", "gate_up", "down"):
+                linear = layer[name]
+                linear.qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+                layer[name] = DynamicLinear.from_float(linear)
+
+    # ---- adapters --------------------------------------------------------------------------------------
+
+    def add_adapter(self, key: str, path: Path) -> None:
+        """Read a peft LoRA folder (safetensors) into per-module A/B matrices in the model's dtype."""
+        from safetensors.torch import load_file
+
+        config = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
+        unsupported = [
+            option
+            for option in ("use_dora", "modules_to_save", "lora_bias", "layers_to_transform", "alora_invocation_tokens")
+            if config.get(option)
+        ]
+        if config.get("peft_type", "LORA") != "LORA" or unsupported:
+            raise FailedPrecondition(
+                f"the embedded engine serves plain LoRA adapters; this one uses {', '.join(unsupported) or config.get('peft_type')}"
+            )
+        rank = int(config["r"])
+        alpha = float(config.get("lora_alpha", rank))
+        rank_pattern = config.get("rank_pattern") or {}
+        alpha_pattern = config.get("alpha_pattern") or {}
+        tensors = load_file(str(Path(path) / "adapter_model.safetensors"))
+        weights = LoraWeights()
+        for name, a in tensors.items():
+            if ".lora_A." not in name:
+                continue
+            module_path = name.removeprefix("base_model.model.").split(".lora_A.")[0]
+            parts = module_path.split(".")
+            if "layers" not in parts or parts[-1] not in TARGETS:
+                raise FailedPrecondition(f"the embedded engine cannot apply LoRA to {module_path}")
+            layer = int(parts[parts.index("layers") + 1])
+            b = tensors[name.replace(".lora_A.", ".lora_B.")]
+            r = _pattern(rank_pattern, module_path, rank)
+            scale = _pattern(alpha_pattern, module_path, alpha) / (math.sqrt(r) if config.get("use_rslora") else r)
+            # float32 like peft's autocast_adapter_dtype, so bf16 serving adds the same deltas peft would.
+            weights.modules[(layer, parts[-1])] = (a.float().contiguous(), b.float().contiguous(), scale)
+        self.adapters[key] = weights
+
+    def remove_adapter(self, key: str) -> None:
+        self.adapters.pop(key, None)
+
+    def groups(self, adapters: list[str]) -> list[_Group]:
+        """Row groups per adapter for one forward pass (base rows need none)."""
+        rows: dict[str, list[int]] = {}
+        for index, key in enumerate(adapters):
+            if key:
+                rows.setdefault(key, []).append(index)
+        return [_Group(self.adapters[key], members, len(adapters)) for key, members in rows.items()]
+
+    # ---- forward ---------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        cache: SlotCache,
+        slots: torch.Tensor,
+        lengths: torch.Tensor,
+        groups: list[_Group],
+        attend: int,
+        mask: torch.Tensor | None,
+        causal: bool,
+    ) -> torch.Tensor:
+        """Run `tokens` [rows, q] at `positions` [rows, q]; their keys/values go to `cache` at `slots`,
+        columns `lengths`..`lengths + q`. Attention reads the first `attend` columns of each slot, under
+        `mask` [rows, 1, q, attend] (None = every column, or causal when `causal`). Returns the last
+        position's hidden state per row (the caller applies the head)."""
+        import torch.nn.functional as F
+
+        rows, q = tokens.shape
+        x = F.embedding(tokens, self.embed)
+        cos, sin = self.rotary(x, positions)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        columns = lengths[:, None] + self._arange[:q]
+        slot_index = slots[:, None].expand(rows, q)
+        contiguous_slots = bool(rows == 1 or (slots[1:] - slots[:-1] == 1).all()) if rows > 1 else True
+        first = int(slots[0])
+        for index, layer in enumerate(self.layers):
+            h = layer["norm1"](x)
+            qkv = layer["qkv"](h)
+            if groups:
+                self._lora(qkv, h, groups, index, ATTENTION, self.splits)
+            query, key, value = qkv.split(self.splits, dim=-1)
+            query = query.view(rows, q, self.heads, self.head_dim).transpose(1, 2)
+            key = key.view(rows, q, self.kv_heads, self.head_dim).transpose(1, 2)
+            value = value.view(rows, q, self.kv_heads, self.head_dim).transpose(1, 2)
+            query = query * cos + _rotate_half(query) * sin
+            key = key * cos + _rotate_half(key) * sin
+            keys, values = cache.keys[index], cache.values[index]
+            # [slot, head, column, dim] <- [rows, q, head, dim] at (slot, column) pairs
+            keys[slot_index, :, columns] = key.transpose(1, 2)
+            values[slot_index, :, columns] = value.transpose(1, 2)
+            if contiguous_slots:
+                keys, values = keys[first : first + rows, :, :attend], values[first : first + rows, :, :attend]
+            else:
+                keys, values = keys[slots, :, :attend], values[slots, :, :attend]
+            attn = F.scaled_dot_product_attention(
+                query, keys, values, attn_mask=mask, is_causal=causal and mask is None, scale=self.scale, enable_gqa=True
+            )
+            attn = attn.transpose(1, 2).reshape(rows, q, -1)
+            out = layer["o"](attn)
+            if groups:
+                self._lora(out, attn, groups, index, ("o_proj",), (out.shape[-1],))
+            x = x + out
+            h = layer["norm2"](x)
+            gate_up = layer["gate_up"](h)
+            if groups:
+                self._lora(gate_up, h, groups, index, MLP_IN, (self.intermediate, self.intermediate))
+            gate, up = gate_up.split(self.intermediate, dim=-1)
+            inner = F.silu(gate) * up
+            out = layer["down"](inner)
+            if groups:
+                self._lora(out, inner, groups, index, ("down_proj",), (out.shape[-1],))
+            x = x + out
+        return self.norm(x[:, -1])
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)
+
+    def _lora(self, out: Any, x: Any, groups: list[_Group], layer: int, names: tuple[str, ...], sizes: tuple[int, ...]) -> None:
+        """Add each group's LoRA delta (B · A · x · scale) to its rows of `out`, module by module."""
+        x = x.float()
+        for group in groups:
+            start = 0
+            for name, size in zip(names, sizes, strict=True):
+                weights = group.lora.modules.get((layer, name))
+                if weights is not None:
+                    a, b, scale = weights
+                    # Cast before adding, as peft's mixed-batch forward does (bf16 serving matches peft).
+                    if group.all:
+                        out[..., start : start + size] += ((x @ a.T) @ b.T * scale).to(out.dtype)
+                    elif group.slice is not None:
+                        out[group.slice, :, start : start + size] += ((x[group.slice] @ a.T) @ b.T * scale).to(out.dtype)
+                    else:
+                        delta = ((x[group.index] @ a.T) @ b.T * scale).to(out.dtype)
+                        out[:, :, start : start + size].index_add_(0, group.index, delta)
+                start += size
+
+
+def _fused(linears: list[Any]) -> Any:
+    import torch
+
+    first = linears[0]
+    fused = torch.nn.Linear(
+        first.in_features, sum(lin.out_features for lin in linears), bias=first.bias is not None, dtype=first.weight.dtype
+    )
+    with torch.no_grad():
+        fused.weight.copy_(torch.cat([lin.weight for lin in linears]))
+        if first.bias is not None:
+            fused.bias.copy_(torch.cat([lin.bias for lin in linears]))
+    return fused.requires_grad_(False)
+
+
+def _rotate_half(x: Any) -> Any:
+    import torch
+
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _pattern(patterns: dict[str, Any], module_path: str, default: float) -> Any:
+    """peft's rank_pattern / alpha_pattern: the value of the longest key the module path ends with."""
+    matches = [key for key in patterns if module_path == key or module_path.endswith("." + key)]
+    return patterns[max(matches, key=len)] if matches else default

@@ -1,0 +1,120 @@
+"""The embedded engine's fast path against plain transformers/peft: greedy tokens identical to
+`generate` (base and adapter), prefix-cache hits and chunked prefill change nothing, the start-up
+dtype/threads choice is reported, and int8 weights serve the base and adapters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from inference_helpers import PROMPT
+from tutorforge.inference.embedded import EmbeddedEngine
+from tutorforge.inference.types import GenerationRequest, SamplingParams, TokenEvent
+
+from tests.conftest import make_settings
+
+TOKENS = 16
+# Longer than two prefix blocks, so a second request sharing it hits the prefix cache.
+SYSTEM = (
+    "<|im_start|>system\nYou are a patient Socratic tutor for school students. Never give the answer away: "
+    "ask one short guiding question at a time, build on what the student already knows, and cite the course "
+    "material with its tags when you use it.<|im_end|>\n"
+)
+QUESTIONS = ("Why does ice float on water?", "What makes the sky blue?")
+
+
+def _chat(question: str) -> str:
+    return f"{SYSTEM}<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def _engine(tmp_path: Path, **changes: object) -> EmbeddedEngine:
+    settings = make_settings(tmp_path, models__dtype="float32", inference__threads=1, **changes)
+    engine = EmbeddedEngine(settings)
+    engine.start()
+    return engine
+
+
+def _run(engine: EmbeddedEngine, prompt: str, adapter: str = "", tokens: int = TOKENS) -> list[int]:
+    stream = engine.submit(GenerationRequest(params=SamplingParams(max_tokens=tokens), prompt=prompt, adapter=adapter))
+    return [event.token_id for event in stream if isinstance(event, TokenEvent)]
+
+
+def _generate(model, tokenizer, prompt: str, tokens: int = TOKENS) -> list[int]:
+    import torch
+
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        output = model.generate(**ids, max_new_tokens=tokens, do_sample=False)[0, ids["input_ids"].shape[1] :].tolist()
+    # The engine streams no event for the end token.
+    return [token for token in output if token not in (0, 2)]
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory, tiny_adapters):
+    engine = _engine(tmp_path_factory.mktemp("engine"))
+    for name, folder in tiny_adapters.items():
+        engine.load_adapter(name, folder)
+    yield engine
+    engine.close()
+
+
+@pytest.mark.slow
+def test_greedy_tokens_match_transformers_and_peft(engine, tiny_adapters):
+    import torch
+    from peft import PeftModel
+    from tutorforge.core.models import load_chat_model
+
+    model = load_chat_model(engine._settings.models, dtype=torch.float32).eval()
+    prompts = [PROMPT, _chat(QUESTIONS[0])]
+    for prompt in prompts:
+        assert _run(engine, prompt) == _generate(model, engine.tokenizer, prompt)
+    peft = PeftModel.from_pretrained(model, str(tiny_adapters["pirate"]), adapter_name="pirate").eval()
+    expected = _generate(peft, engine.tokenizer, PROMPT)
+    assert _run(engine, PROMPT, "pirate") == expected
+    assert expected != _run(engine, PROMPT)
+
+
+@pytest.mark.slow
+def test_prefix_cache_hits_and_chunked_prefill_change_no_token(engine, tmp_path):
+    first = {question: _run(engine, _chat(question)) for question in QUESTIONS}
+    hits = engine._prefixes.hits
+    # The second question shares the system prompt with the first: it starts from the cached prefix.
+    assert _run(engine, _chat(QUESTIONS[1])) == first[QUESTIONS[1]]
+    assert engine._prefixes.hits > hits
+    # Another engine with no prefix cache and 16-token prefill chunks gives the same tokens.
+    plain = _engine(tmp_path, inference__prefix_cache_mb=0, inference__prefill_chunk_tokens=16)
+    try:
+        for question, tokens in first.items():
+            assert _run(plain, _chat(question)) == tokens
+        assert plain._prefixes.hits == 0
+    finally:
+        plain.close()
+
+
+def test_start_up_choice_is_measured_and_reported(tmp_path, caplog):
+    caplog.set_level("INFO", logger="tutorforge.inference.embedded")
+    settings = make_settings(tmp_path, inference__threads=0, inference__max_batch_size=4)
+    engine = EmbeddedEngine(settings)
+    try:
+        engine.start()
+        choice = engine.choice
+        assert choice.source == "measured" and choice.threads >= 1 and choice.dtype in ("float32", "bfloat16")
+        # Every candidate was timed, at batch 1 and at a full batch.
+        assert choice.timings and all(one > 0 and full > 0 for one, full in choice.timings.values())
+        assert choice.describe() in caplog.text
+        assert _run(engine, PROMPT, tokens=4)
+    finally:
+        engine.close()
+
+
+@pytest.mark.slow
+def test_int8_weights_serve_base_and_adapters(tmp_path, tiny_adapters):
+    engine = _engine(tmp_path, inference__quantize="int8")
+    try:
+        for name, folder in tiny_adapters.items():
+            engine.load_adapter(name, folder)
+        base = _run(engine, PROMPT)
+        assert base and "Paris" in engine.tokenizer.decode(base)
+        assert _run(engine, PROMPT, "pirate") != base
+    finally:
+        engine.close()
