@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         threading.Thread(target=watch_rss, daemon=True).start()
         print(
             f"SmolLM2-135M-Instruct · {requests} requests × {tokens} new tokens · engine "
-            f"{engine_choice.choice.describe()} · {os.cpu_count()} CPUs · load avg {os.getloadavg()[0]:.1f}",
+            f"{engine_choice.describe()} · {os.cpu_count()} CPUs · load avg {os.getloadavg()[0]:.1f}",
             flush=True,
         )
         def scenarios(one) -> dict[str, dict[str, float]]:
@@ -197,8 +197,8 @@ def main(argv: list[str] | None = None) -> None:
         channel.close()
         running.stop(grace=1)
         if not args.no_baseline:
-            choice = engine_choice.choice
-            baseline = transformers_baseline.run(settings, folders, _prompt, requests, tokens, choice.dtype, choice.threads)
+            dtype, threads = engine_choice.dtype_threads(settings)
+            baseline = transformers_baseline.run(settings, folders, _prompt, requests, tokens, dtype, threads)
             transformers_baseline.print_comparison(embedded, baseline)
         if args.against == "vllm":
             import inference_vllm

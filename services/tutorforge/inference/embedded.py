@@ -30,7 +30,7 @@ from tutorforge.core.settings import Settings
 from tutorforge.inference import tuning
 from tutorforge.inference.decoding import IncrementalDecoder, StopMatcher
 from tutorforge.inference.kvcache import PrefixCache, SlotCache
-from tutorforge.inference.runtime import LeanLlama
+from tutorforge.inference.runtime import LeanLlama, release_memory
 from tutorforge.inference.structured import JsonConstraint, StructuredDecoding
 from tutorforge.inference.types import (
     FinishReason,
@@ -178,7 +178,10 @@ class EmbeddedEngine:
             )
 
     def _load(self) -> tuple[LeanLlama, tuning.Choice]:
-        """The model in the dtype and with the torch threads that measured fastest (or as set)."""
+        """The model in the dtype and with the torch threads that measured fastest (or as set).
+
+        The float32 weights are loaded once and cast in place for the next candidate, so one copy of
+        the model is in memory at a time."""
         import torch
 
         quantize = self._limits.quantize == "int8"
@@ -186,36 +189,46 @@ class EmbeddedEngine:
         dtypes, threads = tuning.candidates("float32" if quantize else self._settings.models.dtype, self._limits.threads)
         rows = min(_PROBE_ROWS, self._limits.max_batch_size)
         timings: dict[tuple[str, int], tuple[float, float]] = {}
-        lean = None
+        lean = self._build()
         if len(dtypes) * len(threads) > 1:
+            # float32 first: casting down is exact, casting back up is not.
             with torch.inference_mode():
-                for dtype in dtypes:
-                    lean = self._build(dtype, quantize)
+                for dtype in sorted(dtypes, key=lambda name: name != "float32"):
+                    lean.to_dtype(tuning.dtype_of(dtype))
                     cache = SlotCache(lean.layers_count, lean.kv_heads, lean.head_dim, lean.dtype, rows, 128)
                     for _ in range(rows):
                         cache.take()
                     for count in threads:
                         tuning.set_threads(count)
                         timings[(dtype, count)] = tuning.time_steps(partial(self._probe, lean, cache), rows)
-                    del cache
         dtype, count = tuning.pick(timings, rows) if timings else (dtypes[0], threads[0])
         tuning.set_threads(count)
-        if lean is None or lean.dtype != tuning.dtype_of(dtype):
-            lean = None  # free the last candidate before loading the winner
-            lean = self._build(dtype, quantize)
+        if lean.dtype != tuning.dtype_of(dtype):
+            if dtype == "float32":
+                lean = None  # free the cast candidate before loading float32 again
+                lean = self._build()
+            else:
+                lean.to_dtype(tuning.dtype_of(dtype))
+        if quantize:
+            lean.quantize()
+        # Unfused weights and candidates were freed: hand their pages back to the OS.
+        release_memory()
         source = "measured" if timings else "set in settings"
         named = {f"{d} x{n}": t for (d, n), t in timings.items()}
         return lean, tuning.Choice(dtype=dtype, threads=count, source=source, timings=named)
 
-    def _build(self, dtype: str, quantize: bool) -> LeanLlama:
-        model = load_chat_model(self._settings.models, dtype=tuning.dtype_of(dtype)).eval()
+    def _build(self) -> LeanLlama:
+        import torch
+
+        # The lean forward and its slot cache are CPU code (load_chat_model moves to CUDA when present).
+        model = load_chat_model(self._settings.models, dtype=torch.float32).to("cpu").eval()
         config = model.generation_config
         eos = config.eos_token_id if config is not None else None
         ids = {self.tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])}
         end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
         self._end_ids = frozenset(i for i in (*ids, end) if isinstance(i, int) and i >= 0)
         self._context = int(getattr(model.config, "max_position_embeddings", 8192))
-        return LeanLlama(model, quantize=quantize)
+        return LeanLlama(model)
 
     @staticmethod
     def _probe(lean: LeanLlama, cache: SlotCache, rows: int) -> None:
@@ -507,6 +520,7 @@ class EmbeddedEngine:
         if not self._running and self._cache.nbytes() > 64 * 2**20:
             # Idle after long requests: give the grown cache back.
             self._cache = self._new_cache()
+            release_memory()
 
 
 def _sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:

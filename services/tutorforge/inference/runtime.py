@@ -12,6 +12,7 @@ with the same GQA and causal choices), so a request alone gives the same greedy 
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ class _Group:
 class LeanLlama:
     """Fused weights and a forward pass over a slot cache; LoRA adapters kept beside the base weights."""
 
-    def __init__(self, model: Any, quantize: bool = False):
+    def __init__(self, model: Any):
         import torch
 
         config = model.config
@@ -71,7 +72,7 @@ class LeanLlama:
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.layers_count = config.num_hidden_layers
         self.scale = self.head_dim**-0.5
-        self.quantized = quantize
+        self.quantized = False
         # (in, out) features of every Linear, by module name: adapters are checked against it.
         self.shapes = {
             name: (module.in_features, module.out_features)
@@ -80,9 +81,11 @@ class LeanLlama:
         }
         inner = model.model
         self.rotary = inner.rotary_emb
-        self.embed = inner.embed_tokens.weight
+        self.embed = inner.embed_tokens.weight.detach()
         self.norm = inner.norm
-        self.lm_head = model.lm_head
+        # Tied (as in SmolLM2): the head is the embedding itself, one copy in memory.
+        tied = model.lm_head.weight is inner.embed_tokens.weight
+        self.head = None if tied else model.lm_head.weight.detach()
         q_size = self.heads * self.head_dim
         kv_size = self.kv_heads * self.head_dim
         self.splits = (q_size, kv_size, kv_size)
@@ -93,6 +96,8 @@ class LeanLlama:
                 raise FailedPrecondition("models with q/k norms are not supported by the embedded engine")
             qkv = _fused([attn.q_proj, attn.k_proj, attn.v_proj])
             gate_up = _fused([mlp.gate_proj, mlp.up_proj])
+            # The fused copies replace them: drop the originals now, not with the model (peak memory).
+            attn.q_proj = attn.k_proj = attn.v_proj = mlp.gate_proj = mlp.up_proj = None
             self.layers.append(
                 {
                     "norm1": layer.input_layernorm,
@@ -104,12 +109,22 @@ class LeanLlama:
                 }
             )
         self.intermediate = config.intermediate_size
-        if quantize:
-            self._quantize()
         self.adapters: dict[str, LoraWeights] = {}
         self._arange = torch.arange(config.max_position_embeddings)
 
-    def _quantize(self) -> None:
+    def to_dtype(self, dtype: torch.dtype) -> None:
+        """Cast every weight in place, one tensor at a time (no second copy of the model in memory).
+        Casting float32 weights gives exactly what loading the model in `dtype` gives."""
+        for layer in self.layers:
+            for module in layer.values():
+                module.to(dtype)
+        self.norm.to(dtype)
+        self.embed = self.embed.to(dtype)
+        if self.head is not None:
+            self.head = self.head.to(dtype)
+        self.dtype = dtype
+
+    def quantize(self) -> None:
         """int8 weights with dynamic activation scales (fbgemm) for every Linear of the decoder layers.
 
         The embedding/lm_head stays in floating point (it is tied to the input embedding, and the logits
@@ -123,6 +138,7 @@ class LeanLlama:
                 linear = layer[name]
                 linear.qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
                 layer[name] = DynamicLinear.from_float(linear)
+        self.quantized = True
 
     # ---- adapters --------------------------------------------------------------------------------------
 
@@ -219,10 +235,7 @@ class LeanLlama:
                 keys, values = keys[first : first + rows, :, :attend], values[first : first + rows, :, :attend]
             else:
                 keys, values = keys[slots, :, :attend], values[slots, :, :attend]
-            attn = F.scaled_dot_product_attention(
-                query, keys, values, attn_mask=mask, is_causal=causal and mask is None, scale=self.scale, enable_gqa=True
-            )
-            attn = attn.transpose(1, 2).reshape(rows, q, -1)
+            attn = self._attend(query, keys, values, mask, causal).transpose(1, 2).reshape(rows, q, -1)
             out = layer["o"](attn)
             if groups:
                 self._lora(out, attn, groups, index, ("o_proj",), (out.shape[-1],))
@@ -239,8 +252,29 @@ class LeanLlama:
             x = x + out
         return self.norm(x[:, -1])
 
+    def _attend(self, query: Any, keys: Any, values: Any, mask: Any, causal: bool) -> Any:
+        """SDPA with transformers' GQA choices, so a request alone runs the kernels (and gets the numerics)
+        of `generate`: no mask -> enable_gqa; one query token under a mask -> the query heads of each KV
+        head packed as that head's queries; else the KV heads repeated. A batch of one-token rows always
+        takes the packed form: enable_gqa measured 1.6x slower for the whole step at 16 rows."""
+        import torch.nn.functional as F
+
+        rows, heads, q, dim = query.shape
+        if mask is None and (q > 1 or rows == 1):
+            return F.scaled_dot_product_attention(query, keys, values, is_causal=causal, scale=self.scale, enable_gqa=True)
+        group = heads // self.kv_heads
+        if q == 1:
+            packed = query.reshape(rows, self.kv_heads, group, dim)
+            out = F.scaled_dot_product_attention(packed, keys, values, attn_mask=mask, scale=self.scale)
+            return out.reshape(rows, heads, 1, dim)
+        keys = keys.repeat_interleave(group, dim=1)
+        values = values.repeat_interleave(group, dim=1)
+        return F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=self.scale)
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden)
+        import torch.nn.functional as F
+
+        return F.linear(hidden, self.embed if self.head is None else self.head)
 
     def _lora(self, out: Any, x: Any, groups: list[_Group], layer: int, names: tuple[str, ...], sizes: tuple[int, ...]) -> None:
         """Add each group's LoRA delta (B · A · x · scale) to its rows of `out`, module by module."""
@@ -260,6 +294,20 @@ class LeanLlama:
                         delta = ((x[group.index] @ a.T) @ b.T * scale).to(out.dtype)
                         out[:, :, start : start + size].index_add_(0, group.index, delta)
                 start += size
+
+
+def release_memory() -> None:
+    """Return freed heap pages to the OS (glibc keeps large freed blocks otherwise, so the RSS of a
+    process that loaded and dropped a model copy stays high). A no-op where there is no glibc."""
+    import ctypes
+    import ctypes.util
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if name:
+        trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
+        if trim is not None:
+            trim(0)
 
 
 def _fused(linears: list[Any]) -> Any:

@@ -50,7 +50,7 @@ def candidates(dtype_setting: str, threads_setting: int) -> tuple[list[str], lis
     return dtypes, threads
 
 
-def time_steps(step: Callable[[int], Any], rows: int, repeats: int = 3) -> tuple[float, float]:
+def time_steps(step: Callable[[int], Any], rows: int, repeats: int = 5) -> tuple[float, float]:
     """Best-of-`repeats` milliseconds of one decode step at batch 1 and at batch `rows`."""
     step(1)
     step(rows)

@@ -10,10 +10,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from tutorforge.core.cli_support import DEFAULT_ADDRESS, AddressOption, JsonOption, console, err_console
-from tutorforge.core.errors import TutorforgeError
+from tutorforge.core.cli_support import DEFAULT_ADDRESS, AddressOption, JsonOption, console, rpc_errors
 
 pipeline_app = typer.Typer(name="pipeline", help="Pipelines from YAML specs: material → dataset → train → optimize → evaluate → publish.",
                            no_args_is_help=True)
@@ -25,21 +23,13 @@ def register(app: typer.Typer) -> None:
     app.add_typer(pipeline_app)
 
 
-def _fail(error: TutorforgeError) -> None:
-    # Unwrapped and unstyled: the message names a field or a path the user copies.
-    err_console.print(f"[bold red]error[/] {error.code.name}: {escape(error.message)}", soft_wrap=True, highlight=False)
-    raise typer.Exit(code=2)
-
-
 @pipeline_app.command("validate")
 def validate(spec: SpecArgument) -> None:
     """Check a spec (fields, stage inputs, files) without running anything."""
     from tutorforge.pipeline.spec import load_spec
 
-    try:
+    with rpc_errors(address=""):
         loaded = load_spec(spec)
-    except TutorforgeError as error:
-        _fail(error)
     sections = [name for name in ("material", "dataset", "train", "optimize", "evaluate", "publish") if getattr(loaded, name)]
     console.print(f"{spec}: valid; stages {' → '.join(sections) or '(none)'}")
 
@@ -60,18 +50,17 @@ def run(
 
     running = None
     try:
-        loaded = load_spec(spec)
-        if embedded:
-            from tutorforge.core.server import start_server
-            from tutorforge.pipeline.demo import demo_settings
+        with rpc_errors(address):
+            loaded = load_spec(spec)
+            if embedded:
+                from tutorforge.core.server import start_server
+                from tutorforge.pipeline.demo import demo_settings
 
-            running = start_server(demo_settings(workdir), ["all"], 0)
-            address = running.address
-        token = os.environ.get("TUTORFORGE_SERVER__API_TOKEN") or None
-        with Tutorforge(address, token=token, tls=Settings().tls) as tf:
-            result = run_spec(loaded, tf, quiet=json_output)
-    except TutorforgeError as error:
-        _fail(error)
+                running = start_server(demo_settings(workdir), ["all"], 0)
+                address = running.address
+            token = os.environ.get("TUTORFORGE_SERVER__API_TOKEN") or None
+            with Tutorforge(address, token=token, tls=Settings().tls) as tf:
+                result = run_spec(loaded, tf, quiet=json_output)
     finally:
         if running is not None:
             running.stop(grace=5)

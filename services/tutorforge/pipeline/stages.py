@@ -1,5 +1,6 @@
 """The pipeline's stages, each one composition of SDK calls returning its typed result. They print
-nothing: the demo and `tutorforge pipeline run` render what they return (and pass `on_event` to follow)."""
+nothing: the demo and `tutorforge pipeline run` render what they return, and follow jobs through
+`on_event` or `watch`."""
 
 from __future__ import annotations
 
