@@ -30,7 +30,7 @@ from tutorforge.core.server import start_server  # noqa: E402
 from tutorforge.core.settings import Settings  # noqa: E402
 from tutorforge.datasets.quality import reveals_answer  # noqa: E402
 from tutorforge.datasets.repository import DatasetRepository  # noqa: E402
-from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc  # noqa: E402
+from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc, jobs_pb2, retrieval_pb2, retrieval_pb2_grpc  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,9 +55,9 @@ def build(stub, repository: DatasetRepository, name: str, source: datasets_pb2.D
     started = time.perf_counter()
     job = stub.CreateDataset(datasets_pb2.CreateDatasetRequest(
         name=name, sources=[source], options=datasets_pb2.BuildOptions(validation_fraction=0.0))).job
-    for _ in stub.WatchDatasetJob(datasets_pb2.WatchDatasetJobRequest(job_id=job.id), timeout=3600):
+    for _ in stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.id), timeout=3600):
         pass
-    job = stub.GetDatasetJob(datasets_pb2.GetDatasetJobRequest(job_id=job.id)).job
+    job = stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id)).job
     seconds = time.perf_counter() - started
     if job.state != common_pb2.JOB_STATE_SUCCEEDED:
         return {"error": job.error, "seconds": round(seconds, 1)}

@@ -98,7 +98,7 @@ def main() -> int:
 
 def _compile(channel, name: str, args: argparse.Namespace, console):
     """StartOptimization with the registry entry `name`, followed to its end; the finished run."""
-    from tutorforge.core.cli_support import follow_job
+    from tutorforge.core.cli_support import follow_and_get
     from tutorforge.optimization.cli import OPTIMIZER_CHOICES
     from tutorforge.v1 import optimization_pb2 as pb
     from tutorforge.v1 import optimization_pb2_grpc
@@ -117,9 +117,8 @@ def _compile(channel, name: str, args: argparse.Namespace, console):
             use_retrieval=True,
             max_tokens=args.max_tokens,
         )
-    ).run
-    follow_job((item.event for item in stub.WatchRun(pb.WatchRunRequest(run_id=run.id))), label=name, out=console)
-    return stub.GetRun(pb.GetRunRequest(run_id=run.id)).run
+    ).job
+    return follow_and_get(stub, run.id, label=name, out=console)
 
 
 if __name__ == "__main__":

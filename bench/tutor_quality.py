@@ -87,7 +87,7 @@ def main() -> int:
 def benchmark(channel, targets: list[str], args: argparse.Namespace, console):
     """One side-by-side Evaluate of `targets` on the benchmark (args: max_turns, max_tokens, threads,
     no_retrieval), followed live; the GetEvaluation response with its files, or None when it failed."""
-    from tutorforge.core.cli_support import follow_job
+    from tutorforge.core.cli_support import follow_and_get
     from tutorforge.optimization.turns import BENCHMARK_SET
     from tutorforge.v1 import optimization_pb2 as pb
     from tutorforge.v1 import optimization_pb2_grpc
@@ -102,9 +102,8 @@ def benchmark(channel, targets: list[str], args: argparse.Namespace, console):
             threads=args.threads,
             use_retrieval=not args.no_retrieval,
         )
-    ).run
-    follow_job((item.event for item in stub.WatchRun(pb.WatchRunRequest(run_id=run.id))), label="benchmark", out=console)
-    run = stub.GetRun(pb.GetRunRequest(run_id=run.id)).run
+    ).job
+    run = follow_and_get(stub, run.id, label="benchmark", out=console)
     if not run.result:
         console.print(f"[red]benchmark failed:[/] {run.error or run.message}")
         return None

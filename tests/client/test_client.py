@@ -12,7 +12,6 @@ from pydantic import SecretStr
 from tutorforge.client import (
     Connection,
     Document,
-    FailedPrecondition,
     InferenceClient,
     InvalidArgument,
     JobFailed,
@@ -69,7 +68,7 @@ def test_bad_input_raises_the_domain_error_naming_the_field(tf: Tutorforge) -> N
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(InvalidArgument, match="arguments: .*max_stepz"):
         tf.training.train("some-dataset", "some-adapter", max_stepz=3)
-    with pytest.raises(FailedPrecondition, match="cannot be cancelled"):
+    with pytest.raises(NotFound, match="no dataset job 'any'"):
         tf.datasets.cancel_job("any")
 
 

@@ -19,7 +19,7 @@ from tutorforge.client import (
     Unavailable,
 )
 from tutorforge.core.admission import RETRY_AFTER_KEY
-from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
+from tutorforge.v1 import common_pb2, datasets_pb2_grpc, jobs_pb2, retrieval_pb2, retrieval_pb2_grpc
 
 
 class FlakyRetrieval(retrieval_pb2_grpc.RetrievalServiceServicer):
@@ -44,16 +44,16 @@ class FlakyRetrieval(retrieval_pb2_grpc.RetrievalServiceServicer):
 
 
 class CutWatch(datasets_pb2_grpc.DatasetServiceServicer):
-    """WatchDatasetJob sends events 1-2 then drops the stream (UNAVAILABLE); resumed, sends what follows."""
+    """WatchJob sends events 1-2 then drops the stream (UNAVAILABLE); resumed, sends what follows."""
 
     def __init__(self) -> None:
         self.after: list[int] = []
 
-    def WatchDatasetJob(self, request, context) -> Iterator[datasets_pb2.WatchDatasetJobResponse]:
+    def WatchJob(self, request, context) -> Iterator[jobs_pb2.WatchJobResponse]:
         self.after.append(request.after_sequence)
         for sequence in range(request.after_sequence + 1, 4):
             state = common_pb2.JOB_STATE_SUCCEEDED if sequence == 3 else common_pb2.JOB_STATE_RUNNING
-            yield datasets_pb2.WatchDatasetJobResponse(event=common_pb2.JobEvent(job_id=request.job_id, sequence=sequence, state=state))
+            yield jobs_pb2.WatchJobResponse(event=common_pb2.JobEvent(job_id=request.job_id, sequence=sequence, state=state))
             if sequence == 2 and len(self.after) == 1:
                 context.abort(grpc.StatusCode.UNAVAILABLE, "server going away")
 
@@ -61,8 +61,8 @@ class CutWatch(datasets_pb2_grpc.DatasetServiceServicer):
 class SlowWatch(datasets_pb2_grpc.DatasetServiceServicer):
     """A job that never ends within the test: one event, then silence."""
 
-    def WatchDatasetJob(self, request, context) -> Iterator[datasets_pb2.WatchDatasetJobResponse]:
-        yield datasets_pb2.WatchDatasetJobResponse(event=common_pb2.JobEvent(job_id=request.job_id, sequence=1))
+    def WatchJob(self, request, context) -> Iterator[jobs_pb2.WatchJobResponse]:
+        yield jobs_pb2.WatchJobResponse(event=common_pb2.JobEvent(job_id=request.job_id, sequence=1))
         while context.is_active():
             time.sleep(0.05)
 

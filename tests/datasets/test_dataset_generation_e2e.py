@@ -10,6 +10,7 @@ from dataset_helpers import fixture_bytes
 from tutorforge import samples
 from tutorforge.datasets.repository import DatasetRepository
 from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc, inference_pb2, retrieval_pb2, retrieval_pb2_grpc
+from tutorforge.v1 import jobs_pb2
 
 pytestmark = pytest.mark.slow
 
@@ -39,8 +40,8 @@ def test_synthetic_and_document_sources(serve):
             filters=[retrieval_pb2.MetadataFilter(field="topic", equals="fractions")], max_chunks=1, exchanges=1)),
     ]
     job = stub.CreateDataset(datasets_pb2.CreateDatasetRequest(name="generated", sources=sources)).job
-    events = [r.event for r in stub.WatchDatasetJob(datasets_pb2.WatchDatasetJobRequest(job_id=job.id), timeout=1200)]
-    job = stub.GetDatasetJob(datasets_pb2.GetDatasetJobRequest(job_id=job.id)).job
+    events = [r.event for r in stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.id), timeout=1200)]
+    job = stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id)).job
     assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error
     assert any("synthetic:fractions: attempt 1 " in e.message for e in events)
     assert any("documents:topic=fractions: chunk 1/1" in e.message for e in events)
@@ -69,8 +70,8 @@ def test_synthetic_and_document_sources(serve):
     missing = datasets_pb2.DatasetSource(synthetic=datasets_pb2.SyntheticSource(
         topic="fractions", num_conversations=1, num_exchanges=1, model=inference_pb2.ModelSelection(adapter="no-such-adapter")))
     job = stub.CreateDataset(datasets_pb2.CreateDatasetRequest(name="missing-adapter", sources=[missing])).job
-    list(stub.WatchDatasetJob(datasets_pb2.WatchDatasetJobRequest(job_id=job.id), timeout=600))
-    job = stub.GetDatasetJob(datasets_pb2.GetDatasetJobRequest(job_id=job.id)).job
+    list(stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.id), timeout=600))
+    job = stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id)).job
     assert job.state == common_pb2.JOB_STATE_FAILED
     assert "synthetic generation: the inference service answered NOT_FOUND" in job.error and "no-such-adapter" in job.error
     assert [info.name for info in repository.list()] == ["generated"]

@@ -25,6 +25,7 @@ from tutorforge.datasets.repository import DatasetRepository
 from tutorforge.inference.chat import RetrievalOptions, Retriever, build_prompt, chat_retrieval
 from tutorforge.inference.types import Citation
 from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
+from tutorforge.v1 import jobs_pb2
 
 SUBJECTS = {"mathematics", "physics", "chemistry", "biology", "earth_science", "history", "language_arts", "computer_science"}
 
@@ -48,8 +49,8 @@ def _ingest(channel: grpc.Channel, document_ids: set[str] | None = None) -> None
 
 def _build(stub: datasets_pb2_grpc.DatasetServiceStub, name: str, source: datasets_pb2.SeedSource) -> datasets_pb2.DatasetVersion:
     job = stub.CreateDataset(datasets_pb2.CreateDatasetRequest(name=name, sources=[datasets_pb2.DatasetSource(seeds=source)])).job
-    list(stub.WatchDatasetJob(datasets_pb2.WatchDatasetJobRequest(job_id=job.id), timeout=1800))
-    job = stub.GetDatasetJob(datasets_pb2.GetDatasetJobRequest(job_id=job.id)).job
+    list(stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.id), timeout=1800))
+    job = stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id)).job
     assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error
     return stub.GetDataset(datasets_pb2.GetDatasetRequest(name=name)).dataset
 

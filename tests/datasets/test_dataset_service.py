@@ -10,6 +10,7 @@ from dataset_helpers import dialogue, fixture_bytes, jsonl, store_snapshot
 
 from tutorforge.datasets.repository import DatasetRepository
 from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc
+from tutorforge.v1 import jobs_pb2
 
 FILES = ("dialogues.jsonl", "openai.json", "instructions.jsonl", "scenarios.jsonl")
 
@@ -22,8 +23,8 @@ def run_build(stub, name, sources, **options) -> tuple[common_pb2.Job, list[comm
     job = stub.CreateDataset(
         datasets_pb2.CreateDatasetRequest(name=name, sources=sources, options=datasets_pb2.BuildOptions(**options))
     ).job
-    events = [r.event for r in stub.WatchDatasetJob(datasets_pb2.WatchDatasetJobRequest(job_id=job.id), timeout=300)]
-    return stub.GetDatasetJob(datasets_pb2.GetDatasetJobRequest(job_id=job.id)).job, events
+    events = [r.event for r in stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.id), timeout=300)]
+    return stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id)).job, events
 
 
 @pytest.fixture
@@ -174,7 +175,7 @@ def test_bad_requests_get_clear_errors_and_store_nothing(service, request_, code
         (lambda s: list(s.ExportDataset(datasets_pb2.ExportDatasetRequest(name="nope"))), grpc.StatusCode.NOT_FOUND),
         (lambda s: s.DeleteDataset(datasets_pb2.DeleteDatasetRequest(name="nope")), grpc.StatusCode.NOT_FOUND),
         (lambda s: s.DeleteDataset(datasets_pb2.DeleteDatasetRequest(name="../kept")), grpc.StatusCode.INVALID_ARGUMENT),
-        (lambda s: s.GetDatasetJob(datasets_pb2.GetDatasetJobRequest(job_id="../x")), grpc.StatusCode.NOT_FOUND),
+        (lambda s: s.GetJob(jobs_pb2.GetJobRequest(job_id="../x")), grpc.StatusCode.NOT_FOUND),
         (lambda s: s.ListDatasets(datasets_pb2.ListDatasetsRequest(page_token="abc")), grpc.StatusCode.INVALID_ARGUMENT),
     ],
 )

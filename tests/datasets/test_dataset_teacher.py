@@ -16,6 +16,7 @@ from dataset_helpers import store_snapshot
 from tutorforge.datasets.generation import TURN_SCHEMAS
 from tutorforge.datasets.repository import DatasetRepository
 from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc
+from tutorforge.v1 import jobs_pb2
 
 # The repository root, so that the inference tests' stand-in servers import under plain `pytest` too.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -39,8 +40,8 @@ def test_synthetic_generation_through_the_openai_compatible_teacher(serve, tmp_p
     source = datasets_pb2.SyntheticSource(topic="fractions", num_conversations=1, num_exchanges=1, teacher=teacher)
     job = stub.CreateDataset(datasets_pb2.CreateDatasetRequest(
         name="taught", sources=[datasets_pb2.DatasetSource(synthetic=source)])).job
-    events = [r.event for r in stub.WatchDatasetJob(datasets_pb2.WatchDatasetJobRequest(job_id=job.id), timeout=900)]
-    job = stub.GetDatasetJob(datasets_pb2.GetDatasetJobRequest(job_id=job.id)).job
+    events = [r.event for r in stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.id), timeout=900)]
+    job = stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id)).job
     assert job.state in (common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED), job
     assert any("synthetic:fractions: attempt 1" in e.message for e in events)
     # Whatever the small model wrote went through the teacher: kept, or dropped with a reason.
@@ -66,8 +67,8 @@ def test_synthetic_generation_through_a_tgi_or_vllm_teacher(serve, kind):
         source = datasets_pb2.SyntheticSource(topic="fractions", num_conversations=1, num_exchanges=2, teacher=teacher)
         job = stub.CreateDataset(datasets_pb2.CreateDatasetRequest(
             name="taught", sources=[datasets_pb2.DatasetSource(synthetic=source)])).job
-        list(stub.WatchDatasetJob(datasets_pb2.WatchDatasetJobRequest(job_id=job.id), timeout=300))
-    job = stub.GetDatasetJob(datasets_pb2.GetDatasetJobRequest(job_id=job.id)).job
+        list(stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.id), timeout=300))
+    job = stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id)).job
     assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error
 
     turns = ["question", "reply", "answer", "reply"]
@@ -116,6 +117,6 @@ def test_unreachable_configured_teacher_names_the_setting(serve):
     # stops would call through a closed channel, which crashes grpc.
     source.synthetic.teacher = "inference"
     job = stub.CreateDataset(datasets_pb2.CreateDatasetRequest(name="accepted", sources=[source])).job
-    list(stub.WatchDatasetJob(datasets_pb2.WatchDatasetJobRequest(job_id=job.id), timeout=120))
-    job = stub.GetDatasetJob(datasets_pb2.GetDatasetJobRequest(job_id=job.id)).job
+    list(stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.id), timeout=120))
+    job = stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id)).job
     assert job.state == common_pb2.JOB_STATE_FAILED and "needs the inference service" in job.error

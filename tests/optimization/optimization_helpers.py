@@ -8,7 +8,7 @@ from pathlib import Path
 from tutorforge.core.storage import ArtifactStore
 from tutorforge.datasets.repository import DatasetInfo, DatasetRepository
 from tutorforge.v1 import common_pb2, optimization_pb2_grpc
-from tutorforge.v1 import optimization_pb2 as pb
+from tutorforge.v1 import jobs_pb2
 
 STARTER = Path(__file__).resolve().parents[2] / "services/tutorforge/samples/dialogues/starter.jsonl"
 
@@ -26,6 +26,6 @@ def store_starter(
 
 
 def wait_for(stub: optimization_pb2_grpc.OptimizationServiceStub, run_id: str) -> tuple[common_pb2.Job, list]:
-    """Follow WatchRun to the end; returns the final run and every event."""
-    events = [response.event for response in stub.WatchRun(pb.WatchRunRequest(run_id=run_id), timeout=1500)]
-    return stub.GetRun(pb.GetRunRequest(run_id=run_id)).run, events
+    """Follow WatchJob to the end; returns the final run and every event."""
+    events = [response.event for response in stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=run_id), timeout=1500)]
+    return stub.GetJob(jobs_pb2.GetJobRequest(job_id=run_id)).job, events

@@ -7,6 +7,7 @@ import pytest
 from optimization_helpers import store_starter
 from tutorforge.v1 import optimization_pb2 as pb
 from tutorforge.v1 import optimization_pb2_grpc
+from tutorforge.v1 import jobs_pb2
 
 
 def _status(call, request) -> tuple[grpc.StatusCode, str]:
@@ -63,7 +64,7 @@ def test_bad_requests_are_refused_with_a_status_saying_what_to_fix(serve):
     code, details = _status(evaluate, pb.EvaluateRequest(dataset="starter", targets=base, weights=zero))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "sum to a positive number" in details
 
-    code, _ = _status(stub.GetRun, pb.GetRunRequest(run_id="opti-missing"))
+    code, _ = _status(stub.GetJob, jobs_pb2.GetJobRequest(job_id="opti-missing"))
     assert code == grpc.StatusCode.NOT_FOUND
     code, _ = _status(stub.GetEvaluation, pb.GetEvaluationRequest(evaluation_id="eval-missing"))
     assert code == grpc.StatusCode.NOT_FOUND

@@ -27,7 +27,7 @@ def test_an_optimization_run_is_tracked_in_mlflow(serve, tmp_path):
             max_tokens=16,
             use_retrieval=False,
         )
-    ).run
+    ).job
     run, _ = wait_for(stub, started.id)
     assert run.state == common_pb2.JOB_STATE_SUCCEEDED, run.error
 

@@ -1,7 +1,7 @@
 """Every DSPy optimizer end to end: the real model behind the real inference service, over gRPC, on tiny
 train/validation sets with short replies. Each run must spend LM calls compiling (more than scoring the
 baseline and the result takes), record validation scores and cost in the program's info, stream cost in
-WatchRun, and save a program that loads.
+WatchJob, and save a program that loads.
 
 `pytest -s` prints each run's minutes and LM calls (the numbers in docs/optimization.md)."""
 
@@ -15,6 +15,7 @@ from optimization_helpers import store_starter
 from tutorforge.core.programs import ProgramRepository
 from tutorforge.v1 import common_pb2, optimization_pb2_grpc
 from tutorforge.v1 import optimization_pb2 as pb
+from tutorforge.v1 import jobs_pb2
 
 # Chat grounds every tutor turn on the retrieval service (an empty collection here).
 SERVICES = ("optimization", "inference", "datasets", "retrieval")
@@ -39,10 +40,10 @@ def _optimize(serve, optimizer: int, budget: pb.OptimizerBudget, **request: obje
             max_tokens=MAX_TOKENS,
             **request,
         )
-    ).run
-    responses = list(stub.WatchRun(pb.WatchRunRequest(run_id=run.id), timeout=1500))
+    ).job
+    responses = list(stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=run.id), timeout=1500))
     minutes = (time.monotonic() - started) / 60
-    run = stub.GetRun(pb.GetRunRequest(run_id=run.id)).run
+    run = stub.GetJob(jobs_pb2.GetJobRequest(job_id=run.id)).job
     assert run.state == common_pb2.JOB_STATE_SUCCEEDED, run.error
     program = stub.GetProgram(pb.GetProgramRequest(name="tutor")).program
     validation = min(VALIDATION, budget.max_validation_examples or VALIDATION)
@@ -63,9 +64,9 @@ def _optimize(serve, optimizer: int, budget: pb.OptimizerBudget, **request: obje
     _, loaded = ProgramRepository(store).load(f"tutor@{program.version}")
     assert loaded.instructions.strip()
     # Every progress event carries the cost so far, and it only grows.
-    costs = [r.cost for r in responses if r.HasField("cost")]
-    assert costs and costs[-1].lm_calls == program.lm_calls and costs[-1].elapsed_seconds > 0
-    assert [c.lm_calls for c in costs] == sorted(c.lm_calls for c in costs)
+    costs = [r.event.metrics for r in responses if "lm_calls" in r.event.metrics]
+    assert costs and costs[-1]["lm_calls"] == program.lm_calls and costs[-1]["elapsed_seconds"] > 0
+    assert [c["lm_calls"] for c in costs] == sorted(c["lm_calls"] for c in costs)
     return program, loaded, json.loads(program.parameters_json)
 
 
@@ -136,9 +137,9 @@ def test_a_run_stopped_by_its_call_budget_saves_the_best_program_so_far(serve):
             budget=pb.OptimizerBudget(max_lm_calls=5, max_train_examples=6, max_validation_examples=2),
             max_tokens=MAX_TOKENS,
         )
-    ).run
-    responses = list(stub.WatchRun(pb.WatchRunRequest(run_id=run.id), timeout=1500))
-    run = stub.GetRun(pb.GetRunRequest(run_id=run.id)).run
+    ).job
+    responses = list(stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=run.id), timeout=1500))
+    run = stub.GetJob(jobs_pb2.GetJobRequest(job_id=run.id)).job
     assert run.state == common_pb2.JOB_STATE_SUCCEEDED, run.error
     assert any("LM-call budget reached" in r.event.message for r in responses)
     info = store.read_json("programs/capped/v1/info.json")
@@ -164,9 +165,9 @@ def test_the_llm_judge_metric_drives_a_run_on_the_platforms_own_model(serve):
             budget=pb.OptimizerBudget(trials=1, max_train_examples=3, max_validation_examples=2),
             max_tokens=MAX_TOKENS,
         )
-    ).run
-    list(stub.WatchRun(pb.WatchRunRequest(run_id=run.id), timeout=1500))
-    run = stub.GetRun(pb.GetRunRequest(run_id=run.id)).run
+    ).job
+    list(stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=run.id), timeout=1500))
+    run = stub.GetJob(jobs_pb2.GetJobRequest(job_id=run.id)).job
     assert run.state == common_pb2.JOB_STATE_SUCCEEDED, run.error
     info = store.read_json("programs/judged/v1/info.json")
     print(

@@ -20,6 +20,7 @@ from tutorforge.v1 import (
     retrieval_pb2_grpc,
 )
 from tutorforge.v1 import optimization_pb2 as pb
+from tutorforge.v1 import jobs_pb2
 
 SERVICES = ("optimization", "inference", "datasets")
 MATERIAL = (
@@ -56,7 +57,7 @@ def test_few_shot_optimization_improves_the_validation_score(serve):
             max_tokens=48,
             use_retrieval=False,
         )
-    ).run
+    ).job
     assert started.kind == "optimization" and started.labels["program"] == "tutor"
     run, events = wait_for(stub, started.id)
     assert run.state == common_pb2.JOB_STATE_SUCCEEDED, run.error
@@ -98,7 +99,7 @@ def test_evaluate_scores_exactly_what_chat_serves_and_records_the_benchmark(serv
         # One turn at a time, like the chat calls below: batched rows differ from a lone row in float
         # rounding, which can flip a greedy token; the prompt is the same either way.
         pb.EvaluateRequest(evaluation_set="tutor-benchmark", targets=targets, max_examples=3, max_tokens=24, threads=1)
-    ).run
+    ).job
     run, events = wait_for(stub, started.id)
     assert run.state == common_pb2.JOB_STATE_SUCCEEDED, run.error
     assert any(e.total_steps == 6 for e in events)
@@ -174,18 +175,18 @@ def test_cancelling_a_run_stops_it_and_saves_nothing(serve):
             budget=pb.OptimizerBudget(threads=1),
             use_retrieval=False,
         )
-    ).run
+    ).job
     deadline = time.monotonic() + 300
-    while stub.GetRun(pb.GetRunRequest(run_id=started.id)).run.state != common_pb2.JOB_STATE_RUNNING:
+    while stub.GetJob(jobs_pb2.GetJobRequest(job_id=started.id)).job.state != common_pb2.JOB_STATE_RUNNING:
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    assert stub.CancelRun(pb.CancelRunRequest(run_id=started.id)).run.id == started.id
+    assert stub.CancelJob(jobs_pb2.CancelJobRequest(job_id=started.id)).job.id == started.id
     run, events = wait_for(stub, started.id)
     assert run.state == common_pb2.JOB_STATE_CANCELLED
     assert events[-1].state == common_pb2.JOB_STATE_CANCELLED
     assert stub.ListPrograms(pb.ListProgramsRequest()).programs == []
     with pytest.raises(grpc.RpcError) as again:
-        stub.CancelRun(pb.CancelRunRequest(run_id=started.id))
+        stub.CancelJob(jobs_pb2.CancelJobRequest(job_id=started.id))
     assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
@@ -204,7 +205,7 @@ def test_evaluation_with_retrieval_grounds_replies_on_ingested_material(serve):
         pb.EvaluateRequest(
             dataset="starter", targets=[pb.EvaluationTarget(spec="base")], max_tokens=8
         )
-    ).run
+    ).job
     run, _ = wait_for(stub, started.id)
     assert run.state == common_pb2.JOB_STATE_SUCCEEDED, run.error
     report = stub.GetEvaluation(pb.GetEvaluationRequest(evaluation_id=run.result, include_files=True))
@@ -236,7 +237,7 @@ def test_benchmarking_an_adapter_records_its_scores_in_the_registry_lineage(serv
         pb.EvaluateRequest(
             evaluation_set="tutor-benchmark", targets=[pb.EvaluationTarget(spec="adapter:tiny")], max_examples=2, max_tokens=8
         )
-    ).run
+    ).job
     run, _ = wait_for(stub, started.id)
     assert run.state == common_pb2.JOB_STATE_SUCCEEDED, run.error
     record = registry.get("tiny", "v1")

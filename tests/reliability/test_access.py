@@ -27,7 +27,7 @@ from tutorforge.core.client import open_channel
 from tutorforge.core.errors import FailedPrecondition
 from tutorforge.core.server import start_server
 from tutorforge.core.settings import TlsSettings
-from tutorforge.v1 import retrieval_pb2, retrieval_pb2_grpc, training_pb2, training_pb2_grpc
+from tutorforge.v1 import jobs_pb2, retrieval_pb2, retrieval_pb2_grpc, training_pb2_grpc
 
 from tests.conftest import REPO, make_settings
 
@@ -82,7 +82,7 @@ def test_scoped_tokens_on_grpc_and_the_audit_line_of_each_mutating_call(serve, c
         got = (
             _code(lambda r=retrieval: r.Search(search, timeout=60)),
             _code(lambda r=retrieval: r.ListDocuments(retrieval_pb2.ListDocumentsRequest(), timeout=10)),
-            _code(lambda t=training: t.ListJobs(training_pb2.ListJobsRequest(), timeout=10)),
+            _code(lambda t=training: t.ListJobs(jobs_pb2.ListJobsRequest(), timeout=10)),
             _code(lambda r=retrieval: r.DeleteDocument(delete, timeout=10)),
         )
         assert tuple(c.name for c in got) == codes, name
@@ -111,7 +111,7 @@ def test_an_empty_token_refuses_to_start_unless_insecure(tmp_path):
     running = start_server(make_settings(tmp_path, server__api_token=SecretStr(""), server__insecure=True), ["training"], port=0)
     try:
         stub = training_pb2_grpc.TrainingServiceStub(open_channel(running.address))
-        assert list(stub.ListJobs(training_pb2.ListJobsRequest(), timeout=10).jobs) == []  # auth off, on purpose
+        assert list(stub.ListJobs(jobs_pb2.ListJobsRequest(), timeout=10).jobs) == []  # auth off, on purpose
     finally:
         running.stop(grace=1)
 
@@ -178,7 +178,7 @@ def pki(tmp_path_factory) -> dict[str, Path]:
 
 def _list_jobs(address: str, tls: TlsSettings | None, token: str | None = None) -> grpc.StatusCode:
     stub = training_pb2_grpc.TrainingServiceStub(open_channel(address, token, tls=tls))
-    return _code(lambda: stub.ListJobs(training_pb2.ListJobsRequest(), timeout=10))
+    return _code(lambda: stub.ListJobs(jobs_pb2.ListJobsRequest(), timeout=10))
 
 
 def test_grpc_over_tls_and_mtls(serve, pki):
@@ -198,7 +198,7 @@ def test_grpc_over_tls_and_mtls(serve, pki):
     assert _list_jobs(running.address, trusted) == grpc.StatusCode.UNAVAILABLE  # no client certificate
     # The server's own channels to its services (Runtime.channel) use the same settings and get through.
     assert training_pb2_grpc.TrainingServiceStub(running.runtime.channel("training")).ListJobs(
-        training_pb2.ListJobsRequest(), timeout=10).jobs is not None
+        jobs_pb2.ListJobsRequest(), timeout=10).jobs is not None
 
 
 def test_half_a_tls_configuration_refuses_to_start(tmp_path, pki):

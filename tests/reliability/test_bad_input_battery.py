@@ -13,6 +13,7 @@ import pytest
 from tutorforge.v1 import common_pb2 as C
 from tutorforge.v1 import datasets_pb2 as D
 from tutorforge.v1 import inference_pb2 as I
+from tutorforge.v1 import jobs_pb2 as J
 from tutorforge.v1 import optimization_pb2 as O
 from tutorforge.v1 import retrieval_pb2 as R
 from tutorforge.v1 import training_pb2 as T
@@ -163,11 +164,14 @@ GRPC_CASES = [
     Case("create-dataset-documents-faithfulness-nan", DS + "CreateDataset", D.CreateDatasetRequest(name="probe", sources=[D.DatasetSource(documents=D.DocumentSource(min_faithfulness=NAN))]), "min_faithfulness"),
     Case("create-dataset-documents-filter-nan", DS + "CreateDataset", D.CreateDatasetRequest(name="probe", sources=[D.DatasetSource(documents=D.DocumentSource(filters=[_range(lt=NAN)]))]), "range.lt"),
     Case("create-dataset-description-over-limit", DS + "CreateDataset", D.CreateDatasetRequest(name="probe", description="d" * (4 * 1024 * 1024 + 1), sources=[D.DatasetSource(file=_file(CHATML))]), "description"),
-    Case("get-dataset-job-id-empty", DS + "GetDatasetJob", D.GetDatasetJobRequest(), "job"),
-    Case("get-dataset-job-missing", DS + "GetDatasetJob", D.GetDatasetJobRequest(job_id="nosuch"), "nosuch", (NOT_FOUND,)),
-    Case("get-dataset-job-id-huge", DS + "GetDatasetJob", D.GetDatasetJobRequest(job_id=HUGE), "job_id"),
-    Case("get-dataset-job-id-traversal", DS + "GetDatasetJob", D.GetDatasetJobRequest(job_id="../../x"), "job", (INVALID, NOT_FOUND)),
-    Case("watch-dataset-job-missing", DS + "WatchDatasetJob", D.WatchDatasetJobRequest(job_id="nosuch"), "nosuch", (NOT_FOUND,)),
+    Case("get-dataset-job-id-empty", DS + "GetJob", J.GetJobRequest(), "job"),
+    Case("get-dataset-job-missing", DS + "GetJob", J.GetJobRequest(job_id="nosuch"), "nosuch", (NOT_FOUND,)),
+    Case("get-dataset-job-id-huge", DS + "GetJob", J.GetJobRequest(job_id=HUGE), "job_id"),
+    Case("get-dataset-job-id-traversal", DS + "GetJob", J.GetJobRequest(job_id="../../x"), "job", (INVALID, NOT_FOUND)),
+    Case("watch-dataset-job-missing", DS + "WatchJob", J.WatchJobRequest(job_id="nosuch"), "nosuch", (NOT_FOUND,)),
+    Case("cancel-dataset-job-missing", DS + "CancelJob", J.CancelJobRequest(job_id="nosuch"), "nosuch", (NOT_FOUND,)),
+    Case("list-dataset-jobs-kind-unknown", DS + "ListJobs", J.ListJobsRequest(kind="training"), "kind"),
+    Case("list-dataset-jobs-page-token-garbage", DS + "ListJobs", J.ListJobsRequest(page_token="zz"), "page_token"),
     Case("get-dataset-missing", DS + "GetDataset", D.GetDatasetRequest(name="nosuch"), "nosuch", (NOT_FOUND,)),
     Case("get-dataset-version-traversal", DS + "GetDataset", D.GetDatasetRequest(name="nosuch", version="../v"), "version", (INVALID, NOT_FOUND)),
     Case("list-datasets-page-size-negative", DS + "ListDatasets", D.ListDatasetsRequest(page_size=-1), "page_size"),
@@ -234,12 +238,12 @@ GRPC_CASES = [
     Case("start-training-workers-negative", TR + "StartTraining", _train(resources__num_workers=-1), "workers"),
     Case("start-training-cpus-nan", TR + "StartTraining", _train(resources__cpus_per_worker=NAN), "cpus_per_worker"),
     Case("start-training-target-module-huge", TR + "StartTraining", _train(lora__target_modules=[HUGE]), "target_modules"),
-    Case("get-training-job-missing", TR + "GetJob", T.GetJobRequest(job_id="nosuch"), "nosuch", (NOT_FOUND,)),
-    Case("list-training-jobs-state-unknown-enum", TR + "ListJobs", T.ListJobsRequest(state=12), "state"),
-    Case("list-training-jobs-page-size-negative", TR + "ListJobs", T.ListJobsRequest(page_size=-3), "page_size"),
-    Case("watch-training-job-missing", TR + "WatchJob", T.WatchJobRequest(job_id="nosuch"), "nosuch", (NOT_FOUND,)),
-    Case("cancel-training-job-missing", TR + "CancelJob", T.CancelJobRequest(job_id="nosuch"), "nosuch", (NOT_FOUND,)),
-    Case("resume-training-job-missing", TR + "ResumeJob", T.ResumeJobRequest(job_id="nosuch"), "nosuch", (NOT_FOUND,)),
+    Case("get-training-job-missing", TR + "GetJob", J.GetJobRequest(job_id="nosuch"), "nosuch", (NOT_FOUND,)),
+    Case("list-training-jobs-state-unknown-enum", TR + "ListJobs", J.ListJobsRequest(state=12), "state"),
+    Case("list-training-jobs-page-size-negative", TR + "ListJobs", J.ListJobsRequest(page_size=-3), "page_size"),
+    Case("watch-training-job-missing", TR + "WatchJob", J.WatchJobRequest(job_id="nosuch"), "nosuch", (NOT_FOUND,)),
+    Case("cancel-training-job-missing", TR + "CancelJob", J.CancelJobRequest(job_id="nosuch"), "nosuch", (NOT_FOUND,)),
+    Case("resume-training-job-missing", TR + "ResumeJob", J.ResumeJobRequest(job_id="nosuch"), "nosuch", (NOT_FOUND,)),
     # --- optimization
     Case("start-optimization-name-bad", OP + "StartOptimization", _optimize(name="Bad Name"), "name"),
     Case("start-optimization-optimizer-unknown-enum", OP + "StartOptimization", _optimize(optimizer=99), "optimizer"),
@@ -250,9 +254,11 @@ GRPC_CASES = [
     Case("start-optimization-trials-negative", OP + "StartOptimization", _optimize(budget=O.OptimizerBudget(trials=-1)), "trials"),
     Case("start-optimization-max-tokens-negative", OP + "StartOptimization", _optimize(max_tokens=-1), "max_tokens"),
     Case("start-optimization-dataset-missing", OP + "StartOptimization", _optimize(dataset="nosuch"), "nosuch", (NOT_FOUND,)),
-    Case("get-run-missing", OP + "GetRun", O.GetRunRequest(run_id="nosuch"), "nosuch", (NOT_FOUND,)),
-    Case("watch-run-missing", OP + "WatchRun", O.WatchRunRequest(run_id="nosuch"), "nosuch", (NOT_FOUND,)),
-    Case("cancel-run-missing", OP + "CancelRun", O.CancelRunRequest(run_id="nosuch"), "nosuch", (NOT_FOUND,)),
+    Case("get-run-missing", OP + "GetJob", J.GetJobRequest(job_id="nosuch"), "nosuch", (NOT_FOUND,)),
+    Case("watch-run-missing", OP + "WatchJob", J.WatchJobRequest(job_id="nosuch"), "nosuch", (NOT_FOUND,)),
+    Case("cancel-run-missing", OP + "CancelJob", J.CancelJobRequest(job_id="nosuch"), "nosuch", (NOT_FOUND,)),
+    Case("list-runs-kind-unknown", OP + "ListJobs", J.ListJobsRequest(kind="dataset"), "kind"),
+    Case("list-runs-page-size-huge", OP + "ListJobs", J.ListJobsRequest(page_size=2**31 - 1), "page_size"),
     Case("get-program-missing", OP + "GetProgram", O.GetProgramRequest(name="nosuch"), "nosuch", (NOT_FOUND,)),
     Case("get-program-name-bad", OP + "GetProgram", O.GetProgramRequest(name="../x"), "name"),
     Case("evaluate-no-targets", OP + "Evaluate", O.EvaluateRequest(evaluation_set="tutor-benchmark"), "target"),

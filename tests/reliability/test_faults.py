@@ -24,6 +24,7 @@ from tutorforge.v1 import (
     common_pb2,
     datasets_pb2,
     datasets_pb2_grpc,
+    jobs_pb2,
     retrieval_pb2,
     retrieval_pb2_grpc,
     training_pb2,
@@ -153,13 +154,13 @@ def test_kill_during_dataset_build_marks_it_failed_with_the_reason(server: Serve
         sources=[datasets_pb2.DatasetSource(seeds=datasets_pb2.SeedSource(bundled=True, dialogues_per_card=32))],
     )
     job = stub.CreateDataset(request, timeout=60).job
-    _wait(lambda: stub.GetDatasetJob(datasets_pb2.GetDatasetJobRequest(job_id=job.id), timeout=10).job.state
+    _wait(lambda: stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id), timeout=10).job.state
           == common_pb2.JOB_STATE_RUNNING, 120, "the build to run")
     server.kill()
 
     channel = server.start()
     stub = datasets_pb2_grpc.DatasetServiceStub(channel)
-    record = _wait(lambda: (j := stub.GetDatasetJob(datasets_pb2.GetDatasetJobRequest(job_id=job.id), timeout=10).job).state
+    record = _wait(lambda: (j := stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id), timeout=10).job).state
                    == common_pb2.JOB_STATE_FAILED and j, 60, "the restarted server to take the build over")
     assert "stopped (crash or restart) while it was running" in record.error and "dataset build" in record.error
     # No half-written version is listed.
@@ -177,7 +178,7 @@ def test_kill_during_training_resumes_from_the_last_checkpoint(server: Server) -
         name="tiny", sources=[datasets_pb2.DatasetSource(seeds=datasets_pb2.SeedSource(bundled=True, dialogues_per_card=1))],
     )
     build = datasets.CreateDataset(request, timeout=60).job
-    built = _wait(lambda: (j := datasets.GetDatasetJob(datasets_pb2.GetDatasetJobRequest(job_id=build.id), timeout=10).job).state
+    built = _wait(lambda: (j := datasets.GetJob(jobs_pb2.GetJobRequest(job_id=build.id), timeout=10).job).state
                   in (common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED) and j, 600, "the tiny dataset")
     assert built.state == common_pb2.JOB_STATE_SUCCEEDED, built.error
     training = training_pb2_grpc.TrainingServiceStub(channel)
@@ -193,7 +194,7 @@ def test_kill_during_training_resumes_from_the_last_checkpoint(server: Server) -
 
     def at_checkpoint() -> bool:
         # Past step 3 of 6: the step-2 checkpoint is written.
-        record = training.GetJob(training_pb2.GetJobRequest(job_id=job.id), timeout=10).job
+        record = training.GetJob(jobs_pb2.GetJobRequest(job_id=job.id), timeout=10).job
         assert record.state in (common_pb2.JOB_STATE_QUEUED, common_pb2.JOB_STATE_RUNNING), record.error
         return record.progress >= 0.5
 
@@ -202,10 +203,10 @@ def test_kill_during_training_resumes_from_the_last_checkpoint(server: Server) -
 
     channel = server.start()
     training = training_pb2_grpc.TrainingServiceStub(channel)
-    final = _wait(lambda: (j := training.GetJob(training_pb2.GetJobRequest(job_id=job.id), timeout=10).job).state
+    final = _wait(lambda: (j := training.GetJob(jobs_pb2.GetJobRequest(job_id=job.id), timeout=10).job).state
                   in (common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED) and j, 900, "the resumed run")
     assert final.state == common_pb2.JOB_STATE_SUCCEEDED, final.error
-    messages = [r.event.message for r in training.WatchJob(training_pb2.WatchJobRequest(job_id=job.id), timeout=60)]
+    messages = [r.event.message for r in training.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.id), timeout=60)]
     assert any("resuming from the last checkpoint" in m for m in messages)
     assert any("resumed from the last checkpoint" in m for m in messages)  # steps came from a checkpoint
     _no_partial_files(server.root / "store")

@@ -13,6 +13,7 @@ from tutorforge.core.models import chat_model_path, load_chat_tokenizer
 from tutorforge.training.data import padded_batches, tokenize_records
 from tutorforge.training.loop import evaluate_loss
 from tutorforge.v1 import common_pb2, inference_pb2, inference_pb2_grpc, training_pb2, training_pb2_grpc
+from tutorforge.v1 import jobs_pb2
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,7 @@ def request(max_steps: int, **arguments) -> training_pb2.StartTrainingRequest:
 def wait_for(stub, job_id: str, predicate, timeout: float = 600) -> common_pb2.Job:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = stub.GetJob(training_pb2.GetJobRequest(job_id=job_id)).job
+        job = stub.GetJob(jobs_pb2.GetJobRequest(job_id=job_id)).job
         if predicate(job):
             return job
         time.sleep(0.5)
@@ -40,7 +41,7 @@ def wait_for(stub, job_id: str, predicate, timeout: float = 600) -> common_pb2.J
 
 
 def events_of(stub, job_id: str) -> list[common_pb2.JobEvent]:
-    return [response.event for response in stub.WatchJob(training_pb2.WatchJobRequest(job_id=job_id))]
+    return [response.event for response in stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id))]
 
 
 def mean_loss(model, examples, pad: int) -> float:
@@ -59,7 +60,7 @@ def test_training_publishes_an_adapter_that_fits_the_data(serve, starter_dataset
     stub = training_pb2_grpc.TrainingServiceStub(channel)
     job = stub.StartTraining(request(8, eval_steps=4, checkpoint_steps=4)).job
     events = events_of(stub, job.id)
-    job = stub.GetJob(training_pb2.GetJobRequest(job_id=job.id)).job
+    job = stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id)).job
     assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error
     assert job.result == "socratic"
 
@@ -152,7 +153,7 @@ def test_early_stopping_publishes_the_best_evaluated_weights(serve, starter_data
     start.resources.num_workers = 1
     job = stub.StartTraining(start).job
     events = events_of(stub, job.id)
-    job = stub.GetJob(training_pb2.GetJobRequest(job_id=job.id)).job
+    job = stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id)).job
     assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error
     steps = [e for e in events if "loss" in e.metrics]
     evals = [(e.step, e.metrics["eval_loss"]) for e in steps if "eval_loss" in e.metrics]
@@ -188,7 +189,7 @@ def test_a_worker_crash_resumes_from_the_last_checkpoint(serve, starter_dataset)
     stub = training_pb2_grpc.TrainingServiceStub(channel)
     job = stub.StartTraining(request(5, checkpoint_steps=2)).job
     events = events_of(stub, job.id)
-    job = stub.GetJob(training_pb2.GetJobRequest(job_id=job.id)).job
+    job = stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id)).job
     assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error
     assert store.exists(f"training/runs/{job.id}/fault-injected")
     # Step 3 ran, the crash came before step 4, the restarted workers began again after the step-2
@@ -207,7 +208,7 @@ def test_cancel_keeps_the_checkpoint_and_resume_finishes(serve, starter_dataset)
     stub = training_pb2_grpc.TrainingServiceStub(channel)
     job = stub.StartTraining(request(6, checkpoint_steps=1)).job
     wait_for(stub, job.id, lambda j: j.metrics.get("step_seconds", 0) > 0)
-    stub.CancelJob(training_pb2.CancelJobRequest(job_id=job.id))
+    stub.CancelJob(jobs_pb2.CancelJobRequest(job_id=job.id))
     job = wait_for(stub, job.id, lambda j: j.state != common_pb2.JOB_STATE_RUNNING)
     assert job.state == common_pb2.JOB_STATE_CANCELLED
     assert "checkpoint is kept" in job.message
@@ -217,19 +218,19 @@ def test_cancel_keeps_the_checkpoint_and_resume_finishes(serve, starter_dataset)
     stopped_at = max(r["step"] for r in store.read_json(f"{run}/metrics.json"))
     assert stopped_at < 6
     with pytest.raises(grpc.RpcError) as caught:
-        stub.CancelJob(training_pb2.CancelJobRequest(job_id=job.id))
+        stub.CancelJob(jobs_pb2.CancelJobRequest(job_id=job.id))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
-    resumed = stub.ResumeJob(training_pb2.ResumeJobRequest(job_id=job.id)).job
+    resumed = stub.ResumeJob(jobs_pb2.ResumeJobRequest(job_id=job.id)).job
     assert resumed.id == job.id and resumed.state == common_pb2.JOB_STATE_QUEUED
     events = events_of(stub, job.id)
-    job = stub.GetJob(training_pb2.GetJobRequest(job_id=job.id)).job
+    job = stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id)).job
     assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error
     # Continued from the checkpoint taken at the cancel: across both attempts every step ran once.
     assert [e.step for e in events if "loss" in e.metrics] == list(range(1, 7))
     assert [r["step"] for r in store.read_json(f"{run}/metrics.json")] == list(range(1, 7))
     with pytest.raises(grpc.RpcError) as caught:
-        stub.ResumeJob(training_pb2.ResumeJobRequest(job_id=job.id))
+        stub.ResumeJob(jobs_pb2.ResumeJobRequest(job_id=job.id))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
@@ -247,23 +248,23 @@ def test_job_survives_a_service_restart_and_resumes(serve, starter_dataset, tmp_
 
     _, channel = serve("training", settings=running.runtime.settings)
     stub = training_pb2_grpc.TrainingServiceStub(channel)
-    job = stub.GetJob(training_pb2.GetJobRequest(job_id=job.id)).job
+    job = stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id)).job
     assert job.state == common_pb2.JOB_STATE_FAILED
     assert "jobs resume" in job.error
     events = events_of(stub, job.id)
     assert [e.sequence for e in events[: len(before)]] == [e.sequence for e in before]
-    stub.ResumeJob(training_pb2.ResumeJobRequest(job_id=job.id))
+    stub.ResumeJob(jobs_pb2.ResumeJobRequest(job_id=job.id))
     events_of(stub, job.id)
-    job = stub.GetJob(training_pb2.GetJobRequest(job_id=job.id)).job
+    job = stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id)).job
     assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error
     assert [r["step"] for r in store.read_json(f"training/runs/{job.id}/metrics.json")] == list(range(1, 6))
 
 
 def events_of_until_now(stub, job_id: str) -> list[common_pb2.JobEvent]:
-    job = stub.GetJob(training_pb2.GetJobRequest(job_id=job_id)).job
+    job = stub.GetJob(jobs_pb2.GetJobRequest(job_id=job_id)).job
     assert job.state == common_pb2.JOB_STATE_RUNNING
     events = []
-    for response in stub.WatchJob(training_pb2.WatchJobRequest(job_id=job_id)):
+    for response in stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id)):
         events.append(response.event)
         if "loss" in response.event.metrics:
             break

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tutorforge.core.adapters import AdapterRegistry
 from tutorforge.core.telemetry.experiments import tracking_uri
 from tutorforge.v1 import common_pb2, training_pb2, training_pb2_grpc
+from tutorforge.v1 import jobs_pb2
 
 pytestmark = pytest.mark.slow
 
@@ -40,9 +41,9 @@ def test_a_training_run_is_tracked_in_mlflow_and_linked_from_the_adapter(serve, 
             resources=training_pb2.ResourceConfig(num_workers=1),
         )
     ).job
-    for _ in stub.WatchJob(training_pb2.WatchJobRequest(job_id=job.id)):
+    for _ in stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.id)):
         pass
-    job = stub.GetJob(training_pb2.GetJobRequest(job_id=job.id)).job
+    job = stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id)).job
     assert job.state == common_pb2.JOB_STATE_SUCCEEDED, job.error
 
     uri = tracking_uri(running.runtime.settings, store)

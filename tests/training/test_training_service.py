@@ -13,6 +13,7 @@ from tutorforge.core.jobs import JobManager, JobState
 from tutorforge.core.storage import ArtifactStore
 from tutorforge.training.config import TrainingSpec
 from tutorforge.v1 import common_pb2, training_pb2, training_pb2_grpc
+from tutorforge.v1 import jobs_pb2
 
 RECORDS = [
     {
@@ -82,7 +83,7 @@ def test_bad_hyperparameters_are_invalid_argument_naming_the_field(training, fie
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert named in error.details()
     # A refused request leaves no job behind.
-    assert list(stub.ListJobs(training_pb2.ListJobsRequest()).jobs) == []
+    assert list(stub.ListJobs(jobs_pb2.ListJobsRequest()).jobs) == []
 
 
 def test_unknown_dataset_is_not_found(training) -> None:
@@ -105,10 +106,10 @@ def test_gpu_options_without_a_gpu_are_failed_precondition(training) -> None:
 def test_unknown_jobs_are_not_found(training) -> None:
     _, stub = training
     calls = [
-        lambda: stub.GetJob(training_pb2.GetJobRequest(job_id="trai-000000000000")),
-        lambda: stub.CancelJob(training_pb2.CancelJobRequest(job_id="trai-000000000000")),
-        lambda: stub.ResumeJob(training_pb2.ResumeJobRequest(job_id="trai-000000000000")),
-        lambda: list(stub.WatchJob(training_pb2.WatchJobRequest(job_id="../../etc"))),
+        lambda: stub.GetJob(jobs_pb2.GetJobRequest(job_id="trai-000000000000")),
+        lambda: stub.CancelJob(jobs_pb2.CancelJobRequest(job_id="trai-000000000000")),
+        lambda: stub.ResumeJob(jobs_pb2.ResumeJobRequest(job_id="trai-000000000000")),
+        lambda: list(stub.WatchJob(jobs_pb2.WatchJobRequest(job_id="../../etc"))),
     ]
     for call in calls:
         with pytest.raises(grpc.RpcError) as caught:
@@ -132,14 +133,14 @@ def test_a_run_left_running_by_a_dead_process_is_failed_with_a_resume_hint(serve
 
     _, channel = serve("training")
     stub = training_pb2_grpc.TrainingServiceStub(channel)
-    job = stub.GetJob(training_pb2.GetJobRequest(job_id=record.id)).job
+    job = stub.GetJob(jobs_pb2.GetJobRequest(job_id=record.id)).job
     assert job.state == common_pb2.JOB_STATE_FAILED
     assert "stopped (crash or restart)" in job.error and "jobs resume" in job.error
     assert "resuming it failed" in job.error and "sky" in job.error
     assert job.metrics["loss"] == pytest.approx(2.1)
-    events = [r.event for r in stub.WatchJob(training_pb2.WatchJobRequest(job_id=record.id))]
+    events = [r.event for r in stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=record.id))]
     assert [e.sequence for e in events] == list(range(1, len(before) + 2))
     assert events[len(before) - 1].step == 3 and events[-1].state == common_pb2.JOB_STATE_FAILED
-    listed = stub.ListJobs(training_pb2.ListJobsRequest(state=common_pb2.JOB_STATE_FAILED)).jobs
+    listed = stub.ListJobs(jobs_pb2.ListJobsRequest(state=common_pb2.JOB_STATE_FAILED)).jobs
     assert [j.id for j in listed] == [record.id]
-    assert list(stub.ListJobs(training_pb2.ListJobsRequest(state=common_pb2.JOB_STATE_RUNNING)).jobs) == []
+    assert list(stub.ListJobs(jobs_pb2.ListJobsRequest(state=common_pb2.JOB_STATE_RUNNING)).jobs) == []

@@ -11,11 +11,8 @@ from typing import Any, Self, TypeVar
 from grpc import aio
 
 from tutorforge.client.connection import DEFAULT_ADDRESS, Endpoint, domain_error
-from tutorforge.client.datasets import DatasetsClient
 from tutorforge.client.inference import chat_request
-from tutorforge.client.jobs import JobRpcs, finished, still_running, timed_out
-from tutorforge.client.optimization import OptimizationClient
-from tutorforge.client.training import TrainingClient
+from tutorforge.client.jobs import finished, still_running, timed_out
 from tutorforge.core.errors import TutorforgeError, Unavailable
 from tutorforge.core.settings import TlsSettings
 from tutorforge.core.telemetry import tracing
@@ -24,6 +21,7 @@ from tutorforge.v1 import (
     common_pb2,
     datasets_pb2_grpc,
     inference_pb2_grpc,
+    jobs_pb2,
     optimization_pb2_grpc,
     training_pb2_grpc,
 )
@@ -105,21 +103,21 @@ class AsyncInferenceClient:
 class AsyncJobs:
     """Watching and waiting for one service's jobs from asyncio (start them with the sync client)."""
 
-    def __init__(self, connection: AsyncConnection, stub: Any, rpcs: JobRpcs):
-        self.connection, self.stub, self.rpcs = connection, stub, rpcs
+    def __init__(self, connection: AsyncConnection, stub: Any):
+        self.connection, self.stub = connection, stub
 
     async def get(self, job_id: str) -> common_pb2.Job:
-        return self.rpcs.job_of(await self.connection.unary(getattr(self.stub, self.rpcs.get), self.rpcs.get_for(job_id), "read"))
+        return (await self.connection.unary(self.stub.GetJob, jobs_pb2.GetJobRequest(job_id=job_id), "read")).job
 
     async def watch(self, job_id: str, after_sequence: int = 0, timeout: float | None = None) -> AsyncIterator[common_pb2.JobEvent]:
         """As JobClient.watch_job: past events after `after_sequence`, then new ones until the job ends."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else max(0.001, deadline - time.monotonic())
-            request = self.rpcs.watch_for(job_id, after_sequence)
+            request = jobs_pb2.WatchJobRequest(job_id=job_id, after_sequence=after_sequence)
             resumed_from = after_sequence
             try:
-                async for reply in self.connection.stream(getattr(self.stub, self.rpcs.watch), request, "watch", timeout=left):
+                async for reply in self.connection.stream(self.stub.WatchJob, request, "watch", timeout=left):
                     after_sequence = reply.event.sequence
                     yield reply.event
                 return
@@ -146,9 +144,9 @@ class AsyncTutorforge:
         self.connection = AsyncConnection(address, **options)
         channel = self.connection.channel
         self.inference = AsyncInferenceClient(self.connection)
-        self.datasets = AsyncJobs(self.connection, datasets_pb2_grpc.DatasetServiceStub(channel), DatasetsClient.JOBS)
-        self.training = AsyncJobs(self.connection, training_pb2_grpc.TrainingServiceStub(channel), TrainingClient.JOBS)
-        self.optimization = AsyncJobs(self.connection, optimization_pb2_grpc.OptimizationServiceStub(channel), OptimizationClient.JOBS)
+        self.datasets = AsyncJobs(self.connection, datasets_pb2_grpc.DatasetServiceStub(channel))
+        self.training = AsyncJobs(self.connection, training_pb2_grpc.TrainingServiceStub(channel))
+        self.optimization = AsyncJobs(self.connection, optimization_pb2_grpc.OptimizationServiceStub(channel))
 
     async def close(self) -> None:
         await self.connection.close()

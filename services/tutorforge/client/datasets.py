@@ -8,7 +8,7 @@ from typing import Any
 
 from tutorforge.client.connection import Connection
 from tutorforge.client.convert import enum_value, message
-from tutorforge.client.jobs import JobClient, JobHandle, JobRpcs
+from tutorforge.client.jobs import JobClient, JobHandle
 from tutorforge.client.retrieval import filters_of
 from tutorforge.core.errors import InvalidArgument
 from tutorforge.v1 import datasets_pb2 as pb
@@ -55,8 +55,6 @@ def document_source(
 
 
 class DatasetsClient(JobClient):
-    JOBS = JobRpcs(get="GetDatasetJob", get_request=pb.GetDatasetJobRequest, watch="WatchDatasetJob", watch_request=pb.WatchDatasetJobRequest)
-
     def __init__(self, connection: Connection):
         super().__init__(connection, datasets_pb2_grpc.DatasetServiceStub(connection.channel))
 

@@ -1,19 +1,19 @@
 """Long-running jobs (dataset builds, training runs, optimization and evaluation runs) seen the same way
-from every service: a `JobHandle` to `get`, `watch`, `wait` for and `cancel` a job, over each service's
-own job RPCs."""
+from every service: a `JobHandle` to `get`, `watch`, `wait` for and `cancel` a job, over the job RPCs every
+job-running service serves with the same messages (jobs.proto)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 from tutorforge.client.connection import Connection
-from tutorforge.core.errors import FailedPrecondition, TutorforgeError, Unavailable, error_for_status
-from tutorforge.v1 import common_pb2
+from tutorforge.client.convert import enum_value
+from tutorforge.core.errors import TutorforgeError, Unavailable, error_for_status
+from tutorforge.v1 import common_pb2, jobs_pb2
 
 TERMINAL = frozenset({common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED})
 
@@ -33,29 +33,6 @@ class JobFailed(TutorforgeError):
         self.job = job
 
 
-@dataclass(frozen=True)
-class JobRpcs:
-    """Where a service keeps its job RPCs: method names, request types, and the id/job field names."""
-
-    get: str
-    get_request: type
-    watch: str
-    watch_request: type
-    id_field: str = "job_id"
-    job_field: str = "job"
-    cancel: str | None = None
-    cancel_request: type | None = None
-
-    def get_for(self, job_id: str) -> Any:
-        return self.get_request(**{self.id_field: job_id})
-
-    def watch_for(self, job_id: str, after_sequence: int) -> Any:
-        return self.watch_request(**{self.id_field: job_id, "after_sequence": after_sequence})
-
-    def job_of(self, reply: Any) -> common_pb2.Job:
-        return getattr(reply, self.job_field)
-
-
 def finished(job: common_pb2.Job, check: bool) -> common_pb2.Job:
     """`job`, or JobFailed when `check` and it did not succeed."""
     if check and job.state != common_pb2.JOB_STATE_SUCCEEDED:
@@ -73,9 +50,7 @@ def still_running(job_id: str, timeout: float | None) -> TutorforgeError:
 
 
 class JobClient:
-    """What every job-running service's client shares: `job(id)`, `get_job`, `watch_job`, `cancel_job`."""
-
-    JOBS: JobRpcs
+    """What every job-running service's client shares: `job(id)`, `get_job`, `jobs`, `watch_job`, `cancel_job`."""
 
     def __init__(self, connection: Connection, stub: Any):
         self.connection = connection
@@ -86,7 +61,19 @@ class JobClient:
         return JobHandle(self, job if isinstance(job, common_pb2.Job) else common_pb2.Job(id=job))
 
     def get_job(self, job_id: str) -> common_pb2.Job:
-        return self.JOBS.job_of(self.connection.unary(getattr(self.stub, self.JOBS.get), self.JOBS.get_for(job_id), "read"))
+        return self.connection.unary(self.stub.GetJob, jobs_pb2.GetJobRequest(job_id=job_id), "read").job
+
+    def jobs(self, state: str | int = "unspecified", kind: str = "", page_size: int = 100) -> Iterator[common_pb2.Job]:
+        """This service's jobs, newest first, optionally of one kind and in one state (queued, running, ...)."""
+        token = ""
+        wanted = enum_value(common_pb2.JobState, "JOB_STATE_", state, "state")
+        while True:
+            request = jobs_pb2.ListJobsRequest(page_size=page_size, page_token=token, state=wanted, kind=kind)
+            page = self.connection.unary(self.stub.ListJobs, request, "read")
+            yield from page.jobs
+            token = page.next_page_token
+            if not token:
+                return
 
     def watch_job(self, job_id: str, after_sequence: int = 0, timeout: float | None = None) -> Iterator[common_pb2.JobEvent]:
         """The job's past events after `after_sequence`, then new ones until it ends. A stream cut by an
@@ -95,10 +82,10 @@ class JobClient:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else max(0.001, deadline - time.monotonic())
-            request = self.JOBS.watch_for(job_id, after_sequence)
+            request = jobs_pb2.WatchJobRequest(job_id=job_id, after_sequence=after_sequence)
             resumed_from = after_sequence
             try:
-                for reply in self.connection.stream(getattr(self.stub, self.JOBS.watch), request, "watch", timeout=left):
+                for reply in self.connection.stream(self.stub.WatchJob, request, "watch", timeout=left):
                     after_sequence = reply.event.sequence
                     yield reply.event
                 return
@@ -107,10 +94,7 @@ class JobClient:
                     raise
 
     def cancel_job(self, job_id: str) -> common_pb2.Job:
-        if self.JOBS.cancel is None:
-            raise FailedPrecondition(f"{type(self).__name__}: this service's jobs cannot be cancelled")
-        request = self.JOBS.cancel_request(**{self.JOBS.id_field: job_id})
-        return self.JOBS.job_of(self.connection.unary(getattr(self.stub, self.JOBS.cancel), request, "write"))
+        return self.connection.unary(self.stub.CancelJob, jobs_pb2.CancelJobRequest(job_id=job_id), "write").job
 
 
 class JobHandle:

@@ -7,17 +7,12 @@ from typing import Any
 
 from tutorforge.client.connection import Connection
 from tutorforge.client.convert import enum_value, message
-from tutorforge.client.jobs import JobClient, JobHandle, JobRpcs
+from tutorforge.client.jobs import JobClient, JobHandle
 from tutorforge.v1 import optimization_pb2 as pb
 from tutorforge.v1 import optimization_pb2_grpc
 
 
 class OptimizationClient(JobClient):
-    JOBS = JobRpcs(
-        get="GetRun", get_request=pb.GetRunRequest, watch="WatchRun", watch_request=pb.WatchRunRequest,
-        id_field="run_id", job_field="run", cancel="CancelRun", cancel_request=pb.CancelRunRequest,
-    )
-
     def __init__(self, connection: Connection):
         super().__init__(connection, optimization_pb2_grpc.OptimizationServiceStub(connection.channel))
 
@@ -50,7 +45,7 @@ class OptimizationClient(JobClient):
         }, "optimize")
         if use_retrieval is not None:
             request.use_retrieval = use_retrieval
-        return self.job(self.connection.unary(self.stub.StartOptimization, request, "start").run)
+        return self.job(self.connection.unary(self.stub.StartOptimization, request, "start").job)
 
     def evaluate(
         self,
@@ -73,7 +68,7 @@ class OptimizationClient(JobClient):
         )
         if use_retrieval is not None:
             request.use_retrieval = use_retrieval
-        return self.job(self.connection.unary(self.stub.Evaluate, request, "start").run)
+        return self.job(self.connection.unary(self.stub.Evaluate, request, "start").job)
 
     def get_evaluation(self, evaluation_id: str, include_files: bool = False) -> pb.GetEvaluationResponse:
         request = pb.GetEvaluationRequest(evaluation_id=evaluation_id, include_files=include_files)

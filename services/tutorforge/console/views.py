@@ -18,11 +18,11 @@ from tutorforge.v1 import (
     datasets_pb2_grpc,
     inference_pb2,
     inference_pb2_grpc,
+    jobs_pb2,
     optimization_pb2,
     optimization_pb2_grpc,
     retrieval_pb2,
     retrieval_pb2_grpc,
-    training_pb2,
     training_pb2_grpc,
 )
 
@@ -180,39 +180,28 @@ class Console:
     # ----- jobs
 
     def jobs(self) -> dict[str, Any]:
-        """Training jobs (the training service lists them) and the optimization runs behind stored
-        programs (the optimization service has no run listing; other runs open by id)."""
-        stub = self._stub("training", training_pb2_grpc.TrainingServiceStub)
-        training = self._call("training", lambda: stub.ListJobs(training_pb2.ListJobsRequest(page_size=100), timeout=TIMEOUT))
-        runs: list[dict[str, str]] = []
-        note = ""
-        try:
-            runs = [{"id": p.run_id, "program": f"{p.name}@{p.version}"} for p in self._programs() if p.run_id]
-        except Unavailable as error:
-            note = error.message
-        return {"training": [as_json(job) for job in training.jobs], "optimization": runs, "note": note}
+        """The newest jobs of each job-running service (they all serve ListJobs); a service this console
+        cannot reach is named in `notes` instead of failing the page."""
+        listed: dict[str, list[dict[str, Any]]] = {}
+        notes: dict[str, str] = {}
+        for service, stub_class in _JOB_SERVICES.items():
+            stub = self._stub(service, stub_class)
+            try:
+                page = self._call(service, lambda stub=stub: stub.ListJobs(jobs_pb2.ListJobsRequest(page_size=100), timeout=TIMEOUT))
+            except Unavailable as error:
+                listed[service], notes[service] = [], error.message
+                continue
+            listed[service] = [as_json(job) for job in page.jobs]
+        return {**listed, "notes": notes}
 
     def job(self, job_id: str) -> dict[str, Any]:
         """A job, its events (replayed; a running job's new ones within a short window: the page polls
         again), and its curves' points."""
         kind = _kind_of(job_id)
-        if kind == "training":
-            stub = self._stub("training", training_pb2_grpc.TrainingServiceStub)
-            get = lambda: stub.GetJob(training_pb2.GetJobRequest(job_id=job_id), timeout=TIMEOUT).job
-            watch = lambda: stub.WatchJob(training_pb2.WatchJobRequest(job_id=job_id), timeout=WATCH_WINDOW)
-            service = "training"
-        elif kind == "dataset":
-            stub = self._stub("datasets", datasets_pb2_grpc.DatasetServiceStub)
-            get = lambda: stub.GetDatasetJob(datasets_pb2.GetDatasetJobRequest(job_id=job_id), timeout=TIMEOUT).job
-            watch = lambda: stub.WatchDatasetJob(
-                datasets_pb2.WatchDatasetJobRequest(job_id=job_id), timeout=WATCH_WINDOW
-            )
-            service = "datasets"
-        else:
-            stub = self._stub("optimization", optimization_pb2_grpc.OptimizationServiceStub)
-            get = lambda: stub.GetRun(optimization_pb2.GetRunRequest(run_id=job_id), timeout=TIMEOUT).run
-            watch = lambda: stub.WatchRun(optimization_pb2.WatchRunRequest(run_id=job_id), timeout=WATCH_WINDOW)
-            service = "optimization"
+        service = _JOB_SERVICE_OF_KIND[kind]
+        stub = self._stub(service, _JOB_SERVICES[service])
+        get = lambda: stub.GetJob(jobs_pb2.GetJobRequest(job_id=job_id), timeout=TIMEOUT).job
+        watch = lambda: stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id), timeout=WATCH_WINDOW)
         job = self._call(service, get)
         events = [response.event for response in self._call(service, lambda: _within_window(watch()))]
         return {
@@ -262,6 +251,15 @@ class Console:
         stub = self._stub("optimization", optimization_pb2_grpc.OptimizationServiceStub)
         request = optimization_pb2.GetEvaluationRequest(evaluation_id=evaluation_id, include_files=True)
         return self._call("optimization", lambda: stub.GetEvaluation(request, timeout=TIMEOUT))
+
+
+# The services that run jobs, and which one runs each kind.
+_JOB_SERVICES: dict[str, type] = {
+    "datasets": datasets_pb2_grpc.DatasetServiceStub,
+    "training": training_pb2_grpc.TrainingServiceStub,
+    "optimization": optimization_pb2_grpc.OptimizationServiceStub,
+}
+_JOB_SERVICE_OF_KIND = {"dataset": "datasets", "training": "training", "optimization": "optimization", "evaluation": "optimization"}
 
 
 def _kind_of(job_id: str) -> str:

@@ -27,7 +27,7 @@ from rich.progress import (
 from tutorforge.core.client import open_channel
 from tutorforge.core.errors import TutorforgeError
 from tutorforge.core.settings import Settings
-from tutorforge.v1 import common_pb2
+from tutorforge.v1 import common_pb2, jobs_pb2
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -112,3 +112,10 @@ def follow_job(
             if metric in event.metrics:
                 update["metric"] = f"{metric} {event.metrics[metric]:.4f}"
             bar.update(task, **update)
+
+
+def follow_and_get(stub: Any, job_id: str, **follow: Any) -> common_pb2.Job:
+    """Follow a job of any job-running service's stub (they share the job RPCs) with `follow_job`'s progress
+    bar, then return its final record."""
+    follow_job((reply.event for reply in stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id))), **follow)
+    return stub.GetJob(jobs_pb2.GetJobRequest(job_id=job_id)).job

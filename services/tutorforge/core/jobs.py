@@ -25,6 +25,7 @@ from typing import Any
 
 from tutorforge.core.errors import Cancelled, FailedPrecondition, InvalidArgument, NotFound, TutorforgeError
 from tutorforge.core.names import is_id
+from tutorforge.core.paging import keyset_page
 from tutorforge.core.storage import ArtifactStore
 from tutorforge.core.telemetry.metrics import observe_job_state
 from tutorforge.core.validation import echo
@@ -32,6 +33,9 @@ from tutorforge.core.validation import echo
 log = logging.getLogger(__name__)
 
 _LEASE = re.compile(r"^lease-(\d+)\.json$")
+# Microseconds until the year 2286, so the keys of newer jobs sort first as plain strings.
+_EPOCH_END_US = 10**16
+_PAGE_TOKEN = re.compile(r"^\d{16}\.[a-z0-9-]+$")
 
 
 def default_owner() -> str:
@@ -533,3 +537,49 @@ class JobManager:
         events = [*history, {**asdict(event), "state": event.state.value}]
         self.store.write_json(self._key(record.id, "events.json"), events)
         self._event_cache[record.id] = events
+
+
+def _page_key(record: JobRecord) -> str:
+    """Newest first, ties broken by id: the key ListJobs pages by (its next_page_token is the last one)."""
+    return f"{_EPOCH_END_US - int(record.created_at * 1e6):016d}.{record.id}"
+
+
+class JobDirectory:
+    """The jobs of one service, whatever their kind: find, list (keyset-paged), watch and cancel. The job
+    RPCs of every job-running service are served from one (core/job_api.py)."""
+
+    def __init__(self, *managers: JobManager):
+        self.managers = {manager.kind: manager for manager in managers}
+
+    def manager(self, job_id: str) -> JobManager:
+        kinds = " or ".join(self.managers)
+        if not job_id:
+            raise InvalidArgument(f"job_id is required: give the id of a {kinds} job")
+        # Job ids start with their kind ("data-…", "trai-…", "opti-…", "eval-…"); any other id is looked
+        # up (and refused as not found) by the first kind.
+        first = next(iter(self.managers.values()))
+        return next((m for m in self.managers.values() if job_id.startswith(m.kind[:4] + "-")), first)
+
+    def get(self, job_id: str) -> JobRecord:
+        return self.manager(job_id).get(job_id)
+
+    def list(
+        self, kind: str = "", state: JobState | None = None, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[JobRecord], str]:
+        if kind and kind not in self.managers:
+            raise InvalidArgument(f"kind {echo(kind)} is not a job kind here: use {', '.join(map(repr, self.managers))} or empty for all")
+        if page_token and not _PAGE_TOKEN.match(page_token):
+            raise InvalidArgument(f"page_token {echo(page_token)} is not valid: pass the next_page_token of a previous page")
+        managers = [self.managers[kind]] if kind else self.managers.values()
+        records = sorted((r for m in managers for r in m.list(state)), key=_page_key)
+        return keyset_page(records, _page_key, page_size, page_token)
+
+    def watch(
+        self, job_id: str, after_sequence: int = 0, is_active: Callable[[], bool] = lambda: True
+    ) -> Iterator[JobEvent]:
+        manager = self.manager(job_id)
+        manager.get(job_id)  # NotFound for an unknown id, before any event is awaited
+        return manager.watch(job_id, after_sequence, is_active)
+
+    def cancel(self, job_id: str) -> JobRecord:
+        return self.manager(job_id).request_cancel(job_id)

@@ -16,7 +16,7 @@ from tutorforge.core.cli_support import (
     connect,
     console,
     err_console,
-    follow_job,
+    follow_and_get,
     job_state_label,
     print_json,
     rpc_errors,
@@ -57,12 +57,6 @@ def parse_filters(expressions: list[str]) -> list[retrieval_pb2.MetadataFilter]:
             else:
                 filters.append(retrieval_pb2.MetadataFilter(field=field.strip(), any_of=retrieval_pb2.StringList(values=values)))
     return filters
-
-
-def _watch(stub: datasets_pb2_grpc.DatasetServiceStub, job_id: str) -> common_pb2.Job:
-    events = stub.WatchDatasetJob(datasets_pb2.WatchDatasetJobRequest(job_id=job_id))
-    follow_job(response.event for response in events)
-    return stub.GetDatasetJob(datasets_pb2.GetDatasetJobRequest(job_id=job_id)).job
 
 
 def _print_version(version: datasets_pb2.DatasetVersion) -> None:
@@ -141,7 +135,7 @@ def build(
     stub = _stub(address)
     with rpc_errors(address):
         job = stub.CreateDataset(datasets_pb2.CreateDatasetRequest(name=name, sources=sources, options=options, description=description)).job
-        job = _watch(stub, job.id)
+        job = follow_and_get(stub, job.id)
         if job.state != common_pb2.JOB_STATE_SUCCEEDED:
             if json_output:
                 print_json({"job": to_dict(job)})

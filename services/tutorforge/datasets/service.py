@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tutorforge.core.errors import InvalidArgument
-from tutorforge.core.jobs import JobManager, JobRecord, JobReporter
+from tutorforge.core.jobs import JobDirectory, JobManager, JobRecord, JobReporter
 from tutorforge.core.paging import offset_page
 from tutorforge.core.settings import Settings
 from tutorforge.core.storage import ArtifactStore
@@ -48,6 +48,7 @@ class DatasetService:
         self.settings = settings
         self.repository = DatasetRepository(store)
         self.jobs = JobManager(store, "dataset", lease_seconds=settings.jobs.lease_seconds)
+        self.job_directory = JobDirectory(self.jobs)
 
     def recover_interrupted(self) -> list[str]:
         return self.jobs.recover_interrupted("start the build again with `tutorforge dataset build`")

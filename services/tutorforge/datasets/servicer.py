@@ -7,8 +7,9 @@ from collections.abc import Iterator
 
 import grpc
 
-from tutorforge.core.convert import event_to_proto, job_to_proto
+from tutorforge.core.convert import job_to_proto
 from tutorforge.core.errors import InvalidArgument
+from tutorforge.core.job_api import JobServicer
 from tutorforge.core.runtime import Runtime
 from tutorforge.datasets.builder import BuildOptions, BuildRequest, EvaluationFile, FileSource, Source
 from tutorforge.datasets.formats import RecordFormat
@@ -78,10 +79,11 @@ def version_to_proto(info: DatasetInfo) -> datasets_pb2.DatasetVersion:
     )
 
 
-class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
+class DatasetServicer(JobServicer, datasets_pb2_grpc.DatasetServiceServicer):
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
         self.service = DatasetService(runtime.store, runtime.settings)
+        self.job_directory = self.service.job_directory
 
     def _file(self, file: datasets_pb2.RecordFile) -> FileSource:
         if not file.filename:
@@ -157,14 +159,6 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
             evaluation=[EvaluationFile(f.filename or "evaluation", f.content) for f in request.options.decontaminate_against],
         ))
         return datasets_pb2.CreateDatasetResponse(job=job_to_proto(job))
-
-    def GetDatasetJob(self, request: datasets_pb2.GetDatasetJobRequest, context: grpc.ServicerContext) -> datasets_pb2.GetDatasetJobResponse:
-        return datasets_pb2.GetDatasetJobResponse(job=job_to_proto(self.service.jobs.get(request.job_id)))
-
-    def WatchDatasetJob(self, request: datasets_pb2.WatchDatasetJobRequest, context: grpc.ServicerContext) -> Iterator[datasets_pb2.WatchDatasetJobResponse]:
-        self.service.jobs.get(request.job_id)
-        for event in self.service.jobs.watch(request.job_id, request.after_sequence, context.is_active):
-            yield datasets_pb2.WatchDatasetJobResponse(event=event_to_proto(event))
 
     def GetDataset(self, request: datasets_pb2.GetDatasetRequest, context: grpc.ServicerContext) -> datasets_pb2.GetDatasetResponse:
         return datasets_pb2.GetDatasetResponse(dataset=version_to_proto(self.service.repository.get(request.name, request.version)))

@@ -16,7 +16,7 @@ from tutorforge.core.cli_support import (
     connect,
     console,
     err_console,
-    follow_job,
+    follow_and_get,
     job_state_label,
     print_json,
     rpc_errors,
@@ -65,12 +65,6 @@ def _weights(expressions: list[str]) -> pb.MetricWeights:
         except ValueError as error:
             raise typer.BadParameter(f"--weight {expression!r}: {value!r} is not a number") from error
     return weights
-
-
-def _watch(stub: optimization_pb2_grpc.OptimizationServiceStub, run_id: str) -> common_pb2.Job:
-    events = stub.WatchRun(pb.WatchRunRequest(run_id=run_id))
-    follow_job((response.event for response in events), metric="best_score")
-    return stub.GetRun(pb.GetRunRequest(run_id=run_id)).run
 
 
 def _finished(job: common_pb2.Job, what: str, json_output: bool) -> None:
@@ -177,7 +171,7 @@ def optimize(
     )
     stub = _stub(address)
     with rpc_errors(address):
-        run = _watch(stub, stub.StartOptimization(request).run.id)
+        run = follow_and_get(stub, stub.StartOptimization(request).job.id, metric="best_score")
         _finished(run, "optimization", json_output)
         program_name, _, version = run.result.partition("@")
         program = stub.GetProgram(pb.GetProgramRequest(name=program_name, version=version)).program
@@ -236,7 +230,7 @@ def evaluate(
     )
     stub = _stub(address)
     with rpc_errors(address):
-        run = _watch(stub, stub.Evaluate(request).run.id)
+        run = follow_and_get(stub, stub.Evaluate(request).job.id, metric="best_score")
         _finished(run, "evaluation", json_output)
         response = stub.GetEvaluation(
             pb.GetEvaluationRequest(evaluation_id=run.result, include_files=report_dir is not None)

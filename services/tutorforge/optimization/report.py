@@ -178,7 +178,7 @@ def load_report(store: ArtifactStore, evaluation_id: str) -> EvaluationReport:
     key = f"{PREFIX}/{evaluation_id}/report.json"
     if not store.exists(key):
         raise NotFound(
-            f"evaluation {evaluation_id!r} has no report (yet): check the run with GetRun; it is written when the run succeeds"
+            f"evaluation {evaluation_id!r} has no report (yet): check the run with GetJob; it is written when the run succeeds"
         )
     return EvaluationReport.from_json(store.read_json(key))
 

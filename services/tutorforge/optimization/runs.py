@@ -7,7 +7,7 @@ import json
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +17,7 @@ from dspy.utils.callback import BaseCallback
 
 from tutorforge.core.adapters import AdapterRegistry
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument
-from tutorforge.core.jobs import JobEvent, JobManager, JobRecord, JobReporter
+from tutorforge.core.jobs import JobDirectory, JobManager, JobRecord, JobReporter
 from tutorforge.core.names import validate_name
 from tutorforge.core.programs import ProgramInfo, ProgramRepository
 from tutorforge.core.settings import LmEndpoint, Settings
@@ -99,7 +99,7 @@ class EvaluationRequest:
 
 
 class _CostReporter:
-    """A run's reporter whose every progress event also carries the run's cost so far (for WatchRun)."""
+    """A run's reporter whose every progress event also carries the run's cost so far (for WatchJob)."""
 
     def __init__(self, reporter: JobReporter, usage: LmUsage):
         self._reporter = reporter
@@ -150,6 +150,7 @@ class OptimizationRuns:
         lease = settings.jobs.lease_seconds
         self.runs = JobManager(store, "optimization", lease_seconds=lease)
         self.evaluations = JobManager(store, "evaluation", lease_seconds=lease)
+        self.job_directory = JobDirectory(self.runs, self.evaluations)
         self.programs = ProgramRepository(store)
         self.datasets = DatasetRepository(store)
         self.adapters = AdapterRegistry(store)
@@ -197,23 +198,6 @@ class OptimizationRuns:
             return stub.ListAdapters(inference_pb2.ListAdaptersRequest(), timeout=60).base_model
         except grpc.RpcError as error:
             raise as_domain_error(error, "the inference service is needed to compile and evaluate programs") from error
-
-    def get_run(self, run_id: str) -> JobRecord:
-        return self._manager(run_id).get(run_id)
-
-    def watch_run(
-        self, run_id: str, after_sequence: int, is_active: Callable[[], bool]
-    ) -> Iterator[JobEvent]:
-        return self._manager(run_id).watch(run_id, after_sequence, is_active)
-
-    def cancel_run(self, run_id: str) -> JobRecord:
-        return self._manager(run_id).request_cancel(run_id)
-
-    def _manager(self, run_id: str) -> JobManager:
-        if not run_id:
-            raise InvalidArgument("run_id is required: give the id of an optimization or evaluation run")
-        # Job ids start with their kind ("opti-…", "eval-…").
-        return self.evaluations if run_id.startswith(self.evaluations.kind[:4] + "-") else self.runs
 
     def recover_interrupted(self) -> None:
         self.runs.recover_interrupted(_RESTART_HINT)

@@ -4,12 +4,12 @@ the interceptor."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import grpc
 
-from tutorforge.core.convert import event_to_proto, job_to_proto
+from tutorforge.core.convert import job_to_proto
 from tutorforge.core.errors import InvalidArgument
+from tutorforge.core.job_api import JobServicer
 from tutorforge.core.runtime import Runtime
 from tutorforge.optimization.adapters import LmAdapterKind
 from tutorforge.optimization.evaluation import ESTIMATES, TargetMetrics
@@ -129,9 +129,10 @@ def report_to_proto(report: EvaluationReport) -> pb.EvaluationReport:
     )
 
 
-class OptimizationServicer(optimization_pb2_grpc.OptimizationServiceServicer):
+class OptimizationServicer(JobServicer, optimization_pb2_grpc.OptimizationServiceServicer):
     def __init__(self, runs: OptimizationRuns):
         self.runs = runs
+        self.job_directory = runs.job_directory
 
     def StartOptimization(
         self, request: pb.StartOptimizationRequest, context: grpc.ServicerContext
@@ -153,28 +154,7 @@ class OptimizationServicer(optimization_pb2_grpc.OptimizationServiceServicer):
                 use_retrieval=request.use_retrieval if request.HasField("use_retrieval") else True,
             )
         )
-        return pb.StartOptimizationResponse(run=job_to_proto(record))
-
-    def GetRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pb.GetRunResponse:
-        return pb.GetRunResponse(run=job_to_proto(self.runs.get_run(request.run_id)))
-
-    def WatchRun(
-        self, request: pb.WatchRunRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.WatchRunResponse]:
-        for event in self.runs.watch_run(request.run_id, request.after_sequence, context.is_active):
-            response = pb.WatchRunResponse(event=event_to_proto(event))
-            if "lm_calls" in event.metrics:
-                response.cost.CopyFrom(
-                    pb.RunCost(
-                        lm_calls=int(event.metrics["lm_calls"]),
-                        lm_tokens=int(event.metrics.get("lm_tokens", 0)),
-                        elapsed_seconds=event.metrics.get("elapsed_seconds", 0.0),
-                    )
-                )
-            yield response
-
-    def CancelRun(self, request: pb.CancelRunRequest, context: grpc.ServicerContext) -> pb.CancelRunResponse:
-        return pb.CancelRunResponse(run=job_to_proto(self.runs.cancel_run(request.run_id)))
+        return pb.StartOptimizationResponse(job=job_to_proto(record))
 
     def ListPrograms(
         self, request: pb.ListProgramsRequest, context: grpc.ServicerContext
@@ -205,7 +185,7 @@ class OptimizationServicer(optimization_pb2_grpc.OptimizationServiceServicer):
                 use_retrieval=request.use_retrieval if request.HasField("use_retrieval") else True,
             )
         )
-        return pb.EvaluateResponse(run=job_to_proto(record))
+        return pb.EvaluateResponse(job=job_to_proto(record))
 
     def GetEvaluation(
         self, request: pb.GetEvaluationRequest, context: grpc.ServicerContext

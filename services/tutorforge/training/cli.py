@@ -15,13 +15,13 @@ from tutorforge.core.cli_support import (
     JsonOption,
     connect,
     console,
-    follow_job,
+    follow_and_get,
     job_state_label,
     print_json,
     rpc_errors,
 )
 from tutorforge.training.config import LR_SCHEDULERS, LoraSpec, TrainArgs
-from tutorforge.v1 import common_pb2, training_pb2, training_pb2_grpc
+from tutorforge.v1 import common_pb2, jobs_pb2, training_pb2, training_pb2_grpc
 
 DEFAULTS = TrainArgs()
 
@@ -45,9 +45,7 @@ def _stub(address: str) -> training_pb2_grpc.TrainingServiceStub:
 
 def follow(stub: training_pb2_grpc.TrainingServiceStub, job_id: str, quiet: bool = False) -> common_pb2.Job:
     """Follow a job with a live progress bar (step, loss, ETA) on stderr; returns the final job."""
-    events = stub.WatchJob(training_pb2.WatchJobRequest(job_id=job_id))
-    follow_job((response.event for response in events), metric="loss", quiet=quiet)
-    return stub.GetJob(training_pb2.GetJobRequest(job_id=job_id)).job
+    return follow_and_get(stub, job_id, metric="loss", quiet=quiet)
 
 
 def _print_job(job: common_pb2.Job) -> None:
@@ -244,10 +242,8 @@ def _benchmark(address: str, adapter: str, as_json: bool) -> None:
                 evaluation_set="tutor-benchmark",
                 targets=[opb.EvaluationTarget(spec="base"), opb.EvaluationTarget(spec=f"adapter:{adapter}")],
             )
-        ).run
-        events = stub.WatchRun(opb.WatchRunRequest(run_id=run.id))
-        follow_job((response.event for response in events), label="benchmark", quiet=as_json)
-        run = stub.GetRun(opb.GetRunRequest(run_id=run.id)).run
+        ).job
+        run = follow_and_get(stub, run.id, label="benchmark", quiet=as_json)
         if job_state_label(run.state) != "succeeded":
             _print_job(run)
             raise typer.Exit(code=1)
@@ -294,7 +290,7 @@ def list_jobs(
         raise typer.BadParameter(f"unknown state {state!r}; use one of {', '.join(_STATES)}")
     with rpc_errors(address):
         response = _stub(address).ListJobs(
-            training_pb2.ListJobsRequest(page_size=limit, state=_STATES[state.lower()] if state else 0)
+            jobs_pb2.ListJobsRequest(page_size=limit, state=_STATES[state.lower()] if state else 0)
         )
     if as_json:
         print_json(response)
@@ -327,7 +323,7 @@ def list_jobs(
 def show_job(job_id: str, as_json: JsonOption = False, address: AddressOption = DEFAULT_ADDRESS) -> None:
     """One training job: state, metrics, labels, result, and its parameters."""
     with rpc_errors(address):
-        job = _stub(address).GetJob(training_pb2.GetJobRequest(job_id=job_id)).job
+        job = _stub(address).GetJob(jobs_pb2.GetJobRequest(job_id=job_id)).job
     _show(job, as_json)
     if not as_json:
         console.print_json(json.dumps(json.loads(job.parameters_json or "{}")))
@@ -345,7 +341,7 @@ def watch_job(job_id: str, as_json: JsonOption = False, address: AddressOption =
 def cancel_job(job_id: str, as_json: JsonOption = False, address: AddressOption = DEFAULT_ADDRESS) -> None:
     """Stop a training job's workers; its last checkpoint is kept for `jobs resume`."""
     with rpc_errors(address):
-        job = _stub(address).CancelJob(training_pb2.CancelJobRequest(job_id=job_id)).job
+        job = _stub(address).CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id)).job
     _show(job, as_json)
 
 
@@ -359,7 +355,7 @@ def resume_job(
     """Continue a failed or cancelled training job from its last checkpoint."""
     stub = _stub(address)
     with rpc_errors(address):
-        job = stub.ResumeJob(training_pb2.ResumeJobRequest(job_id=job_id)).job
+        job = stub.ResumeJob(jobs_pb2.ResumeJobRequest(job_id=job_id)).job
         if detach:
             _show(job, as_json)
             return

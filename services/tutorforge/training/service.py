@@ -4,11 +4,10 @@ servicer only translates. Job records and events are durable (`JobManager(store,
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from tutorforge.core.errors import FailedPrecondition
-from tutorforge.core.jobs import JobEvent, JobManager, JobRecord, JobReporter, JobState
-from tutorforge.core.paging import offset_page
+from tutorforge.core.jobs import JobDirectory, JobManager, JobRecord, JobReporter, JobState
 from tutorforge.core.settings import Settings
 from tutorforge.core.storage import ArtifactStore
 from tutorforge.core.telemetry.experiments import tracked_job
@@ -23,6 +22,7 @@ class TrainingService:
     def __init__(self, settings: Settings, store: ArtifactStore):
         self.settings = settings
         self.jobs = JobManager(store, "training", lease_seconds=settings.jobs.lease_seconds)
+        self.job_directory = JobDirectory(self.jobs)
         self.runner = TrainingRunner(settings, store)
         # A run whose replica stopped cannot be reattached (a local Ray cluster dies with its driver): the
         # replica that takes over its lease continues it from its last checkpoint, or marks it failed.
@@ -81,24 +81,6 @@ class TrainingService:
             return adapter.name
 
         return work
-
-    def get(self, job_id: str) -> JobRecord:
-        return self.jobs.get(job_id)
-
-    def list(
-        self, state: JobState | None = None, page_size: int = 0, page_token: str = ""
-    ) -> tuple[list[JobRecord], str]:
-        """Newest first; `page_token` is the offset handed back by the previous page."""
-        return offset_page(self.jobs.list(state), page_size, page_token)
-
-    def watch(
-        self, job_id: str, after_sequence: int = 0, is_active: Callable[[], bool] = lambda: True
-    ) -> Iterator[JobEvent]:
-        self.jobs.get(job_id)
-        return self.jobs.watch(job_id, after_sequence, is_active)
-
-    def cancel(self, job_id: str) -> JobRecord:
-        return self.jobs.request_cancel(job_id)
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
         return self.jobs.wait(job_id, timeout)

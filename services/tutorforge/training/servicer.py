@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
 
-from tutorforge.core.convert import event_to_proto, job_state_from_proto, job_to_proto
+from tutorforge.core.convert import job_to_proto
+from tutorforge.core.job_api import JobServicer
 from tutorforge.core.runtime import Runtime
 from tutorforge.training.config import TrainingSpec
 from tutorforge.training.service import TrainingService
-from tutorforge.v1 import training_pb2, training_pb2_grpc
+from tutorforge.v1 import jobs_pb2, training_pb2, training_pb2_grpc
 
 
 def spec_from_proto(request: training_pb2.StartTrainingRequest, service: TrainingService) -> TrainingSpec:
@@ -62,32 +61,17 @@ def spec_from_proto(request: training_pb2.StartTrainingRequest, service: Trainin
     return spec
 
 
-class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
+class TrainingServicer(JobServicer, training_pb2_grpc.TrainingServiceServicer):
     def __init__(self, service: TrainingService):
         self.service = service
+        self.job_directory = service.job_directory
 
     def StartTraining(self, request, context):  # noqa: ANN001, ANN201, N802
         record = self.service.start(spec_from_proto(request, self.service))
         return training_pb2.StartTrainingResponse(job=job_to_proto(record))
 
-    def GetJob(self, request, context):  # noqa: ANN001, ANN201, N802
-        return training_pb2.GetJobResponse(job=job_to_proto(self.service.get(request.job_id)))
-
-    def ListJobs(self, request, context):  # noqa: ANN001, ANN201, N802
-        records, token = self.service.list(
-            job_state_from_proto(request.state), request.page_size, request.page_token
-        )
-        return training_pb2.ListJobsResponse(jobs=[job_to_proto(r) for r in records], next_page_token=token)
-
-    def WatchJob(self, request, context: grpc.ServicerContext) -> Iterator[training_pb2.WatchJobResponse]:  # noqa: N802
-        for event in self.service.watch(request.job_id, request.after_sequence, context.is_active):
-            yield training_pb2.WatchJobResponse(event=event_to_proto(event))
-
-    def CancelJob(self, request, context):  # noqa: ANN001, ANN201, N802
-        return training_pb2.CancelJobResponse(job=job_to_proto(self.service.cancel(request.job_id)))
-
     def ResumeJob(self, request, context):  # noqa: ANN001, ANN201, N802
-        return training_pb2.ResumeJobResponse(job=job_to_proto(self.service.resume(request.job_id)))
+        return jobs_pb2.ResumeJobResponse(job=job_to_proto(self.service.resume(request.job_id)))
 
 
 def register(server: grpc.Server, runtime: Runtime) -> str:

@@ -1,5 +1,6 @@
 from tutorforge.v1 import common_pb2 as _common_pb2
 from tutorforge.v1 import inference_pb2 as _inference_pb2
+from tutorforge.v1 import jobs_pb2 as _jobs_pb2
 from tutorforge.v1 import retrieval_pb2 as _retrieval_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -146,32 +147,6 @@ class CreateDatasetResponse(_message.Message):
     JOB_FIELD_NUMBER: _ClassVar[int]
     job: _common_pb2.Job
     def __init__(self, job: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
-
-class GetDatasetJobRequest(_message.Message):
-    __slots__ = ("job_id",)
-    JOB_ID_FIELD_NUMBER: _ClassVar[int]
-    job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
-
-class GetDatasetJobResponse(_message.Message):
-    __slots__ = ("job",)
-    JOB_FIELD_NUMBER: _ClassVar[int]
-    job: _common_pb2.Job
-    def __init__(self, job: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
-
-class WatchDatasetJobRequest(_message.Message):
-    __slots__ = ("job_id", "after_sequence")
-    JOB_ID_FIELD_NUMBER: _ClassVar[int]
-    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
-    job_id: str
-    after_sequence: int
-    def __init__(self, job_id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
-
-class WatchDatasetJobResponse(_message.Message):
-    __slots__ = ("event",)
-    EVENT_FIELD_NUMBER: _ClassVar[int]
-    event: _common_pb2.JobEvent
-    def __init__(self, event: _Optional[_Union[_common_pb2.JobEvent, _Mapping]] = ...) -> None: ...
 
 class DroppedRecord(_message.Message):
     __slots__ = ("source", "index", "reason")

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from tutorforge.v1 import datasets_pb2 as tutorforge_dot_v1_dot_datasets__pb2
+from tutorforge.v1 import jobs_pb2 as tutorforge_dot_v1_dot_jobs__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -41,15 +42,25 @@ class DatasetServiceStub:
                 request_serializer=tutorforge_dot_v1_dot_datasets__pb2.CreateDatasetRequest.SerializeToString,
                 response_deserializer=tutorforge_dot_v1_dot_datasets__pb2.CreateDatasetResponse.FromString,
                 _registered_method=True)
-        self.GetDatasetJob = channel.unary_unary(
-                '/tutorforge.v1.DatasetService/GetDatasetJob',
-                request_serializer=tutorforge_dot_v1_dot_datasets__pb2.GetDatasetJobRequest.SerializeToString,
-                response_deserializer=tutorforge_dot_v1_dot_datasets__pb2.GetDatasetJobResponse.FromString,
+        self.GetJob = channel.unary_unary(
+                '/tutorforge.v1.DatasetService/GetJob',
+                request_serializer=tutorforge_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=tutorforge_dot_v1_dot_jobs__pb2.GetJobResponse.FromString,
                 _registered_method=True)
-        self.WatchDatasetJob = channel.unary_stream(
-                '/tutorforge.v1.DatasetService/WatchDatasetJob',
-                request_serializer=tutorforge_dot_v1_dot_datasets__pb2.WatchDatasetJobRequest.SerializeToString,
-                response_deserializer=tutorforge_dot_v1_dot_datasets__pb2.WatchDatasetJobResponse.FromString,
+        self.ListJobs = channel.unary_unary(
+                '/tutorforge.v1.DatasetService/ListJobs',
+                request_serializer=tutorforge_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=tutorforge_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/tutorforge.v1.DatasetService/WatchJob',
+                request_serializer=tutorforge_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=tutorforge_dot_v1_dot_jobs__pb2.WatchJobResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/tutorforge.v1.DatasetService/CancelJob',
+                request_serializer=tutorforge_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=tutorforge_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
         self.GetDataset = channel.unary_unary(
                 '/tutorforge.v1.DatasetService/GetDataset',
@@ -90,14 +101,31 @@ class DatasetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def GetDatasetJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+    def GetJob(self, request, context):
+        """The shared job API (jobs.proto): the same messages in every job-running service.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def WatchDatasetJob(self, request, context):
+    def ListJobs(self, request, context):
+        """buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
         """Replays the job's events, then streams new ones until it ends.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,15 +171,25 @@ def add_DatasetServiceServicer_to_server(servicer, server):
                     request_deserializer=tutorforge_dot_v1_dot_datasets__pb2.CreateDatasetRequest.FromString,
                     response_serializer=tutorforge_dot_v1_dot_datasets__pb2.CreateDatasetResponse.SerializeToString,
             ),
-            'GetDatasetJob': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetDatasetJob,
-                    request_deserializer=tutorforge_dot_v1_dot_datasets__pb2.GetDatasetJobRequest.FromString,
-                    response_serializer=tutorforge_dot_v1_dot_datasets__pb2.GetDatasetJobResponse.SerializeToString,
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=tutorforge_dot_v1_dot_jobs__pb2.GetJobRequest.FromString,
+                    response_serializer=tutorforge_dot_v1_dot_jobs__pb2.GetJobResponse.SerializeToString,
             ),
-            'WatchDatasetJob': grpc.unary_stream_rpc_method_handler(
-                    servicer.WatchDatasetJob,
-                    request_deserializer=tutorforge_dot_v1_dot_datasets__pb2.WatchDatasetJobRequest.FromString,
-                    response_serializer=tutorforge_dot_v1_dot_datasets__pb2.WatchDatasetJobResponse.SerializeToString,
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=tutorforge_dot_v1_dot_jobs__pb2.ListJobsRequest.FromString,
+                    response_serializer=tutorforge_dot_v1_dot_jobs__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=tutorforge_dot_v1_dot_jobs__pb2.WatchJobRequest.FromString,
+                    response_serializer=tutorforge_dot_v1_dot_jobs__pb2.WatchJobResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=tutorforge_dot_v1_dot_jobs__pb2.CancelJobRequest.FromString,
+                    response_serializer=tutorforge_dot_v1_dot_jobs__pb2.CancelJobResponse.SerializeToString,
             ),
             'GetDataset': grpc.unary_unary_rpc_method_handler(
                     servicer.GetDataset,
@@ -219,7 +257,7 @@ class DatasetService:
             _registered_method=True)
 
     @staticmethod
-    def GetDatasetJob(request,
+    def GetJob(request,
             target,
             options=(),
             channel_credentials=None,
@@ -232,9 +270,9 @@ class DatasetService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/tutorforge.v1.DatasetService/GetDatasetJob',
-            tutorforge_dot_v1_dot_datasets__pb2.GetDatasetJobRequest.SerializeToString,
-            tutorforge_dot_v1_dot_datasets__pb2.GetDatasetJobResponse.FromString,
+            '/tutorforge.v1.DatasetService/GetJob',
+            tutorforge_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
+            tutorforge_dot_v1_dot_jobs__pb2.GetJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -246,7 +284,34 @@ class DatasetService:
             _registered_method=True)
 
     @staticmethod
-    def WatchDatasetJob(request,
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tutorforge.v1.DatasetService/ListJobs',
+            tutorforge_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
+            tutorforge_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
             target,
             options=(),
             channel_credentials=None,
@@ -259,9 +324,36 @@ class DatasetService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/tutorforge.v1.DatasetService/WatchDatasetJob',
-            tutorforge_dot_v1_dot_datasets__pb2.WatchDatasetJobRequest.SerializeToString,
-            tutorforge_dot_v1_dot_datasets__pb2.WatchDatasetJobResponse.FromString,
+            '/tutorforge.v1.DatasetService/WatchJob',
+            tutorforge_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
+            tutorforge_dot_v1_dot_jobs__pb2.WatchJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tutorforge.v1.DatasetService/CancelJob',
+            tutorforge_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
+            tutorforge_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,5 @@
 from tutorforge.v1 import common_pb2 as _common_pb2
+from tutorforge.v1 import jobs_pb2 as _jobs_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -114,60 +115,10 @@ class StartOptimizationRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., adapter: _Optional[str] = ..., budget: _Optional[_Union[OptimizerBudget, _Mapping]] = ..., seed: _Optional[int] = ..., weights: _Optional[_Union[MetricWeights, _Mapping]] = ..., lm_adapter: _Optional[_Union[LmAdapter, str]] = ..., reflection_adapter: _Optional[str] = ..., use_retrieval: _Optional[bool] = ..., max_tokens: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ...) -> None: ...
 
 class StartOptimizationResponse(_message.Message):
-    __slots__ = ("run",)
-    RUN_FIELD_NUMBER: _ClassVar[int]
-    run: _common_pb2.Job
-    def __init__(self, run: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
-
-class GetRunRequest(_message.Message):
-    __slots__ = ("run_id",)
-    RUN_ID_FIELD_NUMBER: _ClassVar[int]
-    run_id: str
-    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
-
-class GetRunResponse(_message.Message):
-    __slots__ = ("run",)
-    RUN_FIELD_NUMBER: _ClassVar[int]
-    run: _common_pb2.Job
-    def __init__(self, run: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
-
-class WatchRunRequest(_message.Message):
-    __slots__ = ("run_id", "after_sequence")
-    RUN_ID_FIELD_NUMBER: _ClassVar[int]
-    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
-    run_id: str
-    after_sequence: int
-    def __init__(self, run_id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
-
-class RunCost(_message.Message):
-    __slots__ = ("lm_calls", "lm_tokens", "elapsed_seconds")
-    LM_CALLS_FIELD_NUMBER: _ClassVar[int]
-    LM_TOKENS_FIELD_NUMBER: _ClassVar[int]
-    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    lm_calls: int
-    lm_tokens: int
-    elapsed_seconds: float
-    def __init__(self, lm_calls: _Optional[int] = ..., lm_tokens: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ...) -> None: ...
-
-class WatchRunResponse(_message.Message):
-    __slots__ = ("event", "cost")
-    EVENT_FIELD_NUMBER: _ClassVar[int]
-    COST_FIELD_NUMBER: _ClassVar[int]
-    event: _common_pb2.JobEvent
-    cost: RunCost
-    def __init__(self, event: _Optional[_Union[_common_pb2.JobEvent, _Mapping]] = ..., cost: _Optional[_Union[RunCost, _Mapping]] = ...) -> None: ...
-
-class CancelRunRequest(_message.Message):
-    __slots__ = ("run_id",)
-    RUN_ID_FIELD_NUMBER: _ClassVar[int]
-    run_id: str
-    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
-
-class CancelRunResponse(_message.Message):
-    __slots__ = ("run",)
-    RUN_FIELD_NUMBER: _ClassVar[int]
-    run: _common_pb2.Job
-    def __init__(self, run: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: _common_pb2.Job
+    def __init__(self, job: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
 
 class ProgramInfo(_message.Message):
     __slots__ = ("name", "version", "optimizer", "dataset", "dataset_version", "adapter", "baseline_score", "optimized_score", "lm_calls", "lm_tokens", "created_at_unix", "parameters_json", "lm_adapter", "run_id", "base_model", "benchmark_json", "metric", "stopped_early")
@@ -264,10 +215,10 @@ class EvaluateRequest(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[EvaluationTarget, _Mapping]]] = ..., weights: _Optional[_Union[MetricWeights, _Mapping]] = ..., max_examples: _Optional[int] = ..., use_retrieval: _Optional[bool] = ..., threads: _Optional[int] = ..., max_tokens: _Optional[int] = ..., evaluation_set: _Optional[str] = ...) -> None: ...
 
 class EvaluateResponse(_message.Message):
-    __slots__ = ("run",)
-    RUN_FIELD_NUMBER: _ClassVar[int]
-    run: _common_pb2.Job
-    def __init__(self, run: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: _common_pb2.Job
+    def __init__(self, job: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
 
 class TargetMetrics(_message.Message):
     __slots__ = ("target", "examples", "pedagogical_score", "context_usage", "pedagogical_elements", "length_ratio", "question_rate", "answer_reveal_rate", "mean_latency_seconds", "score_per_subject", "errors", "socratic", "citation_rate", "groundedness", "mean_words", "score_per_kind", "intervals", "similarity_mean")

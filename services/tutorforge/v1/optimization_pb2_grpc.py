@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from tutorforge.v1 import jobs_pb2 as tutorforge_dot_v1_dot_jobs__pb2
 from tutorforge.v1 import optimization_pb2 as tutorforge_dot_v1_dot_optimization__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -40,20 +41,25 @@ class OptimizationServiceStub:
                 request_serializer=tutorforge_dot_v1_dot_optimization__pb2.StartOptimizationRequest.SerializeToString,
                 response_deserializer=tutorforge_dot_v1_dot_optimization__pb2.StartOptimizationResponse.FromString,
                 _registered_method=True)
-        self.GetRun = channel.unary_unary(
-                '/tutorforge.v1.OptimizationService/GetRun',
-                request_serializer=tutorforge_dot_v1_dot_optimization__pb2.GetRunRequest.SerializeToString,
-                response_deserializer=tutorforge_dot_v1_dot_optimization__pb2.GetRunResponse.FromString,
+        self.GetJob = channel.unary_unary(
+                '/tutorforge.v1.OptimizationService/GetJob',
+                request_serializer=tutorforge_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=tutorforge_dot_v1_dot_jobs__pb2.GetJobResponse.FromString,
                 _registered_method=True)
-        self.WatchRun = channel.unary_stream(
-                '/tutorforge.v1.OptimizationService/WatchRun',
-                request_serializer=tutorforge_dot_v1_dot_optimization__pb2.WatchRunRequest.SerializeToString,
-                response_deserializer=tutorforge_dot_v1_dot_optimization__pb2.WatchRunResponse.FromString,
+        self.ListJobs = channel.unary_unary(
+                '/tutorforge.v1.OptimizationService/ListJobs',
+                request_serializer=tutorforge_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=tutorforge_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
-        self.CancelRun = channel.unary_unary(
-                '/tutorforge.v1.OptimizationService/CancelRun',
-                request_serializer=tutorforge_dot_v1_dot_optimization__pb2.CancelRunRequest.SerializeToString,
-                response_deserializer=tutorforge_dot_v1_dot_optimization__pb2.CancelRunResponse.FromString,
+        self.WatchJob = channel.unary_stream(
+                '/tutorforge.v1.OptimizationService/WatchJob',
+                request_serializer=tutorforge_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=tutorforge_dot_v1_dot_jobs__pb2.WatchJobResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/tutorforge.v1.OptimizationService/CancelJob',
+                request_serializer=tutorforge_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=tutorforge_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
         self.ListPrograms = channel.unary_unary(
                 '/tutorforge.v1.OptimizationService/ListPrograms',
@@ -92,21 +98,32 @@ class OptimizationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def GetRun(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def WatchRun(self, request, context):
-        """Replays the run's events (trial, best score), then streams new ones until it ends.
+    def GetJob(self, request, context):
+        """The shared job API (jobs.proto): the same messages in every job-running service.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def CancelRun(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+    def ListJobs(self, request, context):
+        """buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """Replays the run's events (trial, best score, cost), then streams new ones until it ends.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -124,7 +141,7 @@ class OptimizationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Evaluate(self, request, context):
-        """Starts an evaluation run of several targets; results come with GetRun / GetEvaluation.
+        """Starts an evaluation run of several targets; results come with GetJob / GetEvaluation.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,20 +169,25 @@ def add_OptimizationServiceServicer_to_server(servicer, server):
                     request_deserializer=tutorforge_dot_v1_dot_optimization__pb2.StartOptimizationRequest.FromString,
                     response_serializer=tutorforge_dot_v1_dot_optimization__pb2.StartOptimizationResponse.SerializeToString,
             ),
-            'GetRun': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetRun,
-                    request_deserializer=tutorforge_dot_v1_dot_optimization__pb2.GetRunRequest.FromString,
-                    response_serializer=tutorforge_dot_v1_dot_optimization__pb2.GetRunResponse.SerializeToString,
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=tutorforge_dot_v1_dot_jobs__pb2.GetJobRequest.FromString,
+                    response_serializer=tutorforge_dot_v1_dot_jobs__pb2.GetJobResponse.SerializeToString,
             ),
-            'WatchRun': grpc.unary_stream_rpc_method_handler(
-                    servicer.WatchRun,
-                    request_deserializer=tutorforge_dot_v1_dot_optimization__pb2.WatchRunRequest.FromString,
-                    response_serializer=tutorforge_dot_v1_dot_optimization__pb2.WatchRunResponse.SerializeToString,
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=tutorforge_dot_v1_dot_jobs__pb2.ListJobsRequest.FromString,
+                    response_serializer=tutorforge_dot_v1_dot_jobs__pb2.ListJobsResponse.SerializeToString,
             ),
-            'CancelRun': grpc.unary_unary_rpc_method_handler(
-                    servicer.CancelRun,
-                    request_deserializer=tutorforge_dot_v1_dot_optimization__pb2.CancelRunRequest.FromString,
-                    response_serializer=tutorforge_dot_v1_dot_optimization__pb2.CancelRunResponse.SerializeToString,
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=tutorforge_dot_v1_dot_jobs__pb2.WatchJobRequest.FromString,
+                    response_serializer=tutorforge_dot_v1_dot_jobs__pb2.WatchJobResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=tutorforge_dot_v1_dot_jobs__pb2.CancelJobRequest.FromString,
+                    response_serializer=tutorforge_dot_v1_dot_jobs__pb2.CancelJobResponse.SerializeToString,
             ),
             'ListPrograms': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPrograms,
@@ -232,7 +254,7 @@ class OptimizationService:
             _registered_method=True)
 
     @staticmethod
-    def GetRun(request,
+    def GetJob(request,
             target,
             options=(),
             channel_credentials=None,
@@ -245,9 +267,9 @@ class OptimizationService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/tutorforge.v1.OptimizationService/GetRun',
-            tutorforge_dot_v1_dot_optimization__pb2.GetRunRequest.SerializeToString,
-            tutorforge_dot_v1_dot_optimization__pb2.GetRunResponse.FromString,
+            '/tutorforge.v1.OptimizationService/GetJob',
+            tutorforge_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
+            tutorforge_dot_v1_dot_jobs__pb2.GetJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -259,7 +281,34 @@ class OptimizationService:
             _registered_method=True)
 
     @staticmethod
-    def WatchRun(request,
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tutorforge.v1.OptimizationService/ListJobs',
+            tutorforge_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
+            tutorforge_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
             target,
             options=(),
             channel_credentials=None,
@@ -272,9 +321,9 @@ class OptimizationService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/tutorforge.v1.OptimizationService/WatchRun',
-            tutorforge_dot_v1_dot_optimization__pb2.WatchRunRequest.SerializeToString,
-            tutorforge_dot_v1_dot_optimization__pb2.WatchRunResponse.FromString,
+            '/tutorforge.v1.OptimizationService/WatchJob',
+            tutorforge_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
+            tutorforge_dot_v1_dot_jobs__pb2.WatchJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -286,7 +335,7 @@ class OptimizationService:
             _registered_method=True)
 
     @staticmethod
-    def CancelRun(request,
+    def CancelJob(request,
             target,
             options=(),
             channel_credentials=None,
@@ -299,9 +348,9 @@ class OptimizationService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/tutorforge.v1.OptimizationService/CancelRun',
-            tutorforge_dot_v1_dot_optimization__pb2.CancelRunRequest.SerializeToString,
-            tutorforge_dot_v1_dot_optimization__pb2.CancelRunResponse.FromString,
+            '/tutorforge.v1.OptimizationService/CancelJob',
+            tutorforge_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
+            tutorforge_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

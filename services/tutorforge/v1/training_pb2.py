@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from tutorforge.v1 import common_pb2 as tutorforge_dot_v1_dot_common__pb2
+from tutorforge.v1 import jobs_pb2 as tutorforge_dot_v1_dot_jobs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctutorforge/v1/training.proto\x12\rtutorforge.v1\x1a\x1atutorforge/v1/common.proto\"q\n\nLoraConfig\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\r\n\x05\x61lpha\x18\x02 \x01(\x02\x12\x14\n\x07\x64ropout\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x16\n\x0etarget_modules\x18\x04 \x03(\t\x12\x0c\n\x04\x62ias\x18\x05 \x01(\tB\n\n\x08_dropout\"\xe4\x04\n\x11TrainingArguments\x12\x0e\n\x06\x65pochs\x18\x01 \x01(\x02\x12\x12\n\nbatch_size\x18\x02 \x01(\x05\x12#\n\x1bgradient_accumulation_steps\x18\x03 \x01(\x05\x12\x15\n\rlearning_rate\x18\x04 \x01(\x02\x12\x19\n\x0cwarmup_ratio\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x0clr_scheduler\x18\x06 \x01(\t\x12\x19\n\x0cweight_decay\x18\x07 \x01(\x02H\x01\x88\x01\x01\x12\x16\n\x0emax_seq_length\x18\x08 \x01(\x05\x12\x0c\n\x04seed\x18\t \x01(\x03\x12\x17\n\neval_steps\x18\n \x01(\x05H\x02\x88\x01\x01\x12\x18\n\x10\x63heckpoint_steps\x18\x0b \x01(\x05\x12\x11\n\tmax_steps\x18\x0c \x01(\x05\x12\x14\n\x07packing\x18\r \x01(\x08H\x03\x88\x01\x01\x12\x1c\n\x0fgroup_by_length\x18\x0e \x01(\x08H\x04\x88\x01\x01\x12\x1a\n\rmax_grad_norm\x18\x0f \x01(\x02H\x05\x88\x01\x01\x12$\n\x17\x65\x61rly_stopping_patience\x18\x10 \x01(\x05H\x06\x88\x01\x01\x12%\n\x18\x65\x61rly_stopping_min_delta\x18\x11 \x01(\x02H\x07\x88\x01\x01\x42\x0f\n\r_warmup_ratioB\x0f\n\r_weight_decayB\r\n\x0b_eval_stepsB\n\n\x08_packingB\x12\n\x10_group_by_lengthB\x10\n\x0e_max_grad_normB\x1a\n\x18_early_stopping_patienceB\x1b\n\x19_early_stopping_min_delta\"W\n\x0eResourceConfig\x12\x13\n\x0bnum_workers\x18\x01 \x01(\x05\x12\x17\n\x0f\x63pus_per_worker\x18\x02 \x01(\x02\x12\x17\n\x0fgpus_per_worker\x18\x03 \x01(\x02\"\xa1\x03\n\x14StartTrainingRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x61taset_version\x18\x02 \x01(\t\x12\x14\n\x0c\x61\x64\x61pter_name\x18\x03 \x01(\t\x12\'\n\x04lora\x18\x04 \x01(\x0b\x32\x19.tutorforge.v1.LoraConfig\x12\x33\n\targuments\x18\x05 \x01(\x0b\x32 .tutorforge.v1.TrainingArguments\x12\x30\n\tresources\x18\x06 \x01(\x0b\x32\x1d.tutorforge.v1.ResourceConfig\x12\x43\n\x08metadata\x18\x07 \x03(\x0b\x32\x31.tutorforge.v1.StartTrainingRequest.MetadataEntry\x12\x13\n\x0buse_unsloth\x18\x08 \x01(\x08\x12\x14\n\x0cload_in_4bit\x18\t \x01(\x08\x12\x18\n\x10merge_and_export\x18\n \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\x15StartTrainingResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.tutorforge.v1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"1\n\x0eGetJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.tutorforge.v1.Job\"`\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.tutorforge.v1.JobState\"M\n\x10ListJobsResponse\x12 \n\x04jobs\x18\x01 \x03(\x0b\x32\x12.tutorforge.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\":\n\x10WatchJobResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.tutorforge.v1.JobEvent\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"4\n\x11\x43\x61ncelJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.tutorforge.v1.Job\"\"\n\x10ResumeJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"4\n\x11ResumeJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.tutorforge.v1.Job2\xf0\x03\n\x0fTrainingService\x12Z\n\rStartTraining\x12#.tutorforge.v1.StartTrainingRequest\x1a$.tutorforge.v1.StartTrainingResponse\x12\x45\n\x06GetJob\x12\x1c.tutorforge.v1.GetJobRequest\x1a\x1d.tutorforge.v1.GetJobResponse\x12K\n\x08ListJobs\x12\x1e.tutorforge.v1.ListJobsRequest\x1a\x1f.tutorforge.v1.ListJobsResponse\x12M\n\x08WatchJob\x12\x1e.tutorforge.v1.WatchJobRequest\x1a\x1f.tutorforge.v1.WatchJobResponse0\x01\x12N\n\tCancelJob\x12\x1f.tutorforge.v1.CancelJobRequest\x1a .tutorforge.v1.CancelJobResponse\x12N\n\tResumeJob\x12\x1f.tutorforge.v1.ResumeJobRequest\x1a .tutorforge.v1.ResumeJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctutorforge/v1/training.proto\x12\rtutorforge.v1\x1a\x1atutorforge/v1/common.proto\x1a\x18tutorforge/v1/jobs.proto\"q\n\nLoraConfig\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\r\n\x05\x61lpha\x18\x02 \x01(\x02\x12\x14\n\x07\x64ropout\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x16\n\x0etarget_modules\x18\x04 \x03(\t\x12\x0c\n\x04\x62ias\x18\x05 \x01(\tB\n\n\x08_dropout\"\xe4\x04\n\x11TrainingArguments\x12\x0e\n\x06\x65pochs\x18\x01 \x01(\x02\x12\x12\n\nbatch_size\x18\x02 \x01(\x05\x12#\n\x1bgradient_accumulation_steps\x18\x03 \x01(\x05\x12\x15\n\rlearning_rate\x18\x04 \x01(\x02\x12\x19\n\x0cwarmup_ratio\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x0clr_scheduler\x18\x06 \x01(\t\x12\x19\n\x0cweight_decay\x18\x07 \x01(\x02H\x01\x88\x01\x01\x12\x16\n\x0emax_seq_length\x18\x08 \x01(\x05\x12\x0c\n\x04seed\x18\t \x01(\x03\x12\x17\n\neval_steps\x18\n \x01(\x05H\x02\x88\x01\x01\x12\x18\n\x10\x63heckpoint_steps\x18\x0b \x01(\x05\x12\x11\n\tmax_steps\x18\x0c \x01(\x05\x12\x14\n\x07packing\x18\r \x01(\x08H\x03\x88\x01\x01\x12\x1c\n\x0fgroup_by_length\x18\x0e \x01(\x08H\x04\x88\x01\x01\x12\x1a\n\rmax_grad_norm\x18\x0f \x01(\x02H\x05\x88\x01\x01\x12$\n\x17\x65\x61rly_stopping_patience\x18\x10 \x01(\x05H\x06\x88\x01\x01\x12%\n\x18\x65\x61rly_stopping_min_delta\x18\x11 \x01(\x02H\x07\x88\x01\x01\x42\x0f\n\r_warmup_ratioB\x0f\n\r_weight_decayB\r\n\x0b_eval_stepsB\n\n\x08_packingB\x12\n\x10_group_by_lengthB\x10\n\x0e_max_grad_normB\x1a\n\x18_early_stopping_patienceB\x1b\n\x19_early_stopping_min_delta\"W\n\x0eResourceConfig\x12\x13\n\x0bnum_workers\x18\x01 \x01(\x05\x12\x17\n\x0f\x63pus_per_worker\x18\x02 \x01(\x02\x12\x17\n\x0fgpus_per_worker\x18\x03 \x01(\x02\"\xa1\x03\n\x14StartTrainingRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x61taset_version\x18\x02 \x01(\t\x12\x14\n\x0c\x61\x64\x61pter_name\x18\x03 \x01(\t\x12\'\n\x04lora\x18\x04 \x01(\x0b\x32\x19.tutorforge.v1.LoraConfig\x12\x33\n\targuments\x18\x05 \x01(\x0b\x32 .tutorforge.v1.TrainingArguments\x12\x30\n\tresources\x18\x06 \x01(\x0b\x32\x1d.tutorforge.v1.ResourceConfig\x12\x43\n\x08metadata\x18\x07 \x03(\x0b\x32\x31.tutorforge.v1.StartTrainingRequest.MetadataEntry\x12\x13\n\x0buse_unsloth\x18\x08 \x01(\x08\x12\x14\n\x0cload_in_4bit\x18\t \x01(\x08\x12\x18\n\x10merge_and_export\x18\n \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\x15StartTrainingResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.tutorforge.v1.Job2\xf0\x03\n\x0fTrainingService\x12Z\n\rStartTraining\x12#.tutorforge.v1.StartTrainingRequest\x1a$.tutorforge.v1.StartTrainingResponse\x12\x45\n\x06GetJob\x12\x1c.tutorforge.v1.GetJobRequest\x1a\x1d.tutorforge.v1.GetJobResponse\x12K\n\x08ListJobs\x12\x1e.tutorforge.v1.ListJobsRequest\x1a\x1f.tutorforge.v1.ListJobsResponse\x12M\n\x08WatchJob\x12\x1e.tutorforge.v1.WatchJobRequest\x1a\x1f.tutorforge.v1.WatchJobResponse0\x01\x12N\n\tCancelJob\x12\x1f.tutorforge.v1.CancelJobRequest\x1a .tutorforge.v1.CancelJobResponse\x12N\n\tResumeJob\x12\x1f.tutorforge.v1.ResumeJobRequest\x1a .tutorforge.v1.ResumeJobResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,38 +35,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STARTTRAININGREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_STARTTRAININGREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_LORACONFIG']._serialized_start=75
-  _globals['_LORACONFIG']._serialized_end=188
-  _globals['_TRAININGARGUMENTS']._serialized_start=191
-  _globals['_TRAININGARGUMENTS']._serialized_end=803
-  _globals['_RESOURCECONFIG']._serialized_start=805
-  _globals['_RESOURCECONFIG']._serialized_end=892
-  _globals['_STARTTRAININGREQUEST']._serialized_start=895
-  _globals['_STARTTRAININGREQUEST']._serialized_end=1312
-  _globals['_STARTTRAININGREQUEST_METADATAENTRY']._serialized_start=1265
-  _globals['_STARTTRAININGREQUEST_METADATAENTRY']._serialized_end=1312
-  _globals['_STARTTRAININGRESPONSE']._serialized_start=1314
-  _globals['_STARTTRAININGRESPONSE']._serialized_end=1370
-  _globals['_GETJOBREQUEST']._serialized_start=1372
-  _globals['_GETJOBREQUEST']._serialized_end=1403
-  _globals['_GETJOBRESPONSE']._serialized_start=1405
-  _globals['_GETJOBRESPONSE']._serialized_end=1454
-  _globals['_LISTJOBSREQUEST']._serialized_start=1456
-  _globals['_LISTJOBSREQUEST']._serialized_end=1552
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1554
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1631
-  _globals['_WATCHJOBREQUEST']._serialized_start=1633
-  _globals['_WATCHJOBREQUEST']._serialized_end=1690
-  _globals['_WATCHJOBRESPONSE']._serialized_start=1692
-  _globals['_WATCHJOBRESPONSE']._serialized_end=1750
-  _globals['_CANCELJOBREQUEST']._serialized_start=1752
-  _globals['_CANCELJOBREQUEST']._serialized_end=1786
-  _globals['_CANCELJOBRESPONSE']._serialized_start=1788
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1840
-  _globals['_RESUMEJOBREQUEST']._serialized_start=1842
-  _globals['_RESUMEJOBREQUEST']._serialized_end=1876
-  _globals['_RESUMEJOBRESPONSE']._serialized_start=1878
-  _globals['_RESUMEJOBRESPONSE']._serialized_end=1930
-  _globals['_TRAININGSERVICE']._serialized_start=1933
-  _globals['_TRAININGSERVICE']._serialized_end=2429
+  _globals['_LORACONFIG']._serialized_start=101
+  _globals['_LORACONFIG']._serialized_end=214
+  _globals['_TRAININGARGUMENTS']._serialized_start=217
+  _globals['_TRAININGARGUMENTS']._serialized_end=829
+  _globals['_RESOURCECONFIG']._serialized_start=831
+  _globals['_RESOURCECONFIG']._serialized_end=918
+  _globals['_STARTTRAININGREQUEST']._serialized_start=921
+  _globals['_STARTTRAININGREQUEST']._serialized_end=1338
+  _globals['_STARTTRAININGREQUEST_METADATAENTRY']._serialized_start=1291
+  _globals['_STARTTRAININGREQUEST_METADATAENTRY']._serialized_end=1338
+  _globals['_STARTTRAININGRESPONSE']._serialized_start=1340
+  _globals['_STARTTRAININGRESPONSE']._serialized_end=1396
+  _globals['_TRAININGSERVICE']._serialized_start=1399
+  _globals['_TRAININGSERVICE']._serialized_end=1895
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from tutorforge.v1 import jobs_pb2 as tutorforge_dot_v1_dot_jobs__pb2
 from tutorforge.v1 import training_pb2 as tutorforge_dot_v1_dot_training__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -42,28 +43,28 @@ class TrainingServiceStub:
                 _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/tutorforge.v1.TrainingService/GetJob',
-                request_serializer=tutorforge_dot_v1_dot_training__pb2.GetJobRequest.SerializeToString,
-                response_deserializer=tutorforge_dot_v1_dot_training__pb2.GetJobResponse.FromString,
+                request_serializer=tutorforge_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=tutorforge_dot_v1_dot_jobs__pb2.GetJobResponse.FromString,
                 _registered_method=True)
         self.ListJobs = channel.unary_unary(
                 '/tutorforge.v1.TrainingService/ListJobs',
-                request_serializer=tutorforge_dot_v1_dot_training__pb2.ListJobsRequest.SerializeToString,
-                response_deserializer=tutorforge_dot_v1_dot_training__pb2.ListJobsResponse.FromString,
+                request_serializer=tutorforge_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=tutorforge_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
         self.WatchJob = channel.unary_stream(
                 '/tutorforge.v1.TrainingService/WatchJob',
-                request_serializer=tutorforge_dot_v1_dot_training__pb2.WatchJobRequest.SerializeToString,
-                response_deserializer=tutorforge_dot_v1_dot_training__pb2.WatchJobResponse.FromString,
+                request_serializer=tutorforge_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=tutorforge_dot_v1_dot_jobs__pb2.WatchJobResponse.FromString,
                 _registered_method=True)
         self.CancelJob = channel.unary_unary(
                 '/tutorforge.v1.TrainingService/CancelJob',
-                request_serializer=tutorforge_dot_v1_dot_training__pb2.CancelJobRequest.SerializeToString,
-                response_deserializer=tutorforge_dot_v1_dot_training__pb2.CancelJobResponse.FromString,
+                request_serializer=tutorforge_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=tutorforge_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
         self.ResumeJob = channel.unary_unary(
                 '/tutorforge.v1.TrainingService/ResumeJob',
-                request_serializer=tutorforge_dot_v1_dot_training__pb2.ResumeJobRequest.SerializeToString,
-                response_deserializer=tutorforge_dot_v1_dot_training__pb2.ResumeJobResponse.FromString,
+                request_serializer=tutorforge_dot_v1_dot_jobs__pb2.ResumeJobRequest.SerializeToString,
+                response_deserializer=tutorforge_dot_v1_dot_jobs__pb2.ResumeJobResponse.FromString,
                 _registered_method=True)
 
 
@@ -78,19 +79,23 @@ class TrainingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The shared job API (jobs.proto): the same messages in every job-running service.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListJobs(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchJob(self, request, context):
         """Replays the job's events, then streams new ones until it ends.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -98,6 +103,7 @@ class TrainingServiceServicer:
 
     def CancelJob(self, request, context):
         """Stops the workers; the last checkpoint is kept.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -105,6 +111,7 @@ class TrainingServiceServicer:
 
     def ResumeJob(self, request, context):
         """Continues a failed or cancelled run from its last checkpoint.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,28 +127,28 @@ def add_TrainingServiceServicer_to_server(servicer, server):
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
-                    request_deserializer=tutorforge_dot_v1_dot_training__pb2.GetJobRequest.FromString,
-                    response_serializer=tutorforge_dot_v1_dot_training__pb2.GetJobResponse.SerializeToString,
+                    request_deserializer=tutorforge_dot_v1_dot_jobs__pb2.GetJobRequest.FromString,
+                    response_serializer=tutorforge_dot_v1_dot_jobs__pb2.GetJobResponse.SerializeToString,
             ),
             'ListJobs': grpc.unary_unary_rpc_method_handler(
                     servicer.ListJobs,
-                    request_deserializer=tutorforge_dot_v1_dot_training__pb2.ListJobsRequest.FromString,
-                    response_serializer=tutorforge_dot_v1_dot_training__pb2.ListJobsResponse.SerializeToString,
+                    request_deserializer=tutorforge_dot_v1_dot_jobs__pb2.ListJobsRequest.FromString,
+                    response_serializer=tutorforge_dot_v1_dot_jobs__pb2.ListJobsResponse.SerializeToString,
             ),
             'WatchJob': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchJob,
-                    request_deserializer=tutorforge_dot_v1_dot_training__pb2.WatchJobRequest.FromString,
-                    response_serializer=tutorforge_dot_v1_dot_training__pb2.WatchJobResponse.SerializeToString,
+                    request_deserializer=tutorforge_dot_v1_dot_jobs__pb2.WatchJobRequest.FromString,
+                    response_serializer=tutorforge_dot_v1_dot_jobs__pb2.WatchJobResponse.SerializeToString,
             ),
             'CancelJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelJob,
-                    request_deserializer=tutorforge_dot_v1_dot_training__pb2.CancelJobRequest.FromString,
-                    response_serializer=tutorforge_dot_v1_dot_training__pb2.CancelJobResponse.SerializeToString,
+                    request_deserializer=tutorforge_dot_v1_dot_jobs__pb2.CancelJobRequest.FromString,
+                    response_serializer=tutorforge_dot_v1_dot_jobs__pb2.CancelJobResponse.SerializeToString,
             ),
             'ResumeJob': grpc.unary_unary_rpc_method_handler(
                     servicer.ResumeJob,
-                    request_deserializer=tutorforge_dot_v1_dot_training__pb2.ResumeJobRequest.FromString,
-                    response_serializer=tutorforge_dot_v1_dot_training__pb2.ResumeJobResponse.SerializeToString,
+                    request_deserializer=tutorforge_dot_v1_dot_jobs__pb2.ResumeJobRequest.FromString,
+                    response_serializer=tutorforge_dot_v1_dot_jobs__pb2.ResumeJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -197,8 +204,8 @@ class TrainingService:
             request,
             target,
             '/tutorforge.v1.TrainingService/GetJob',
-            tutorforge_dot_v1_dot_training__pb2.GetJobRequest.SerializeToString,
-            tutorforge_dot_v1_dot_training__pb2.GetJobResponse.FromString,
+            tutorforge_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
+            tutorforge_dot_v1_dot_jobs__pb2.GetJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -224,8 +231,8 @@ class TrainingService:
             request,
             target,
             '/tutorforge.v1.TrainingService/ListJobs',
-            tutorforge_dot_v1_dot_training__pb2.ListJobsRequest.SerializeToString,
-            tutorforge_dot_v1_dot_training__pb2.ListJobsResponse.FromString,
+            tutorforge_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
+            tutorforge_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -251,8 +258,8 @@ class TrainingService:
             request,
             target,
             '/tutorforge.v1.TrainingService/WatchJob',
-            tutorforge_dot_v1_dot_training__pb2.WatchJobRequest.SerializeToString,
-            tutorforge_dot_v1_dot_training__pb2.WatchJobResponse.FromString,
+            tutorforge_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
+            tutorforge_dot_v1_dot_jobs__pb2.WatchJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -278,8 +285,8 @@ class TrainingService:
             request,
             target,
             '/tutorforge.v1.TrainingService/CancelJob',
-            tutorforge_dot_v1_dot_training__pb2.CancelJobRequest.SerializeToString,
-            tutorforge_dot_v1_dot_training__pb2.CancelJobResponse.FromString,
+            tutorforge_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
+            tutorforge_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -305,8 +312,8 @@ class TrainingService:
             request,
             target,
             '/tutorforge.v1.TrainingService/ResumeJob',
-            tutorforge_dot_v1_dot_training__pb2.ResumeJobRequest.SerializeToString,
-            tutorforge_dot_v1_dot_training__pb2.ResumeJobResponse.FromString,
+            tutorforge_dot_v1_dot_jobs__pb2.ResumeJobRequest.SerializeToString,
+            tutorforge_dot_v1_dot_jobs__pb2.ResumeJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

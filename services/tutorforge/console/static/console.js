@@ -347,14 +347,19 @@ async function renderJobs() {
   const form = h("form", {}, h("div", { class: "row" }, h("div", {}, h("label", { for: "job-id" }, "Open a job by id"), id),
     h("button", { type: "submit" }, "Open")));
   form.addEventListener("submit", (event) => { event.preventDefault(); location.hash = `#/jobs/${encodeURIComponent(id.value.trim())}`; });
+  // Every job-running service lists its jobs the same way (ListJobs): one table per service.
+  const jobTable = (service, title) => {
+    const jobs = data[service] || [];
+    const note = data.notes[service];
+    return [h("h3", {}, title), note ? h("p", { class: "muted" }, note) : null,
+      jobs.length ? table(["job", "kind", "state", "progress", "about", "message", "updated"],
+        jobs.map((j) => [h("a", { href: `#/jobs/${j.id}` }, j.id), j.kind, stateName(j.state), `${Math.round(j.progress * 100)}%`,
+          j.labels.adapter || j.labels.adapter_name || j.labels.program || j.labels.dataset || j.labels.name || "", j.message,
+          j.updated_at ? new Date(j.updated_at).toLocaleString() : ""]), [3])
+        : note ? null : h("p", {}, `No ${title.toLowerCase()} job yet.`)];
+  };
   show(h("h2", {}, "Jobs"), form,
-    h("h3", {}, "Training"), data.training.length ? table(["job", "state", "progress", "adapter", "message", "updated"],
-      data.training.map((j) => [h("a", { href: `#/jobs/${j.id}` }, j.id), stateName(j.state), `${Math.round(j.progress * 100)}%`,
-        j.labels.adapter || j.labels.adapter_name || "", j.message, j.updated_at ? new Date(j.updated_at).toLocaleString() : ""]), [2])
-      : h("p", {}, "No training job yet."),
-    h("h3", {}, "Optimization runs behind stored programs"), data.note ? h("p", { class: "muted" }, data.note) : null,
-    data.optimization.length ? table(["run", "program"], data.optimization.map((r) => [h("a", { href: `#/jobs/${r.id}` }, r.id), r.program]))
-      : h("p", {}, "No stored program yet."));
+    ...jobTable("training", "Training"), ...jobTable("optimization", "Optimization"), ...jobTable("datasets", "Dataset"));
 }
 
 async function renderJob(id) {
