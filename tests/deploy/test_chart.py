@@ -285,6 +285,28 @@ def test_disabling_a_service_removes_its_resources(render, service):
     assert remaining == set(SERVICES) - {service}
 
 
+def test_ingress_routes_the_console_and_openai_api_to_the_http_port(render, raycluster_validator):
+    assert not find(render(), "Ingress")
+    docs = render(ingress__enabled=True, ingress__host="tutor.example.org", ingress__className="nginx")
+    (ingress,) = find(docs, "Ingress")
+    _validate(ingress, raycluster_validator)
+    rule = ingress["spec"]["rules"][0]
+    assert rule["host"] == "tutor.example.org" and ingress["spec"]["ingressClassName"] == "nginx"
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    service = find(docs, "Service", backend["name"])[0]
+    http = next(p for p in service["spec"]["ports"] if p["name"] == backend["port"]["name"])
+    assert http["port"] == 8000
+    # The default-deny network policy lets the ingress controller's namespace reach that port, and only it.
+    policy = find(docs, "NetworkPolicy", f"{FULLNAME}-inference")[0]
+    controller = [
+        rule for rule in policy["spec"]["ingress"]
+        if rule["from"][0].get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+        == "ingress-nginx"
+    ]
+    assert [p["port"] for p in controller[0]["ports"]] == [8000]
+    assert not find(render(ingress__enabled=True, services__inference__enabled=False), "Ingress")
+
+
 def test_toggles_of_the_dependencies(render):
     docs = render(ray__enabled=False, qdrant__mode="embedded", networkPolicy__enabled=False,
                   podDisruptionBudget__enabled=False)
