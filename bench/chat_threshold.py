@@ -46,8 +46,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args()
 
+    from tutorforge.artifacts.store import ArtifactStore
     from tutorforge.core.settings import Settings
-    from tutorforge.core.storage import ArtifactStore
     from tutorforge.retrieval.documents import DocumentMetadata
     from tutorforge.retrieval.service import DocumentUpload, RetrievalService
     from tutorforge.samples import material_documents, read_jsonl, retrieval_queries

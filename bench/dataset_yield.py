@@ -7,7 +7,7 @@ DatasetService on a loopback server.
     python bench/dataset_yield.py --teacher http://127.0.0.1:8000/v1   # generate through a teacher
 
 "Usable" = kept by the build (parsed, not a loop, grounded where it must be) and every tutor turn ends
-with a question and reveals no final answer (datasets.quality). Attempts = dialogues tried (synthetic
+with a question and reveals no final answer (core.pedagogy). Attempts = dialogues tried (synthetic
 tries up to twice the number asked for) / document chunks used (the sample topic may have fewer chunks)."""
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from tutorforge import samples  # noqa: E402
+from tutorforge.artifacts.datasets import DatasetRepository  # noqa: E402
 from tutorforge.core.client import open_channel  # noqa: E402
+from tutorforge.core.pedagogy import reveals_answer  # noqa: E402
 from tutorforge.core.server import start_server  # noqa: E402
 from tutorforge.core.settings import Settings  # noqa: E402
-from tutorforge.datasets.quality import reveals_answer  # noqa: E402
-from tutorforge.datasets.repository import DatasetRepository  # noqa: E402
 from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc, jobs_pb2, retrieval_pb2, retrieval_pb2_grpc  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

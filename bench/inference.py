@@ -31,7 +31,7 @@ import transformers_baseline
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from tutorforge.core.adapters import AdapterRegistry  # noqa: E402
+from tutorforge.artifacts.adapters import AdapterRegistry  # noqa: E402
 from tutorforge.core.client import open_channel  # noqa: E402
 from tutorforge.core.models import chat_model_name, load_chat_model  # noqa: E402
 from tutorforge.core.server import start_server  # noqa: E402

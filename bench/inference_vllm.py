@@ -18,7 +18,8 @@ from pathlib import Path
 
 import httpx
 import openai
-from tutorforge.core.adapters import read_adapter_dir
+
+from tutorforge.artifacts.adapters import read_adapter_dir
 from tutorforge.core.models import chat_model_name, chat_model_path
 from tutorforge.core.settings import Settings
 from tutorforge.inference.vllm_local import LocalVllm, VllmOptions, vllm_python

@@ -44,7 +44,7 @@ def main() -> int:
 
     from rich.console import Console
     from tutorforge.core.cli_support import connect
-    from tutorforge.optimization.table import figure
+    from tutorforge.artifacts.reports import figure
 
     console = Console(width=None if sys.stdout.isatty() else 180)
     channel = connect(args.address)

@@ -27,10 +27,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
+from tutorforge.artifacts.store import ArtifactStore  # noqa: E402
 from tutorforge.core.models import load_embedder  # noqa: E402
 from tutorforge.core.server import start_server  # noqa: E402
 from tutorforge.core.settings import Settings  # noqa: E402
-from tutorforge.core.storage import ArtifactStore  # noqa: E402
 from tutorforge.retrieval.chunking import chunk_text  # noqa: E402
 from tutorforge.retrieval.documents import extract_text  # noqa: E402
 from tutorforge.retrieval.edge_store import EdgeChunkStore  # noqa: E402

@@ -134,6 +134,7 @@ OLD_RECIPE = {
 def demo_like_dataset(settings, store) -> str:
     """The demo dataset's file sources, built by the real dataset builder; returns its name."""
     from tutorforge import samples
+    from tutorforge.artifacts.datasets import DatasetRepository
     from tutorforge.datasets.builder import (
         BuildOptions,
         BuildRequest,
@@ -141,7 +142,6 @@ def demo_like_dataset(settings, store) -> str:
         FileSource,
         build_dataset,
     )
-    from tutorforge.datasets.repository import DatasetRepository
     from tutorforge.datasets.validation import chat_token_counter
 
     files = [samples.starter_dialogues(), samples.instructions(), samples.teacher_scenarios()]
@@ -210,9 +210,9 @@ def main() -> None:
     parser.add_argument("--recipes", action="store_true", help="compare the default recipe with the old one")
     args = parser.parse_args()
 
+    from tutorforge.artifacts.datasets import DatasetInfo, DatasetRepository
+    from tutorforge.artifacts.store import ArtifactStore
     from tutorforge.core.models import load_chat_tokenizer
-    from tutorforge.core.storage import ArtifactStore
-    from tutorforge.datasets.repository import DatasetInfo, DatasetRepository
     from tutorforge.training.data import tokenize_records
     from tutorforge.training.service import TrainingService
 

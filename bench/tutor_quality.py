@@ -38,7 +38,7 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
     from tutorforge.core.cli_support import connect
-    from tutorforge.optimization.table import comparison_rows, figure
+    from tutorforge.artifacts.reports import comparison_rows, figure
 
     console = Console(width=None if sys.stdout.isatty() else 180)
     running = None

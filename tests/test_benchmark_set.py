@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from tutorforge.core.pedagogy import reveals_answer
 from tutorforge.datasets.dedup import Decontaminator, ngrams, words
-from tutorforge.datasets.quality import reveals_answer
 from tutorforge.optimization import metrics
 from tutorforge.optimization.turns import benchmark_turns
 from tutorforge.retrieval.documents import content_type_for, extract_text

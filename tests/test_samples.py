@@ -14,8 +14,8 @@ from bs4 import BeautifulSoup
 from pypdf import PdfReader
 
 from tutorforge.core.names import validate_name
+from tutorforge.core.pedagogy import quality_signals
 from tutorforge.datasets.formats import RecordFormat, parse_file
-from tutorforge.datasets.quality import quality_signals
 from tutorforge.samples import (
     SAMPLES_DIR,
     array_dialogues,

@@ -7,13 +7,13 @@ from __future__ import annotations
 import threading
 
 from mlflow import MlflowClient
-from tutorforge.core.errors import Cancelled
-from tutorforge.core.jobs import JobManager, JobState
-from tutorforge.core.storage import ArtifactStore
-from tutorforge.core.telemetry.experiments import lineage_of, tracked_job, tracking_uri
 
 from tests.conftest import make_settings
 from tests.tooling import missing_tool
+from tutorforge.artifacts.store import ArtifactStore
+from tutorforge.core.errors import Cancelled
+from tutorforge.core.jobs import JobManager, JobState
+from tutorforge.core.telemetry.experiments import lineage_of, tracked_job, tracking_uri
 
 PARAMS = {"lora": {"r": 8, "target_modules": ["q_proj", "v_proj"]}, "args": {"learning_rate": 0.001}, "dataset": "starter"}
 

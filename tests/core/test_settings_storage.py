@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import Cancelled, FailedPrecondition, InvalidArgument, NotFound
 from tutorforge.core.jobs import JobManager, JobState
 from tutorforge.core.names import validate_name
 from tutorforge.core.settings import Settings
-from tutorforge.core.storage import ArtifactStore
 
 
 def test_settings_defaults_env_and_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from tutorforge.artifacts.datasets import DatasetRepository
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.settings import Settings
-from tutorforge.core.storage import ArtifactStore
-from tutorforge.datasets.repository import DatasetRepository
 from tutorforge.datasets.validation import TokenCounter, chat_token_counter
 
 MODEL_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "models"

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tutorforge.core.storage import ArtifactStore
+from tutorforge.artifacts.store import ArtifactStore
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from tutorforge.core.pedagogy import quality_signals
 from tutorforge.datasets.generation import (
     DEFAULT_MIN_FAITHFULNESS,
     TURN_SCHEMAS,
@@ -17,7 +18,6 @@ from tutorforge.datasets.generation import (
     repetition,
     tutor_turn_problem,
 )
-from tutorforge.datasets.quality import quality_signals
 
 # A real exchange of SmolLM2-135M-Instruct (greedy) for a fractions passage, from before the turn schemas:
 # the student asked only "Why?" and the tutor explained (wrongly, 1/5 + 2/5 = 3/10) instead of asking.

@@ -8,9 +8,8 @@ import pytest
 from dataset_helpers import fixture_bytes
 
 from tutorforge import samples
-from tutorforge.datasets.repository import DatasetRepository
-from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc, inference_pb2, retrieval_pb2, retrieval_pb2_grpc
-from tutorforge.v1 import jobs_pb2
+from tutorforge.artifacts.datasets import DatasetRepository
+from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc, inference_pb2, jobs_pb2, retrieval_pb2, retrieval_pb2_grpc
 
 pytestmark = pytest.mark.slow
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataset_helpers import dialogue
 
+from tutorforge.core.pedagogy import quality_signals, reveals_answer
 from tutorforge.datasets.dedup import Decontaminator, find_duplicates
-from tutorforge.datasets.quality import quality_signals, reveals_answer
 from tutorforge.datasets.split import split_records
 
 BASE = dialogue(

@@ -17,15 +17,13 @@ from dataset_helpers import jsonl, store_snapshot
 from typer.testing import CliRunner
 
 from tutorforge import samples
+from tutorforge.artifacts.datasets import DatasetRepository
 from tutorforge.cli import app
 from tutorforge.core.errors import InvalidArgument
+from tutorforge.core.pedagogy import reveals_answer
+from tutorforge.core.teaching import Citation, RetrievalOptions, Retriever, build_prompt, chat_retrieval
 from tutorforge.datasets import seeds
-from tutorforge.datasets.quality import reveals_answer
-from tutorforge.datasets.repository import DatasetRepository
-from tutorforge.inference.chat import RetrievalOptions, Retriever, build_prompt, chat_retrieval
-from tutorforge.inference.types import Citation
-from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
-from tutorforge.v1 import jobs_pb2
+from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc, jobs_pb2, retrieval_pb2, retrieval_pb2_grpc
 
 SUBJECTS = {"mathematics", "physics", "chemistry", "biology", "earth_science", "history", "language_arts", "computer_science"}
 

@@ -8,9 +8,8 @@ import grpc
 import pytest
 from dataset_helpers import dialogue, fixture_bytes, jsonl, store_snapshot
 
-from tutorforge.datasets.repository import DatasetRepository
-from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc
-from tutorforge.v1 import jobs_pb2
+from tutorforge.artifacts.datasets import DatasetRepository
+from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc, jobs_pb2
 
 FILES = ("dialogues.jsonl", "openai.json", "instructions.jsonl", "scenarios.jsonl")
 

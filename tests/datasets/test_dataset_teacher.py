@@ -13,10 +13,9 @@ import grpc
 import pytest
 from dataset_helpers import store_snapshot
 
+from tutorforge.artifacts.datasets import DatasetRepository
 from tutorforge.datasets.generation import TURN_SCHEMAS
-from tutorforge.datasets.repository import DatasetRepository
-from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc
-from tutorforge.v1 import jobs_pb2
+from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc, jobs_pb2
 
 # The repository root, so that the inference tests' stand-in servers import under plain `pytest` too.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))

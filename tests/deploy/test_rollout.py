@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from deploy_helpers import NAMESPACE, RELEASE, FakeKubeAPI, find
 from safetensors.numpy import save_file
-from tutorforge.core.adapters import AdapterRegistry
+
+from tutorforge.artifacts.adapters import AdapterRegistry
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import FailedPrecondition, NotFound
-from tutorforge.core.storage import ArtifactStore
 from tutorforge.inference.rollout import RESTARTED_AT, deploy_adapter, parse_adapter_list, sync_adapters
 
 TGI = f"{RELEASE}-tutorforge-tgi"

@@ -13,7 +13,7 @@ from inference_helpers import ADAPTERS, PROMPT, generate
 from safetensors.numpy import save_file
 
 from tests.conftest import MODEL_CACHE
-from tutorforge.core.adapters import AdapterRegistry
+from tutorforge.artifacts.adapters import AdapterRegistry
 from tutorforge.core.models import DEFAULT_CHAT_MODEL_NAME
 from tutorforge.core.settings import Settings
 from tutorforge.inference.embedded import EmbeddedEngine

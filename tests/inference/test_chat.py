@@ -9,13 +9,11 @@ import grpc
 import openai
 import pytest
 
+from tutorforge.artifacts.programs import Demonstration, ProgramInfo, ProgramRepository, TeachingProgram
 from tutorforge.core.convert import program_to_proto
-from tutorforge.core.programs import Demonstration, ProgramInfo, ProgramRepository, TeachingProgram
-from tutorforge.inference.chat import DEFAULT_SYSTEM_PROMPT, NO_MATERIAL_NOTICE, build_prompt
-from tutorforge.inference.types import Citation
-from tutorforge.v1 import common_pb2
+from tutorforge.core.teaching import DEFAULT_SYSTEM_PROMPT, NO_MATERIAL_NOTICE, Citation, build_prompt
+from tutorforge.v1 import common_pb2, inference_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
 from tutorforge.v1 import inference_pb2 as pb
-from tutorforge.v1 import inference_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
 
 DOCUMENTS = {
     "photosynthesis": (

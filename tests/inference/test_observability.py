@@ -21,14 +21,14 @@ import openai
 import pytest
 from inference_helpers import generate
 from prometheus_client.parser import text_string_to_metric_families
-from tutorforge.core.adapters import AdapterRegistry
+
+from tests.conftest import MODEL_CACHE
+from tests.tooling import missing_tool
+from tutorforge.artifacts.adapters import AdapterRegistry
 from tutorforge.core.models import DEFAULT_CHAT_MODEL_NAME
 from tutorforge.core.telemetry import tracing
 from tutorforge.v1 import common_pb2, inference_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
 from tutorforge.v1 import inference_pb2 as pb
-
-from tests.conftest import MODEL_CACHE
-from tests.tooling import missing_tool
 
 GENERATED = "tutorforge_inference_generated_tokens_total"
 PHOTOSYNTHESIS = (

@@ -9,20 +9,18 @@ import socket
 import grpc
 import httpx
 import jsonschema
+import numpy as np
 import pytest
 from fake_servers import BASE_MODEL, FakeServer, Recorder, tgi_app, vllm_app
 from inference_helpers import generate, stream_request
-import numpy as np
 from safetensors.numpy import save_file
 
-from tutorforge.core.adapters import AdapterRegistry
+from tutorforge.artifacts.adapters import AdapterRegistry
 from tutorforge.core.errors import Unavailable
 from tutorforge.datasets.generation import TURN_SCHEMAS
 from tutorforge.inference.remote import TgiEngine
-from tutorforge.v1 import common_pb2
+from tutorforge.v1 import common_pb2, inference_pb2_grpc
 from tutorforge.v1 import inference_pb2 as pb
-from tutorforge.v1 import inference_pb2_grpc
-
 
 # What dataset generation asks a teacher for: a tutor turn.
 TURN_SCHEMA = TURN_SCHEMAS["reply"]

@@ -14,11 +14,10 @@ import openai
 import pytest
 from inference_helpers import PROMPT, generate
 
-from tutorforge.core.adapters import AdapterRegistry
+from tutorforge.artifacts.adapters import AdapterRegistry
 from tutorforge.core.models import DEFAULT_CHAT_MODEL_NAME
-from tutorforge.v1 import common_pb2
+from tutorforge.v1 import common_pb2, inference_pb2_grpc
 from tutorforge.v1 import inference_pb2 as pb
-from tutorforge.v1 import inference_pb2_grpc
 
 QUESTION_SCHEMA = {
     "type": "object",

@@ -21,14 +21,14 @@ import pytest
 from inference_helpers import PROMPT, generate, stream_request
 from test_chat import DOCUMENTS, QUESTION, RETRIEVAL
 from tooling import missing_tool
-from tutorforge.core.adapters import AdapterRegistry
+
+from tests.conftest import MODEL_CACHE, REPO
+from tutorforge.artifacts.adapters import AdapterRegistry
 from tutorforge.core.models import chat_model_name, chat_model_path
 from tutorforge.core.settings import ModelSettings
 from tutorforge.inference.vllm_local import LocalVllm, VllmOptions, vllm_python
 from tutorforge.v1 import common_pb2, inference_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
 from tutorforge.v1 import inference_pb2 as pb
-
-from tests.conftest import MODEL_CACHE, REPO
 
 pytestmark = pytest.mark.slow
 

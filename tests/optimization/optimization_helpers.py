@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tutorforge.core.storage import ArtifactStore
-from tutorforge.datasets.repository import DatasetInfo, DatasetRepository
-from tutorforge.v1 import common_pb2, optimization_pb2_grpc
-from tutorforge.v1 import jobs_pb2
+from tutorforge.artifacts.datasets import DatasetInfo, DatasetRepository
+from tutorforge.artifacts.store import ArtifactStore
+from tutorforge.v1 import common_pb2, jobs_pb2, optimization_pb2_grpc
 
 STARTER = Path(__file__).resolve().parents[2] / "services/tutorforge/samples/dialogues/starter.jsonl"
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 
 from optimization_helpers import store_starter
-from tutorforge.cli import app
-from tutorforge.core.programs import Demonstration, ProgramInfo, ProgramRepository, TeachingProgram
 from typer.testing import CliRunner
+
+from tutorforge.artifacts.programs import Demonstration, ProgramInfo, ProgramRepository, TeachingProgram
+from tutorforge.cli import app
 
 runner = CliRunner()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tutorforge.core.errors import InvalidArgument
 from tutorforge.optimization.metrics import (
     MetricWeights,
@@ -114,7 +115,8 @@ def test_feedback_names_what_to_change() -> None:
 
 def test_bootstrapping_keeps_only_socratic_cited_replies_as_demonstrations() -> None:
     import dspy
-    from tutorforge.inference.types import Citation
+
+    from tutorforge.core.teaching import Citation
     from tutorforge.optimization.metrics import MetricWeights
     from tutorforge.optimization.program import PedagogicalMetric
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import grpc
 import pytest
 from optimization_helpers import store_starter
-from tutorforge.core.programs import ProgramInfo, ProgramRepository, TeachingProgram
+
+from tutorforge.artifacts.programs import ProgramInfo, ProgramRepository, TeachingProgram
 from tutorforge.v1 import common_pb2, inference_pb2, inference_pb2_grpc, optimization_pb2_grpc
 from tutorforge.v1 import optimization_pb2 as pb
 

@@ -7,9 +7,10 @@ from types import SimpleNamespace
 
 import dspy
 import pytest
+
+from tutorforge.artifacts.programs import ProgramInfo, ProgramRepository, TeachingProgram
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument, NotFound
-from tutorforge.core.programs import ProgramInfo, ProgramRepository, TeachingProgram
-from tutorforge.core.storage import ArtifactStore
 from tutorforge.optimization.cli import OPTIMIZER_CHOICES
 from tutorforge.optimization.judge import NAMES, JudgeMetric, JudgeScore, parse_scores
 from tutorforge.optimization.lm import BudgetExhausted, LmUsage

@@ -12,10 +12,10 @@ import time
 
 import pytest
 from optimization_helpers import store_starter
-from tutorforge.core.programs import ProgramRepository
-from tutorforge.v1 import common_pb2, optimization_pb2_grpc
+
+from tutorforge.artifacts.programs import ProgramRepository
+from tutorforge.v1 import common_pb2, jobs_pb2, optimization_pb2_grpc
 from tutorforge.v1 import optimization_pb2 as pb
-from tutorforge.v1 import jobs_pb2
 
 # Chat grounds every tutor turn on the retrieval service (an empty collection here).
 SERVICES = ("optimization", "inference", "datasets", "retrieval")

@@ -7,16 +7,18 @@ import json
 
 import dspy
 import pytest
+
+from tutorforge.artifacts.programs import Demonstration, ProgramInfo, ProgramRepository, TeachingProgram
+from tutorforge.artifacts.reports import report_files
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import InvalidArgument, NotFound
-from tutorforge.core.programs import Demonstration, ProgramInfo, ProgramRepository, TeachingProgram
-from tutorforge.core.storage import ArtifactStore
-from tutorforge.inference.chat import DEFAULT_SYSTEM_PROMPT, build_prompt
+from tutorforge.core.teaching import DEFAULT_SYSTEM_PROMPT, build_prompt
 from tutorforge.optimization.adapters import PlainAdapter
 from tutorforge.optimization.evaluation import Estimate, Outcome, Target, TargetMetrics, score_outcomes
 from tutorforge.optimization.lm import Passage
 from tutorforge.optimization.metrics import MetricWeights
 from tutorforge.optimization.program import TutorProgram
-from tutorforge.optimization.report import EvaluationReport, load_report, render_markdown, report_files, save_report
+from tutorforge.optimization.report import EvaluationReport, load_report, render_markdown, save_report
 from tutorforge.optimization.turns import BENCHMARK_SET, TutorTurn, benchmark_turns, turn_from_record, turns_from_records
 
 RECORD = {
@@ -186,7 +188,7 @@ def test_report_is_saved_as_json_markdown_and_png_with_intervals(tmp_path) -> No
     )
     loaded = load_report(store, "eval-1")
     assert loaded.targets[0].question_rate == metrics.question_rate
-    files = report_files(store, loaded)
+    files = report_files(store, loaded.evaluation_id, loaded.files)
     assert set(files) == {"report.json", "report.md", "charts/scores_per_target.png", "charts/score_per_subject.png"}
     assert all(files[name].startswith(b"\x89PNG") for name in files if name.endswith(".png"))
     markdown = render_markdown(report)

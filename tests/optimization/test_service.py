@@ -8,19 +8,20 @@ import time
 import grpc
 import pytest
 from optimization_helpers import store_starter, wait_for
-from tutorforge.core.programs import Demonstration, ProgramInfo, ProgramRepository, TeachingProgram
-from tutorforge.inference.chat import DEFAULT_SYSTEM_PROMPT
+
+from tutorforge.artifacts.programs import Demonstration, ProgramInfo, ProgramRepository, TeachingProgram
+from tutorforge.core.teaching import DEFAULT_SYSTEM_PROMPT
 from tutorforge.optimization.turns import benchmark_turns
 from tutorforge.v1 import (
     common_pb2,
     inference_pb2,
     inference_pb2_grpc,
+    jobs_pb2,
     optimization_pb2_grpc,
     retrieval_pb2,
     retrieval_pb2_grpc,
 )
 from tutorforge.v1 import optimization_pb2 as pb
-from tutorforge.v1 import jobs_pb2
 
 SERVICES = ("optimization", "inference", "datasets")
 MATERIAL = (
@@ -219,7 +220,8 @@ def test_evaluation_with_retrieval_grounds_replies_on_ingested_material(serve):
 def test_benchmarking_an_adapter_records_its_scores_in_the_registry_lineage(serve, tmp_path):
     import torch
     from peft import LoraConfig, get_peft_model
-    from tutorforge.core.adapters import AdapterRegistry
+
+    from tutorforge.artifacts.adapters import AdapterRegistry
     from tutorforge.core.models import chat_model_name, load_chat_model
 
     running, channel = serve(*SERVICES, "retrieval", retrieval__chunk_size_tokens=64, retrieval__chunk_overlap_tokens=8)

@@ -18,8 +18,11 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import MODEL_CACHE, REPO
+from tests.reliability.reliability_helpers import free_port
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.client import open_channel
-from tutorforge.core.storage import ArtifactStore
 from tutorforge.v1 import (
     common_pb2,
     datasets_pb2,
@@ -30,9 +33,6 @@ from tutorforge.v1 import (
     training_pb2,
     training_pb2_grpc,
 )
-
-from tests.conftest import MODEL_CACHE, REPO
-from tests.reliability.reliability_helpers import free_port
 
 pytestmark = pytest.mark.slow
 MATERIAL = REPO / "services" / "tutorforge" / "samples" / "material"

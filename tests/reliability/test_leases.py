@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.jobs import JobManager, JobState, LeaseLost
-from tutorforge.core.storage import ArtifactStore
 
 LEASE = 0.6
 

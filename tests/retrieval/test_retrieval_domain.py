@@ -9,9 +9,9 @@ import pytest
 from qdrant_client import QdrantClient
 from retrieval_helpers import PHOTOSYNTHESIS, VOLCANOES
 
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import InvalidArgument
 from tutorforge.core.models import load_embedder
-from tutorforge.core.storage import ArtifactStore
 from tutorforge.retrieval.chunking import ChunkingOptions, chunk_text, unit_spans
 from tutorforge.retrieval.documents import HTML, MARKDOWN, PDF, TEXT, DocumentMetadata, content_type_for, extract_text
 from tutorforge.retrieval.edge_store import EdgeChunkStore

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tutorforge.core.storage import ArtifactStore
-from tutorforge.datasets.repository import DatasetInfo, DatasetRepository
+from tutorforge.artifacts.datasets import DatasetInfo, DatasetRepository
+from tutorforge.artifacts.store import ArtifactStore
 
 STARTER = (
     Path(__file__).resolve().parents[2]

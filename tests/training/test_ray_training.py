@@ -8,12 +8,11 @@ import time
 import grpc
 import pytest
 
-from tutorforge.core.adapters import AdapterRegistry
+from tutorforge.artifacts.adapters import AdapterRegistry
 from tutorforge.core.models import chat_model_path, load_chat_tokenizer
 from tutorforge.training.data import padded_batches, tokenize_records
 from tutorforge.training.loop import evaluate_loss
-from tutorforge.v1 import common_pb2, inference_pb2, inference_pb2_grpc, training_pb2, training_pb2_grpc
-from tutorforge.v1 import jobs_pb2
+from tutorforge.v1 import common_pb2, inference_pb2, inference_pb2_grpc, jobs_pb2, training_pb2, training_pb2_grpc
 
 pytestmark = pytest.mark.slow
 

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from tutorforge.core.adapters import AdapterRegistry
+from tutorforge.artifacts.adapters import AdapterRegistry
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import InvalidArgument, NotFound
 from tutorforge.core.models import chat_model_path
 from tutorforge.core.settings import Settings
-from tutorforge.core.storage import ArtifactStore
 from tutorforge.training.config import EVALUATIONS_PER_RUN, LoraSpec, TrainArgs, TrainingSpec
 from tutorforge.training.loop import EarlyStopping
 from tutorforge.training.service import TrainingService

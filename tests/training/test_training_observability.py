@@ -10,10 +10,10 @@ import urllib.request
 import pytest
 from mlflow import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
-from tutorforge.core.adapters import AdapterRegistry
+
+from tutorforge.artifacts.adapters import AdapterRegistry
 from tutorforge.core.telemetry.experiments import tracking_uri
-from tutorforge.v1 import common_pb2, training_pb2, training_pb2_grpc
-from tutorforge.v1 import jobs_pb2
+from tutorforge.v1 import common_pb2, jobs_pb2, training_pb2, training_pb2_grpc
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,10 @@ import time
 import grpc
 import pytest
 
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.jobs import JobManager, JobState
-from tutorforge.core.storage import ArtifactStore
 from tutorforge.training.config import TrainingSpec
-from tutorforge.v1 import common_pb2, training_pb2, training_pb2_grpc
-from tutorforge.v1 import jobs_pb2
+from tutorforge.v1 import common_pb2, jobs_pb2, training_pb2, training_pb2_grpc
 
 RECORDS = [
     {

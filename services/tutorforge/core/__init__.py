@@ -1,1 +1,1 @@
-"""Shared core: settings, server bootstrap, errors, storage, jobs and model provisioning."""
+"""Shared core: settings, server bootstrap, errors, jobs, model provisioning and the rules every service shares."""

@@ -23,11 +23,13 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
+from tutorforge.artifacts.reports import comparison_rows
 from tutorforge.core.client import open_channel
 from tutorforge.core.errors import TutorforgeError
 from tutorforge.core.settings import Settings
-from tutorforge.v1 import common_pb2, jobs_pb2
+from tutorforge.v1 import common_pb2, jobs_pb2, optimization_pb2
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -119,3 +121,12 @@ def follow_and_get(stub: Any, job_id: str, **follow: Any) -> common_pb2.Job:
     bar, then return its final record."""
     follow_job((reply.event for reply in stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id))), **follow)
     return stub.GetJob(jobs_pb2.GetJobRequest(job_id=job_id)).job
+
+
+def comparison_table(report: optimization_pb2.EvaluationReport) -> Table:
+    """An evaluation report's comparison table: `tutorforge evaluate`, `train --benchmark` and the demo."""
+    header, rows = comparison_rows(report.targets)
+    table = Table(*header, title=f"evaluation {report.evaluation_id} on {report.dataset}")
+    for row in rows:
+        table.add_row(*row)
+    return table

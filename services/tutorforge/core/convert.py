@@ -6,8 +6,8 @@ import json
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from tutorforge.artifacts.programs import Demonstration, TeachingProgram
 from tutorforge.core.jobs import JobEvent, JobRecord, JobState
-from tutorforge.core.programs import Demonstration, TeachingProgram
 from tutorforge.v1 import common_pb2, inference_pb2
 
 _STATES = {

@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import Cancelled, FailedPrecondition, InvalidArgument, NotFound, TutorforgeError
 from tutorforge.core.names import is_id
 from tutorforge.core.paging import keyset_page
-from tutorforge.core.storage import ArtifactStore
 from tutorforge.core.telemetry.metrics import observe_job_state
 from tutorforge.core.validation import echo
 

@@ -10,10 +10,10 @@ from functools import cached_property
 
 import grpc
 
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.access import internal_token
 from tutorforge.core.client import open_channel
 from tutorforge.core.settings import Settings
-from tutorforge.core.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,13 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from tutorforge.artifacts.datasets import DatasetInfo, DatasetRepository
 from tutorforge.core.errors import InvalidArgument
 from tutorforge.core.names import validate_name
+from tutorforge.core.pedagogy import quality_signals
 from tutorforge.core.validation import echo
 from tutorforge.datasets.dedup import Decontaminator, evaluation_texts, find_duplicates
 from tutorforge.datasets.formats import Issue, ParsedFile, RecordFormat, parse_file, read_items
-from tutorforge.datasets.quality import quality_signals
-from tutorforge.datasets.repository import DatasetInfo, DatasetRepository
 from tutorforge.datasets.split import split_records, subject_of
 from tutorforge.datasets.validation import DEFAULT_MAX_TOKENS, TokenCounter, validate_record
 

@@ -15,11 +15,11 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from tutorforge.core.pedagogy import reveals_answer
 from tutorforge.datasets import prompts
 from tutorforge.datasets.builder import Progress, SourceResult
 from tutorforge.datasets.dedup import words
 from tutorforge.datasets.formats import Issue
-from tutorforge.datasets.quality import reveals_answer
 from tutorforge.v1 import common_pb2, inference_pb2, inference_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
 
 if TYPE_CHECKING:

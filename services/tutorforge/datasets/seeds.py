@@ -25,13 +25,12 @@ from typing import Any
 import grpc
 
 from tutorforge.core.errors import InvalidArgument
+from tutorforge.core.pedagogy import reveals_answer
+from tutorforge.core.teaching import Citation, RetrievalOptions, Retriever, build_prompt
 from tutorforge.core.validation import loads_json
 from tutorforge.datasets.builder import Progress, SourceResult
 from tutorforge.datasets.formats import Issue
 from tutorforge.datasets.generation import _call, faithfulness
-from tutorforge.datasets.quality import reveals_answer
-from tutorforge.inference.chat import RetrievalOptions, Retriever, build_prompt
-from tutorforge.inference.types import Citation
 
 KINDS = ("plain", "misconception", "pressure", "follow_up")
 DEFAULT_DIALOGUES_PER_CARD = 8

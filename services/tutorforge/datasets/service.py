@@ -8,13 +8,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from tutorforge.artifacts.datasets import DatasetInfo, DatasetRepository
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import InvalidArgument
 from tutorforge.core.jobs import JobDirectory, JobManager, JobRecord, JobReporter
 from tutorforge.core.paging import offset_page
 from tutorforge.core.settings import Settings
-from tutorforge.core.storage import ArtifactStore
 from tutorforge.datasets.builder import BuildOptions, BuildRequest, FileSource, build_dataset
-from tutorforge.datasets.repository import DatasetInfo, DatasetRepository
 from tutorforge.datasets.validation import chat_token_counter, validate_record
 
 

@@ -7,16 +7,16 @@ from collections.abc import Iterator
 
 import grpc
 
+from tutorforge.artifacts.datasets import SPLITS, DatasetInfo
 from tutorforge.core.convert import job_to_proto
 from tutorforge.core.errors import InvalidArgument
 from tutorforge.core.job_api import JobServicer
 from tutorforge.core.runtime import Runtime
+from tutorforge.core.teaching import RetrievalOptions, chat_retrieval
 from tutorforge.datasets.builder import BuildOptions, BuildRequest, EvaluationFile, FileSource, Source
 from tutorforge.datasets.formats import RecordFormat
 from tutorforge.datasets.generation import DEFAULT_MIN_FAITHFULNESS, DocumentSource, SyntheticSource
-from tutorforge.datasets.repository import SPLITS, DatasetInfo
 from tutorforge.datasets.seeds import seed_sources
-from tutorforge.inference.chat import RetrievalOptions, chat_retrieval
 from tutorforge.datasets.service import DatasetService
 from tutorforge.datasets.teacher import open_teacher
 from tutorforge.datasets.validation import DEFAULT_MAX_TOKENS

@@ -1,13 +1,13 @@
 """A teacher model for dataset generation: a separate, stronger model behind an OpenAI-compatible (vLLM,
-SGLang, tutorforge's own HTTP door) or TGI endpoint, reached through the inference package's remote
-engine clients, so generation does not load the platform's own inference service."""
+SGLang, tutorforge's own HTTP door) or TGI endpoint, reached through `core.chat_endpoint`, so generation
+does not load the platform's own inference service."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from tutorforge.core.chat_endpoint import ChatEndpoint
 from tutorforge.core.errors import FailedPrecondition, TutorforgeError
 from tutorforge.core.settings import Settings
 from tutorforge.v1 import inference_pb2
@@ -18,7 +18,7 @@ INFERENCE = "inference"
 
 @dataclass
 class Teacher:
-    engine: Any
+    endpoint: ChatEndpoint
     url: str
     kind: str
     # Served model name; "" = the endpoint's (first) base model.
@@ -39,23 +39,20 @@ class TeacherWriter:
     parameters: inference_pb2.GenerationParameters
 
     def write(self, messages: list[dict[str, str]], schema: dict[str, Any], name: str, max_tokens: int, what: str) -> str:
-        from tutorforge.inference.types import GenerationRequest, ResponseFormat, SamplingParams
-
         given = self.parameters
-        params = SamplingParams(
-            max_tokens=given.max_tokens or max_tokens,
-            temperature=given.temperature if given.HasField("temperature") else 0.0,
-            top_p=given.top_p if given.HasField("top_p") else 1.0,
-            stop=tuple(given.stop),
-            seed=given.seed if given.HasField("seed") else None,
-            response_format=ResponseFormat(type="json_schema", schema=json.dumps(schema), name=name),
-        )
-        request = GenerationRequest(params=params, messages=messages, adapter=self.teacher.model)
         try:
-            text, _ = self.teacher.engine.submit(request).collect()
+            return self.teacher.endpoint.complete(
+                messages,
+                max_tokens=given.max_tokens or max_tokens,
+                schema=schema,
+                name=name,
+                temperature=given.temperature if given.HasField("temperature") else 0.0,
+                top_p=given.top_p if given.HasField("top_p") else 1.0,
+                stop=tuple(given.stop),
+                seed=given.seed if given.HasField("seed") else None,
+            )
         except TutorforgeError as error:
             raise type(error)(f"{what}: the teacher at {self.teacher.url} answered: {error}") from error
-        return text
 
 
 def open_teacher(settings: Settings, requested: str, field: str) -> Teacher | None:
@@ -69,17 +66,14 @@ def open_teacher(settings: Settings, requested: str, field: str) -> Teacher | No
     where = field if requested else "datasets.teacher_url (TUTORFORGE_DATASETS__TEACHER_URL)"
     if not url.startswith(("http://", "https://")):
         raise FailedPrecondition(f"{where} must be an http(s) URL of the teacher endpoint, or {INFERENCE!r}; got {url!r}")
+    token = settings.server.api_token.get_secret_value() if settings.server.api_token else ""
     try:
-        from tutorforge.inference.remote import OpenAIEngine, TgiEngine
+        endpoint = ChatEndpoint(url, configured.teacher_kind, configured.teacher_model, token)
     except ImportError as error:
-        raise FailedPrecondition(f"{where}: a teacher needs the inference client libraries: pip install 'tutorforge[inference]'") from error
-    remote = settings.model_copy(deep=True)
-    # OpenAI-style URLs are usually given with their /v1; the client adds it itself.
-    remote.inference.engine_url = url.rstrip("/").removesuffix("/v1")
-    engine = (TgiEngine if configured.teacher_kind == "tgi" else OpenAIEngine)(remote)
+        raise FailedPrecondition(f"{where}: a teacher needs httpx: pip install 'tutorforge[datasets]'") from error
     try:
-        engine.probe()
+        endpoint.probe()
     except TutorforgeError as error:
-        engine.close()
+        endpoint.close()
         raise FailedPrecondition(f"{where}: the teacher at {url} is not reachable: {error}") from error
-    return Teacher(engine=engine, url=url, kind=configured.teacher_kind, model=configured.teacher_model)
+    return Teacher(endpoint=endpoint, url=url, kind=configured.teacher_kind, model=configured.teacher_model)

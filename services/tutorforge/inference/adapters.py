@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from tutorforge.core.adapters import AdapterRegistry, AdapterVersion, lora_shape, read_adapter_dir
+from tutorforge.artifacts.adapters import AdapterRegistry, AdapterVersion, lora_shape, read_adapter_dir
 from tutorforge.core.errors import FailedPrecondition, NotFound
 from tutorforge.core.names import validate_name
 from tutorforge.core.settings import Settings

@@ -19,9 +19,8 @@ from tutorforge.core.cli_support import (
     print_json,
     rpc_errors,
 )
-from tutorforge.v1 import common_pb2
+from tutorforge.v1 import common_pb2, inference_pb2_grpc
 from tutorforge.v1 import inference_pb2 as pb
-from tutorforge.v1 import inference_pb2_grpc
 
 adapters_app = typer.Typer(help="LoRA adapters: the registry and what the server has loaded.", no_args_is_help=True)
 
@@ -175,9 +174,9 @@ def _print_summary(summary: pb.GenerationSummary) -> None:
 
 
 def _registry(store: str | None):  # noqa: ANN202 - imported lazily to keep the CLI start fast
-    from tutorforge.core.adapters import AdapterRegistry
+    from tutorforge.artifacts.adapters import AdapterRegistry
+    from tutorforge.artifacts.store import ArtifactStore
     from tutorforge.core.settings import Settings
-    from tutorforge.core.storage import ArtifactStore
 
     settings = Settings()
     return AdapterRegistry(ArtifactStore(store or settings.store_url)), settings

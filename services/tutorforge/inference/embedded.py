@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tutorforge.core.adapters import safetensors_header
+from tutorforge.artifacts.adapters import safetensors_header
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from tutorforge.core.models import chat_model_name, load_chat_model, load_chat_tokenizer
 from tutorforge.core.settings import Settings

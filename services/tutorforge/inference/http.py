@@ -33,9 +33,9 @@ from tutorforge.core.errors import (
     TutorforgeError,
     status_of,
 )
+from tutorforge.core.teaching import RetrievalOptions
 from tutorforge.core.telemetry.metrics import install_http_metrics
 from tutorforge.core.tls import uvicorn_options
-from tutorforge.inference.chat import RetrievalOptions
 from tutorforge.inference.openai_compat import (
     OpenAIFields,
     checked_logprobs,

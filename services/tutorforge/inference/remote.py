@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tutorforge.core.chat_endpoint import schema_format, status_error
 from tutorforge.core.errors import (
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
     ResourceExhausted,
     TutorforgeError,
     Unavailable,
@@ -103,14 +103,7 @@ class _RemoteEngine:
         if isinstance(error, TutorforgeError):
             return error
         status = getattr(getattr(error, "response", None), "status_code", None) or getattr(error, "status_code", None)
-        message = f"{self.kind} server at {self.url}: {error}{_reason_of(error)}"
-        if status == 404:
-            return NotFound(message)
-        if status in (400, 422):
-            return InvalidArgument(message)
-        if status == 429:
-            return ResourceExhausted(message)
-        return Unavailable(message)
+        return status_error(status, f"{self.kind} server at {self.url}: {error}{_reason_of(error)}")
 
     def _pieces(self, request: GenerationRequest) -> Iterator[Piece]:
         raise NotImplementedError
@@ -155,9 +148,8 @@ class TgiEngine(_RemoteEngine):
                 "response_format.type json_object is not available with the tgi engine (TGI needs a JSON Schema "
                 "with properties): send json_schema"
             )
-        # TGI's grammar form, on /generate and its Messages API alike: it refuses OpenAI's
-        # {"type": "json_schema", "json_schema": ...} (its GrammarType wants the schema in `value`).
-        grammar = {"type": "json", "value": schema_of(structured)} if structured is not None else None
+        # TGI's grammar form, on /generate and its Messages API alike.
+        grammar = schema_format("tgi", "", schema_of(structured)) if structured is not None else None
         if request.messages is not None:
             if grammar is not None:
                 sampling["response_format"] = grammar

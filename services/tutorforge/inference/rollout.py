@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from tutorforge.core.adapters import AdapterRegistry, AdapterVersion
+from tutorforge.artifacts.adapters import AdapterRegistry, AdapterVersion
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from tutorforge.core.models import chat_model_name
 from tutorforge.core.settings import Settings
-from tutorforge.core.storage import ArtifactStore
 
 if TYPE_CHECKING:
     import httpx

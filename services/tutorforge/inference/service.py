@@ -6,24 +6,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tutorforge.core.adapters import AdapterRegistry
+from tutorforge.artifacts.adapters import AdapterRegistry
+from tutorforge.artifacts.programs import ProgramRepository, TeachingProgram
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument
-from tutorforge.core.programs import ProgramRepository, TeachingProgram
 from tutorforge.core.runtime import Runtime
 from tutorforge.core.settings import Settings
+from tutorforge.core.teaching import NO_MATERIAL_NOTICE, Citation, RetrievalOptions, Retriever, build_prompt, chat_retrieval, retrieval_query, validate_messages
 from tutorforge.core.telemetry import metrics, tracing
 from tutorforge.inference.adapters import AdapterManager
-from tutorforge.inference.chat import (
-    NO_MATERIAL_NOTICE,
-    RetrievalOptions,
-    Retriever,
-    build_prompt,
-    chat_retrieval,
-    retrieval_query,
-    validate_messages,
-)
 from tutorforge.inference.engine import Engine, create_engine
-from tutorforge.inference.types import AdapterStatus, Citation, GenerationRequest, GenerationStream, SamplingParams
+from tutorforge.inference.types import AdapterStatus, GenerationRequest, GenerationStream, SamplingParams
 
 MAX_STOP_STRINGS = 8
 MAX_STOP_CHARS = 200

@@ -8,16 +8,15 @@ from collections.abc import Iterator
 
 import grpc
 
-from tutorforge.core.errors import InvalidArgument
+from tutorforge.artifacts.programs import TeachingProgram
 from tutorforge.core.convert import program_from_proto
-from tutorforge.core.programs import TeachingProgram
+from tutorforge.core.errors import InvalidArgument
 from tutorforge.core.runtime import Runtime
-from tutorforge.inference.chat import RetrievalOptions
+from tutorforge.core.teaching import Citation, RetrievalOptions
 from tutorforge.inference.service import ChatTurn, InferenceService
 from tutorforge.inference.structured import parse_response_format
 from tutorforge.inference.types import (
     AdapterStatus,
-    Citation,
     GenerationStream,
     GenerationSummary,
     ResponseFormat,

@@ -11,6 +11,7 @@ import json
 import threading
 from typing import TYPE_CHECKING, Any
 
+from tutorforge.core.chat_endpoint import schema_format
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument
 from tutorforge.core.validation import MAX_JSON_DEPTH, json_depth, loads_json
 from tutorforge.inference.types import ResponseFormat
@@ -92,10 +93,7 @@ def openai_response_format(response_format: ResponseFormat) -> dict[str, Any]:
     """The OpenAI API's response_format body."""
     if response_format.type == "json_object":
         return {"type": "json_object"}
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": response_format.name or "response", "schema": schema_of(response_format), "strict": True},
-    }
+    return schema_format("openai", response_format.name, schema_of(response_format))
 
 
 class JsonConstraint:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from tutorforge.core.teaching import Citation
 from tutorforge.core.telemetry import metrics, tracing
 
 FinishReason = Literal["stop", "length", "cancelled"]
@@ -147,16 +148,6 @@ class GenerationStream:
             else:
                 return "".join(parts), event
         raise RuntimeError("generation ended without a summary")
-
-
-@dataclass(frozen=True)
-class Citation:
-    tag: str
-    document_id: str
-    chunk_index: int
-    source: str
-    score: float
-    text: str
 
 
 @dataclass

@@ -13,6 +13,7 @@ from tutorforge.core.cli_support import (
     DEFAULT_ADDRESS,
     AddressOption,
     JsonOption,
+    comparison_table,
     connect,
     console,
     err_console,
@@ -23,7 +24,6 @@ from tutorforge.core.cli_support import (
     to_dict,
 )
 from tutorforge.optimization.optimizers import DEFAULT_OPTIMIZER, REGISTRY
-from tutorforge.optimization.table import comparison_rows
 from tutorforge.v1 import common_pb2, optimization_pb2_grpc
 from tutorforge.v1 import optimization_pb2 as pb
 
@@ -179,14 +179,6 @@ def optimize(
         print_json({"run": to_dict(run), "program": to_dict(program)})
     else:
         _print_program(program)
-
-
-def comparison_table(report: pb.EvaluationReport) -> Table:
-    header, rows = comparison_rows(report.targets)
-    table = Table(*header, title=f"evaluation {report.evaluation_id} on {report.dataset}")
-    for row in rows:
-        table.add_row(*row)
-    return table
 
 
 def evaluate(

@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from tutorforge.artifacts.programs import TeachingProgram, parse_reference
 from tutorforge.core.errors import Cancelled, InvalidArgument
 from tutorforge.core.names import validate_name
-from tutorforge.core.programs import TeachingProgram, parse_reference
 from tutorforge.core.settings import ModelSettings
 from tutorforge.core.validation import echo
 from tutorforge.optimization.lm import Passage, TutorClient, as_domain_error, describe_error, root_cause

@@ -15,9 +15,9 @@ import dspy
 import grpc
 from dspy.lm15 import Message, Request, Response, TextPart, Usage, response_to_events
 
+from tutorforge.artifacts.programs import TeachingProgram
 from tutorforge.core.convert import program_to_proto
 from tutorforge.core.errors import FailedPrecondition, ResourceExhausted, TutorforgeError, status_of
-from tutorforge.core.programs import TeachingProgram
 from tutorforge.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 # DSPy logs a warning for every reply cut by max_tokens; our budgets cut replies on purpose.

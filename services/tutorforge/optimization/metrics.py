@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from tutorforge.core.errors import InvalidArgument
-from tutorforge.datasets.quality import reveals_answer as states_answer
+from tutorforge.core.pedagogy import reveals_answer as states_answer
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 # Function words say nothing about whether the material was used.

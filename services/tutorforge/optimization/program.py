@@ -1,5 +1,5 @@
 """The teaching program as DSPy sees it (a signature and a one-predictor module), its conversion to and
-from the stored `TeachingProgram` (core/programs.py) that chat serves, and the DSPy metric.
+from the stored `TeachingProgram` (artifacts/programs.py) that chat serves, and the DSPy metric.
 
 The module's predictor answers through `TutorChatAdapter`: every call is a real tutor turn through the
 Chat RPC with the program given inline, so the optimizer scores exactly what chat will serve."""
@@ -11,8 +11,8 @@ from typing import Any
 
 import dspy
 
-from tutorforge.core.programs import Demonstration, LmSettings, TeachingProgram
-from tutorforge.inference.chat import DEFAULT_SYSTEM_PROMPT, NO_MATERIAL_NOTICE
+from tutorforge.artifacts.programs import Demonstration, LmSettings, TeachingProgram
+from tutorforge.core.teaching import DEFAULT_SYSTEM_PROMPT, NO_MATERIAL_NOTICE
 from tutorforge.optimization.metrics import (
     Embed,
     MetricWeights,

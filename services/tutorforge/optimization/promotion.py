@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tutorforge.artifacts.programs import ProgramInfo, ProgramRepository, parse_reference
 from tutorforge.core.errors import FailedPrecondition
-from tutorforge.core.programs import ProgramInfo, ProgramRepository, parse_reference
 
 _BENCHMARK_HINT = "benchmark it first (`tutorforge evaluate --set tutor-benchmark`), or promote with --force"
 # The figure of the recorded benchmark summary (evaluation.TargetMetrics.summary) that promotion compares.

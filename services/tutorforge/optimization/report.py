@@ -1,6 +1,6 @@
 """The evaluation report: JSON (everything), Markdown (comparison tables, sample replies) and PNG charts
-(scores per target, score per subject), saved under `evaluations/<id>/` in the artifact store;
-`report.json` is written last."""
+(scores per target, score per subject), rendered here and kept in the artifact store by
+`artifacts/reports.py` (`evaluations/<id>/`)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tutorforge.core.errors import InvalidArgument, NotFound
-from tutorforge.core.names import is_id
-from tutorforge.core.storage import ArtifactStore
-from tutorforge.core.validation import echo
+from tutorforge.artifacts import reports
+from tutorforge.artifacts.reports import COLUMNS, comparison_rows
+from tutorforge.artifacts.reports import figure as figure_of
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.optimization.evaluation import TargetMetrics
-from tutorforge.optimization.table import COLUMNS, comparison_rows
-from tutorforge.optimization.table import figure as figure_of
 
-PREFIX = "evaluations"
 SCORE_CHART = "charts/scores_per_target.png"
 SUBJECT_CHART = "charts/score_per_subject.png"
 _SAMPLES_PER_TARGET = 3
@@ -35,10 +32,6 @@ class EvaluationReport:
     created_at: float = field(default_factory=time.time)
     # Artifact-store keys: "json", "markdown", "charts" (list).
     files: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return f"{PREFIX}/{self.evaluation_id}"
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -158,32 +151,10 @@ def render_charts(report: EvaluationReport) -> dict[str, bytes]:
 
 def save_report(store: ArtifactStore, report: EvaluationReport) -> EvaluationReport:
     charts = render_charts(report)
-    for relative, data in charts.items():
-        store.write_bytes(f"{report.key}/{relative}", data)
-    store.write_text(f"{report.key}/report.md", render_markdown(report))
-    report.files = {
-        "json": f"{report.key}/report.json",
-        "markdown": f"{report.key}/report.md",
-        "charts": [f"{report.key}/{relative}" for relative in charts],
-    }
-    store.write_json(f"{report.key}/report.json", report.to_json())
+    report.files = reports.report_layout(report.evaluation_id, charts)
+    reports.write_report(store, report.evaluation_id, report.to_json(), render_markdown(report), charts)
     return report
 
 
 def load_report(store: ArtifactStore, evaluation_id: str) -> EvaluationReport:
-    if not evaluation_id:
-        raise InvalidArgument("evaluation_id is required: give the id of an evaluation run")
-    if not is_id(evaluation_id):
-        raise NotFound(f"no evaluation {echo(evaluation_id)}")
-    key = f"{PREFIX}/{evaluation_id}/report.json"
-    if not store.exists(key):
-        raise NotFound(
-            f"evaluation {evaluation_id!r} has no report (yet): check the run with GetJob; it is written when the run succeeds"
-        )
-    return EvaluationReport.from_json(store.read_json(key))
-
-
-def report_files(store: ArtifactStore, report: EvaluationReport) -> dict[str, bytes]:
-    """The report's files by path relative to the report folder, for copying elsewhere."""
-    keys = [report.files["json"], report.files["markdown"], *report.files["charts"]]
-    return {key.removeprefix(report.key + "/"): store.read_bytes(key) for key in keys}
+    return EvaluationReport.from_json(reports.read_report(store, evaluation_id))

@@ -15,15 +15,15 @@ import dspy
 import grpc
 from dspy.utils.callback import BaseCallback
 
-from tutorforge.core.adapters import AdapterRegistry
+from tutorforge.artifacts.adapters import AdapterRegistry
+from tutorforge.artifacts.datasets import DatasetInfo, DatasetRepository
+from tutorforge.artifacts.programs import ProgramInfo, ProgramRepository
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument
 from tutorforge.core.jobs import JobDirectory, JobManager, JobRecord, JobReporter
 from tutorforge.core.names import validate_name
-from tutorforge.core.programs import ProgramInfo, ProgramRepository
 from tutorforge.core.settings import LmEndpoint, Settings
-from tutorforge.core.storage import ArtifactStore
 from tutorforge.core.telemetry.experiments import tracked_job
-from tutorforge.datasets.repository import DatasetInfo, DatasetRepository
 from tutorforge.optimization.adapters import LmAdapterKind, make_adapter
 from tutorforge.optimization.evaluation import (
     BASE,
@@ -46,10 +46,10 @@ from tutorforge.optimization.optimizers import (
     optimizer_spec,
     parameters,
 )
-from tutorforge.optimization.promotion import Promotion, promote
 from tutorforge.optimization.program import PedagogicalMetric, TutorProgram
-from tutorforge.optimization.turns import EVALUATION_SETS, TutorTurn, benchmark_turns, turns_from_records
+from tutorforge.optimization.promotion import Promotion, promote
 from tutorforge.optimization.report import EvaluationReport, load_report, save_report
+from tutorforge.optimization.turns import EVALUATION_SETS, TutorTurn, benchmark_turns, turns_from_records
 from tutorforge.v1 import inference_pb2, inference_pb2_grpc
 
 DEFAULT_MAX_TOKENS = 128

@@ -7,6 +7,8 @@ import json
 
 import grpc
 
+from tutorforge.artifacts.programs import ProgramInfo
+from tutorforge.artifacts.reports import report_files
 from tutorforge.core.convert import job_to_proto
 from tutorforge.core.errors import InvalidArgument
 from tutorforge.core.job_api import JobServicer
@@ -15,8 +17,7 @@ from tutorforge.optimization.adapters import LmAdapterKind
 from tutorforge.optimization.evaluation import ESTIMATES, TargetMetrics
 from tutorforge.optimization.metrics import MetricWeights
 from tutorforge.optimization.optimizers import DEFAULT_OPTIMIZER, REGISTRY, Budget, OptimizerSpec
-from tutorforge.core.programs import ProgramInfo
-from tutorforge.optimization.report import EvaluationReport, report_files
+from tutorforge.optimization.report import EvaluationReport
 from tutorforge.optimization.runs import EvaluationRequest, OptimizationRequest, OptimizationRuns
 from tutorforge.v1 import optimization_pb2 as pb
 from tutorforge.v1 import optimization_pb2_grpc
@@ -195,7 +196,7 @@ class OptimizationServicer(JobServicer, optimization_pb2_grpc.OptimizationServic
         if request.include_files:
             files = [
                 pb.ReportFile(path=path, content=data)
-                for path, data in report_files(self.runs.store, report).items()
+                for path, data in report_files(self.runs.store, report.evaluation_id, report.files).items()
             ]
         return pb.GetEvaluationResponse(report=report_to_proto(report), files=files)
 

@@ -16,12 +16,11 @@ from rich.table import Table
 
 from tutorforge import samples
 from tutorforge.client import Tutorforge, file_source, seed_source, synthetic_source
-from tutorforge.core.cli_support import follow_job
+from tutorforge.core.cli_support import comparison_table, follow_job
 from tutorforge.core.logs import configure_logging
 from tutorforge.core.server import start_server
 from tutorforge.core.settings import Settings
 from tutorforge.inference.cli import citations_table
-from tutorforge.optimization.cli import comparison_table
 from tutorforge.pipeline import stages
 from tutorforge.pipeline.results import ChatTurn, PipelineResult
 from tutorforge.v1 import retrieval_pb2

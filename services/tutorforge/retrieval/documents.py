@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import InvalidArgument, NotFound
 from tutorforge.core.names import validate_name
-from tutorforge.core.storage import ArtifactStore
 
 TEXT, MARKDOWN, HTML, PDF = "text/plain", "text/markdown", "text/html", "application/pdf"
 CONTENT_TYPES = (TEXT, MARKDOWN, HTML, PDF)

@@ -11,8 +11,8 @@ import math
 import threading
 from dataclasses import dataclass
 
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import InvalidArgument
-from tutorforge.core.storage import ArtifactStore
 from tutorforge.retrieval.documents import SEED_FIELDS, DocumentRecord
 from tutorforge.retrieval.store import Condition, Match, Range
 

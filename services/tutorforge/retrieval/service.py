@@ -25,10 +25,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import InvalidArgument, TutorforgeError
 from tutorforge.core.models import embedder_name, load_embedder
 from tutorforge.core.settings import ModelSettings, RetrievalSettings
-from tutorforge.core.storage import ArtifactStore
 from tutorforge.core.telemetry.metrics import INGESTED_CHUNKS, observe_search, watch_collection
 from tutorforge.retrieval.chunking import Chunk, ChunkingOptions, chunk_text
 from tutorforge.retrieval.documents import (

@@ -13,6 +13,7 @@ from tutorforge.core.cli_support import (
     DEFAULT_ADDRESS,
     AddressOption,
     JsonOption,
+    comparison_table,
     connect,
     console,
     follow_and_get,
@@ -231,7 +232,6 @@ def train(
 def _benchmark(address: str, adapter: str, as_json: bool) -> None:
     """The tutor benchmark on the base model and the new adapter; Evaluate records the adapter's scores in
     its registry lineage."""
-    from tutorforge.optimization.cli import comparison_table
     from tutorforge.v1 import optimization_pb2 as opb
     from tutorforge.v1 import optimization_pb2_grpc
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import InvalidArgument
-from tutorforge.core.storage import ArtifactStore
 from tutorforge.training.config import TrainArgs, TrainingSpec
 from tutorforge.training.data import Batch, Example, epoch_batches
 

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tutorforge.core.adapters import AdapterRegistry, AdapterVersion
+from tutorforge.artifacts.adapters import AdapterRegistry, AdapterVersion
+from tutorforge.artifacts.datasets import DatasetInfo, DatasetRepository
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import (
     Cancelled,
     FailedPrecondition,
@@ -33,10 +35,8 @@ from tutorforge.core.errors import (
 from tutorforge.core.jobs import JobReporter
 from tutorforge.core.models import chat_model_name, chat_model_path, load_chat_model, load_chat_tokenizer
 from tutorforge.core.settings import Settings
-from tutorforge.core.storage import ArtifactStore
 from tutorforge.core.telemetry.experiments import lineage_of
 from tutorforge.core.telemetry.metrics import observe_training_step
-from tutorforge.datasets.repository import DatasetInfo, DatasetRepository
 from tutorforge.training.config import TrainingSpec
 from tutorforge.training.data import TokenizedSplit, padding_share, tokenize_records
 from tutorforge.training.loop import (

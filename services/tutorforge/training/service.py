@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import FailedPrecondition
 from tutorforge.core.jobs import JobDirectory, JobManager, JobRecord, JobReporter, JobState
 from tutorforge.core.settings import Settings
-from tutorforge.core.storage import ArtifactStore
 from tutorforge.core.telemetry.experiments import tracked_job
 from tutorforge.training.config import TrainingSpec
 from tutorforge.training.runner import RESUME_HINT, PreparedRun, TrainingRunner, shutdown_ray

@@ -22,10 +22,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import Cancelled
 from tutorforge.core.jobs import JobManager, JobReporter
 from tutorforge.core.settings import Settings
-from tutorforge.core.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,7 @@
-"""The tutor chat: a Socratic system prompt, retrieved passages with source tags, and citations."""
+"""The tutor prompt contract: a Socratic system prompt, retrieved passages with source tags, and citations.
+
+Inference executes it for every chat; the datasets' seed source and the optimizer reproduce it (same
+retrieval defaults, same prompt), so an adapter trains on, and a program is scored on, what is served."""
 
 from __future__ import annotations
 
@@ -9,10 +12,9 @@ from typing import Any
 
 import grpc
 
+from tutorforge.artifacts.programs import TeachingProgram
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument, Unavailable
-from tutorforge.core.programs import TeachingProgram
 from tutorforge.core.settings import InferenceSettings
-from tutorforge.inference.types import Citation
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a patient Socratic tutor. Help the student find the answer themselves: ask one guiding "
@@ -42,6 +44,16 @@ _FUNCTION_WORDS = frozenset(
 )
 ROLES = ("system", "user", "assistant")
 MAX_TURNS = 64
+
+
+@dataclass(frozen=True)
+class Citation:
+    tag: str
+    document_id: str
+    chunk_index: int
+    source: str
+    score: float
+    text: str
 
 
 @dataclass

@@ -4,11 +4,10 @@ file or the new one, never half of one."""
 
 from __future__ import annotations
 
-import re
-
 import json
 import os
 import posixpath
+import re
 import tempfile
 import uuid
 from collections.abc import Iterator

@@ -1,4 +1,6 @@
-"""Socratic quality signals of a record: does the tutor ask rather than tell?"""
+"""Socratic quality signals of a tutor's turns: does the tutor ask rather than tell? Datasets measure
+their records with them and the optimizer's metric penalises a reply that hands over the answer, by the
+same rule."""
 
 from __future__ import annotations
 

@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tutorforge.artifacts.store import VERSION, ArtifactStore, complete_versions, next_version
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from tutorforge.core.names import validate_name
-from tutorforge.core.storage import VERSION, ArtifactStore, complete_versions, next_version
 
 # Only these files are copied: weights must be safetensors (never pickle), the rest is configuration.
 _ALLOWED_FILES = re.compile(

@@ -11,9 +11,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import InvalidArgument, NotFound
 from tutorforge.core.names import validate_name
-from tutorforge.core.storage import ArtifactStore
 
 PREFIX = "datasets"
 SPLITS = ("train", "validation")

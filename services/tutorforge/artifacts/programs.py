@@ -2,7 +2,7 @@
 
 A program is plain JSON — instructions (the tutor's system prompt), demonstrations (example student turns
 and tutor replies, placed before the conversation), LM settings, the LoRA adapter it was compiled against
-and the base model it is for. The inference service executes it (`tutorforge.inference.chat.build_prompt`)
+and the base model it is for. The inference service executes it (`tutorforge.core.teaching.build_prompt`)
 the same way whether the caller is a chatbot, an evaluation or an optimizer trial, so what is served is
 what was scored.
 
@@ -18,9 +18,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tutorforge.artifacts.store import VERSION, ArtifactStore, complete_versions, next_version
 from tutorforge.core.errors import InvalidArgument, NotFound
 from tutorforge.core.names import validate_name
-from tutorforge.core.storage import VERSION, ArtifactStore, complete_versions, next_version
 
 PREFIX = "programs"
 PROGRAM_FILE = "program.json"
