@@ -12,6 +12,8 @@ import yaml
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from tutorforge.core.names import BASE
+
 SERVICE_NAMES = ("retrieval", "datasets", "training", "optimization", "inference")
 
 
@@ -201,11 +203,11 @@ class OptimizationSettings(BaseModel):
     threads: int = 4
     # The LM that writes instructions (MIPROv2, COPRO) and reflects (GEPA, SIMBA): "base" or a LoRA adapter
     # name on the platform's inference service ("" = "base"), unless reflection_endpoint.url names a stronger one.
-    reflection_lm: str = "base"
+    reflection_lm: str = BASE
     reflection_endpoint: LmEndpoint = Field(default_factory=LmEndpoint)
     reflection_max_tokens: int = 256
     # The LLM-judge metric's LM, in the same two forms.
-    judge_lm: str = "base"
+    judge_lm: str = BASE
     judge_endpoint: LmEndpoint = Field(default_factory=LmEndpoint)
     judge_max_tokens: int = 64
 

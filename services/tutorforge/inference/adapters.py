@@ -13,7 +13,7 @@ from tutorforge.core.errors import FailedPrecondition, NotFound
 from tutorforge.core.names import validate_name
 from tutorforge.core.settings import Settings
 from tutorforge.inference.engine import Engine
-from tutorforge.inference.types import BASE, AdapterStatus
+from tutorforge.inference.types import NO_ADAPTER, AdapterStatus
 
 ROOT_VERSION = "local"
 
@@ -102,7 +102,7 @@ class AdapterManager:
 
         When the adapter is unavailable the request fails, unless it allowed the base model explicitly."""
         if not adapter or adapter == self.engine.base_model:
-            return ModelChoice(BASE)
+            return ModelChoice(NO_ADAPTER)
         try:
             validate_name(adapter, "adapter name")
             if not self.engine.loads_from_registry:
@@ -119,7 +119,7 @@ class AdapterManager:
             return ModelChoice(adapter)
         except (NotFound, FailedPrecondition):
             if fallback_to_base:
-                return ModelChoice(BASE, fell_back_to_base=True)
+                return ModelChoice(NO_ADAPTER, fell_back_to_base=True)
             raise
 
     def _from_roots(self, name: str) -> tuple[AdapterVersion, Path] | None:

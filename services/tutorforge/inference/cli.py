@@ -19,6 +19,7 @@ from tutorforge.core.cli_support import (
     print_json,
     rpc_errors,
 )
+from tutorforge.core.names import model_label
 from tutorforge.v1 import common_pb2, inference_pb2_grpc
 from tutorforge.v1 import inference_pb2 as pb
 
@@ -162,7 +163,7 @@ def citations_table(citations: list[pb.Citation]) -> Table:
 
 def _print_summary(summary: pb.GenerationSummary) -> None:
     reason = pb.FinishReason.Name(summary.finish_reason).removeprefix("FINISH_REASON_").lower()
-    model = summary.adapter or "base"
+    model = model_label(summary.adapter)
     fallback = " (adapter unavailable: fell back to base)" if summary.fell_back_to_base else ""
     err_console.print(
         f"[dim]{model}{fallback} · {summary.usage.completion_tokens} tokens · {reason} · "

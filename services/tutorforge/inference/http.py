@@ -33,6 +33,7 @@ from tutorforge.core.errors import (
     TutorforgeError,
     status_of,
 )
+from tutorforge.core.names import adapter_for
 from tutorforge.core.teaching import RetrievalOptions
 from tutorforge.core.telemetry.metrics import install_http_metrics
 from tutorforge.core.tls import uvicorn_options
@@ -45,7 +46,7 @@ from tutorforge.inference.openai_compat import (
 )
 from tutorforge.inference.service import ChatTurn, InferenceService
 from tutorforge.inference.structured import parse_response_format
-from tutorforge.inference.types import ResponseFormat
+from tutorforge.inference.types import NO_ADAPTER, ResponseFormat
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ def create_app(
             logprobs=logprobs,
         )
         params = replace(params, response_format=response_format)
-        adapter = "" if body.model in ("", "base", service.base_model) else body.model
+        adapter = NO_ADAPTER if body.model == service.base_model else adapter_for(body.model)
         messages = [{"role": m.role, "content": _text_of(m.content)} for m in body.messages]
         turns = start_choices(
             lambda seed: service.chat(

@@ -24,7 +24,7 @@ from tutorforge.core.settings import Settings
 from tutorforge.inference.decoding import StopMatcher
 from tutorforge.inference.structured import openai_response_format, schema_of
 from tutorforge.inference.types import (
-    BASE,
+    NO_ADAPTER,
     FinishReason,
     GenerationRequest,
     GenerationStream,
@@ -257,7 +257,7 @@ class OpenAIEngine(_RemoteEngine):
         self._served_base = ""
 
     def _model(self, adapter: str) -> str:
-        if adapter != BASE:
+        if adapter != NO_ADAPTER:
             return adapter
         if not self._served_base:
             models = self._client.models.list().data
@@ -303,7 +303,7 @@ class OpenAIEngine(_RemoteEngine):
 
     def probe(self) -> None:
         try:
-            self._model(BASE)
+            self._model(NO_ADAPTER)
         except Exception as error:  # noqa: BLE001 - every failure reaches the caller as a status
             raise self._translate(error) from error
 

@@ -13,7 +13,7 @@ from tutorforge.core.teaching import Citation
 from tutorforge.core.telemetry import metrics, tracing
 
 FinishReason = Literal["stop", "length", "cancelled"]
-BASE = ""
+NO_ADAPTER = ""
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,8 @@ class GenerationRequest:
     params: SamplingParams
     prompt: str | None = None
     messages: list[dict[str, str]] | None = None
-    # Adapter name; BASE ("") = the base model.
-    adapter: str = BASE
+    # Adapter name; NO_ADAPTER ("") = the base model.
+    adapter: str = NO_ADAPTER
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class GenerationSummary:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: FinishReason
-    adapter: str = BASE
+    adapter: str = NO_ADAPTER
     fell_back_to_base: bool = False
     time_to_first_token: float = 0.0
     duration: float = 0.0
@@ -102,7 +102,7 @@ class GenerationStream:
 
     The engine pushes events from its own thread; `cancel()` (client went away) frees the request's slot."""
 
-    def __init__(self, adapter: str = BASE):
+    def __init__(self, adapter: str = NO_ADAPTER):
         self.adapter = adapter
         # Set by the service when the requested adapter was unavailable and the request allowed the base.
         self.fell_back_to_base = False

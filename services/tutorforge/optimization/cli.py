@@ -23,6 +23,7 @@ from tutorforge.core.cli_support import (
     rpc_errors,
     to_dict,
 )
+from tutorforge.core.names import model_label
 from tutorforge.optimization.optimizers import DEFAULT_OPTIMIZER, REGISTRY
 from tutorforge.v1 import common_pb2, optimization_pb2_grpc
 from tutorforge.v1 import optimization_pb2 as pb
@@ -260,7 +261,7 @@ def list_programs(address: AddressOption = DEFAULT_ADDRESS, json_output: JsonOpt
             p.name,
             p.version,
             p.optimizer,
-            p.adapter or "base",
+            model_label(p.adapter),
             f"{p.dataset}@{p.dataset_version}",
             f"{p.baseline_score:.3f}",
             f"{p.optimized_score:.3f}",

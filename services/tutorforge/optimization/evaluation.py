@@ -16,7 +16,7 @@ from typing import Any
 
 from tutorforge.artifacts.programs import TeachingProgram, parse_reference
 from tutorforge.core.errors import Cancelled, InvalidArgument
-from tutorforge.core.names import validate_name
+from tutorforge.core.names import BASE, validate_name
 from tutorforge.core.settings import ModelSettings
 from tutorforge.core.validation import echo
 from tutorforge.optimization.lm import Passage, TutorClient, as_domain_error, describe_error, root_cause
@@ -28,8 +28,6 @@ from tutorforge.optimization.metrics import (
     score_response,
 )
 from tutorforge.optimization.turns import TutorTurn
-
-BASE = "base"
 
 
 @dataclass(frozen=True)

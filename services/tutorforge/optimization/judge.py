@@ -19,6 +19,7 @@ import dspy
 from dspy.lm15 import Message, Request, TextPart
 
 from tutorforge.core.errors import FailedPrecondition
+from tutorforge.core.names import adapter_for
 from tutorforge.core.settings import LmEndpoint
 from tutorforge.optimization.lm import InferenceLM, TutorClient, describe_error
 
@@ -199,7 +200,7 @@ def configured_lm(adapter: str, endpoint: LmEndpoint, tutor: TutorClient, max_to
     service through `tutor` (whose usage and stop checks it shares)."""
     if endpoint.url:
         return endpoint_lm(endpoint, max_tokens)
-    return InferenceLM(tutor, "" if adapter in ("", "base") else adapter, max_tokens=max_tokens)
+    return InferenceLM(tutor, adapter_for(adapter), max_tokens=max_tokens)
 
 
 def probe(lm: dspy.BaseLM, what: str, fix: str) -> None:

@@ -21,12 +21,11 @@ from tutorforge.artifacts.programs import ProgramInfo, ProgramRepository
 from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument
 from tutorforge.core.jobs import JobDirectory, JobManager, JobRecord, JobReporter
-from tutorforge.core.names import validate_name
+from tutorforge.core.names import BASE, validate_name
 from tutorforge.core.settings import LmEndpoint, Settings
 from tutorforge.core.telemetry.experiments import tracked_job
 from tutorforge.optimization.adapters import LmAdapterKind, make_adapter
 from tutorforge.optimization.evaluation import (
-    BASE,
     Outcome,
     Target,
     TargetMetrics,

@@ -18,6 +18,7 @@ from tutorforge import samples
 from tutorforge.client import Tutorforge, file_source, seed_source, synthetic_source
 from tutorforge.core.cli_support import comparison_table, follow_job
 from tutorforge.core.logs import configure_logging
+from tutorforge.core.names import BASE, model_label
 from tutorforge.core.server import start_server
 from tutorforge.core.settings import Settings
 from tutorforge.inference.cli import citations_table
@@ -178,7 +179,7 @@ def inference_stage(context: DemoContext) -> None:
         if turn.citations:
             console.print(citations_table(list(turn.citations)))
         summary = turn.summary
-        answered_by = summary.adapter or "base" + (" (fallback)" if summary.fell_back_to_base else "")
+        answered_by = model_label(summary.adapter) + (" (fallback)" if summary.fell_back_to_base else "")
         console.print(
             f"[dim]{answered_by} · {summary.usage.completion_tokens} tokens · first token "
             f"{summary.time_to_first_token_seconds:.2f} s · {summary.duration_seconds:.1f} s[/]"
@@ -213,7 +214,7 @@ def optimization_stage(context: DemoContext) -> None:
     )
 
     # The program runs on the adapter it was compiled against: "program:NAME" is adapter + program.
-    targets = ["base", *([f"adapter:{adapter}"] if adapter else []), f"program:{program.name}"]
+    targets = [BASE, *([f"adapter:{adapter}"] if adapter else []), f"program:{program.name}"]
     folder = context.workdir / "report"
     evaluation = stages.evaluate(
         context.tf, targets, dataset=dataset, folder=folder,

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from tutorforge.client.convert import enum_value
 from tutorforge.core.errors import InvalidArgument
-from tutorforge.core.names import validate_name
+from tutorforge.core.names import BASE, validate_name
 from tutorforge.v1 import datasets_pb2, optimization_pb2, training_pb2
 
 # Evaluation targets that name what this spec trains / compiles instead of a fixed adapter or program.
@@ -160,7 +160,7 @@ class OptimizeSpec(_Section):
 
 class EvaluateSpec(_Section):
     # "base", "adapter" / "program" (what this spec trains / compiles), or "adapter:NAME", "program:NAME".
-    targets: list[str] = Field(default_factory=lambda: ["base", THIS_ADAPTER, THIS_PROGRAM], min_length=1)
+    targets: list[str] = Field(default_factory=lambda: [BASE, THIS_ADAPTER, THIS_PROGRAM], min_length=1)
     # A bundled set ("tutor-benchmark") instead of the dataset's validation split.
     evaluation_set: str = ""
     max_examples: int = Field(0, ge=0)

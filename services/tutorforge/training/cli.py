@@ -21,6 +21,7 @@ from tutorforge.core.cli_support import (
     print_json,
     rpc_errors,
 )
+from tutorforge.core.names import BASE
 from tutorforge.training.config import LR_SCHEDULERS, LoraSpec, TrainArgs
 from tutorforge.v1 import common_pb2, jobs_pb2, training_pb2, training_pb2_grpc
 
@@ -240,7 +241,7 @@ def _benchmark(address: str, adapter: str, as_json: bool) -> None:
         run = stub.Evaluate(
             opb.EvaluateRequest(
                 evaluation_set="tutor-benchmark",
-                targets=[opb.EvaluationTarget(spec="base"), opb.EvaluationTarget(spec=f"adapter:{adapter}")],
+                targets=[opb.EvaluationTarget(spec=BASE), opb.EvaluationTarget(spec=f"adapter:{adapter}")],
             )
         ).job
         run = follow_and_get(stub, run.id, label="benchmark", quiet=as_json)

@@ -27,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from tutorforge.core.errors import InvalidArgument
+from tutorforge.core.names import model_label
 from tutorforge.core.telemetry import tracing
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 
 # Latency buckets from 5 ms (a cached lookup) to 2 min (a long generation on CPU).
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-BASE_LABEL = "base"
 
 # ---- gRPC and HTTP servers --------------------------------------------------------------------------
 
@@ -158,7 +158,7 @@ def install_http_metrics(app: Any) -> None:
 
 def observe_generation(stream: GenerationStream, summary: GenerationSummary) -> None:
     """A generation finished (called by the engine's thread as it hands over the summary)."""
-    adapter = summary.adapter or BASE_LABEL
+    adapter = model_label(summary.adapter)
     INFERENCE_REQUESTS.labels(adapter, summary.finish_reason).inc()
     PROMPT_TOKENS.labels(adapter).inc(summary.prompt_tokens)
     GENERATED_TOKENS.labels(adapter).inc(summary.completion_tokens)
@@ -169,7 +169,7 @@ def observe_generation(stream: GenerationStream, summary: GenerationSummary) -> 
 
 
 def observe_generation_error(stream: GenerationStream) -> None:
-    INFERENCE_REQUESTS.labels(stream.adapter or BASE_LABEL, "error").inc()
+    INFERENCE_REQUESTS.labels(model_label(stream.adapter), "error").inc()
 
 
 @contextmanager

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator, Mapping
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from tutorforge.core.names import model_label
+
 if TYPE_CHECKING:
     from tutorforge.inference.types import GenerationStream, GenerationSummary
 
@@ -182,7 +184,7 @@ def record_generation(stream: GenerationStream, summary: GenerationSummary) -> N
     start = end - int(summary.duration * 1e9)
     first = start + int(summary.time_to_first_token * 1e9) if summary.completion_tokens else end
     attributes = {
-        "tutorforge.adapter": summary.adapter or "base",
+        "tutorforge.adapter": model_label(summary.adapter),
         "tutorforge.fell_back_to_base": stream.fell_back_to_base,
         "gen_ai.usage.input_tokens": summary.prompt_tokens,
         "gen_ai.usage.output_tokens": summary.completion_tokens,
