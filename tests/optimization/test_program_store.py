@@ -13,7 +13,7 @@ from tutorforge.artifacts.reports import report_files
 from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import InvalidArgument, NotFound
 from tutorforge.core.teaching import DEFAULT_SYSTEM_PROMPT, build_prompt
-from tutorforge.optimization.adapters import PlainAdapter
+from tutorforge.optimization.formats import PlainAdapter
 from tutorforge.optimization.evaluation import Estimate, Outcome, Target, TargetMetrics, score_outcomes
 from tutorforge.optimization.lm import Passage
 from tutorforge.optimization.metrics import MetricWeights

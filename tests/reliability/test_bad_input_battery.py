@@ -248,7 +248,7 @@ GRPC_CASES = [
     Case("start-optimization-name-bad", OP + "StartOptimization", _optimize(name="Bad Name"), "name"),
     Case("start-optimization-optimizer-unknown-enum", OP + "StartOptimization", _optimize(optimizer=99), "optimizer"),
     Case("start-optimization-metric-unknown-enum", OP + "StartOptimization", _optimize(metric=5), "metric"),
-    Case("start-optimization-lm-adapter-unknown-enum", OP + "StartOptimization", _optimize(lm_adapter=8), "lm_adapter"),
+    Case("start-optimization-lm-format-unknown-enum", OP + "StartOptimization", _optimize(lm_format=8), "lm_format"),
     Case("start-optimization-weight-nan", OP + "StartOptimization", _optimize(weights=O.MetricWeights(socratic=NAN)), "socratic"),
     Case("start-optimization-weights-all-zero", OP + "StartOptimization", _optimize(weights=O.MetricWeights(context_usage=0, pedagogical_elements=0, length_ratio=0, socratic=0, similarity=0)), "weight"),
     Case("start-optimization-trials-negative", OP + "StartOptimization", _optimize(budget=O.OptimizerBudget(trials=-1)), "trials"),

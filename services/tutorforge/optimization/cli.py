@@ -31,11 +31,11 @@ from tutorforge.v1 import optimization_pb2 as pb
 # Read from the optimizer registry: a new entry is a new --optimizer choice.
 OPTIMIZER_CHOICES = {name: pb.Optimizer.Value(spec.proto) for name, spec in REGISTRY.items()}
 METRIC_CHOICES = {"pedagogical": pb.METRIC_PEDAGOGICAL, "judge": pb.METRIC_JUDGE}
-LM_ADAPTER_CHOICES = {
-    "auto": pb.LM_ADAPTER_UNSPECIFIED,
-    "plain": pb.LM_ADAPTER_PLAIN,
-    "chat": pb.LM_ADAPTER_CHAT,
-    "json": pb.LM_ADAPTER_JSON,
+LM_FORMAT_CHOICES = {
+    "auto": pb.LM_FORMAT_UNSPECIFIED,
+    "plain": pb.LM_FORMAT_PLAIN,
+    "chat": pb.LM_FORMAT_CHAT,
+    "json": pb.LM_FORMAT_JSON,
 }
 _WEIGHT_FIELDS = ("context_usage", "pedagogical_elements", "length_ratio", "socratic", "similarity")
 
@@ -108,8 +108,8 @@ def optimize(
     adapter: Annotated[
         str, typer.Option(help="LoRA adapter the program runs over (default: the base model).")
     ] = "",
-    lm_adapter: Annotated[
-        str, typer.Option("--lm-adapter", help="How prompts are formatted: auto, plain, chat or json.")
+    lm_format: Annotated[
+        str, typer.Option("--lm-format", help="How prompts are formatted: auto, plain, chat or json.")
     ] = "auto",
     trials: Annotated[
         int, typer.Option(help="Rounds / trials / depth, by optimizer (0 = its small default).")
@@ -151,7 +151,7 @@ def optimize(
         dataset_version=dataset_version,
         optimizer=_choice(optimizer, OPTIMIZER_CHOICES, "--optimizer"),
         adapter=adapter,
-        lm_adapter=_choice(lm_adapter, LM_ADAPTER_CHOICES, "--lm-adapter"),
+        lm_format=_choice(lm_format, LM_FORMAT_CHOICES, "--lm-format"),
         budget=pb.OptimizerBudget(
             trials=trials,
             candidates=candidates,

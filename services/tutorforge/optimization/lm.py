@@ -227,7 +227,7 @@ class InferenceLM(dspy.LM):
     """A `dspy.LM` answered by the InferenceService with `adapter` (empty = base model).
 
     Greedy by default; DSPy's response cache is off so every call is a real generation (and counted).
-    `tutor` also answers the teaching predictor's turns (TutorChatAdapter), with the same adapter."""
+    `tutor` also answers the teaching predictor's turns (TutorChatFormat), with the same adapter."""
 
     def __init__(
         self,

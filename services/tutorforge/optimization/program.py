@@ -1,7 +1,7 @@
 """The teaching program as DSPy sees it (a signature and a one-predictor module), its conversion to and
 from the stored `TeachingProgram` (artifacts/programs.py) that chat serves, and the DSPy metric.
 
-The module's predictor answers through `TutorChatAdapter`: every call is a real tutor turn through the
+The module's predictor answers through `TutorChatFormat`: every call is a real tutor turn through the
 Chat RPC with the program given inline, so the optimizer scores exactly what chat will serve."""
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class PedagogicalMetric:
     """DSPy metric `(example, prediction, trace=None, pred_name=None, pred_trace=None)`: the pedagogical score,
     or for reflective optimizers (`with_feedback=True`) a `dspy.Prediction(score=..., feedback=...)`.
 
-    The prediction carries the passages chat retrieved for the turn (TutorChatAdapter); the reply is
+    The prediction carries the passages chat retrieved for the turn (TutorChatFormat); the reply is
     scored against them, as evaluations score it. It also keeps the best score seen, for progress."""
 
     def __init__(self, weights: MetricWeights, embed: Embed | None = None, with_feedback: bool = False):

@@ -24,7 +24,7 @@ from tutorforge.core.jobs import JobDirectory, JobManager, JobRecord, JobReporte
 from tutorforge.core.names import BASE, validate_name
 from tutorforge.core.settings import LmEndpoint, Settings
 from tutorforge.core.telemetry.experiments import tracked_job
-from tutorforge.optimization.adapters import LmAdapterKind, make_adapter
+from tutorforge.optimization.formats import LmFormatKind, make_format
 from tutorforge.optimization.evaluation import (
     Outcome,
     Target,
@@ -73,7 +73,7 @@ class OptimizationRequest:
     weights: MetricWeights = field(default_factory=MetricWeights)
     # How the optimizers' own prompts (instruction proposals, reflections) reach the LM; None = plain for
     # the default small model, DSPy's chat adapter for any other. Teaching turns always go through chat.
-    lm_adapter: LmAdapterKind | None = None
+    lm_format: LmFormatKind | None = None
     # Reflection LM of the optimizers that write instructions: an adapter name or "base" on the inference
     # service; empty = settings.optimization.reflection_lm (or its reflection_endpoint).
     reflection_adapter: str = ""
@@ -164,8 +164,8 @@ class OptimizationRuns:
                 self._embedder = sentence_embedder(self.settings.models)
             return self._embedder
 
-    def _default_lm_adapter(self) -> LmAdapterKind:
-        return LmAdapterKind.PLAIN if self.settings.models.chat_model == "default" else LmAdapterKind.CHAT
+    def _default_lm_format(self) -> LmFormatKind:
+        return LmFormatKind.PLAIN if self.settings.models.chat_model == "default" else LmFormatKind.CHAT
 
     def _check_adapter(self, adapter: str, field_name: str) -> str:
         if adapter:
@@ -226,7 +226,7 @@ class OptimizationRuns:
         # Last: these may call the LMs (a one-token probe each).
         reflection, reflection_endpoint = self._reflection_lm_source(spec, request.reflection_adapter)
         self._check_metric(request.metric)
-        lm_adapter = request.lm_adapter or self._default_lm_adapter()
+        lm_format = request.lm_format or self._default_lm_format()
         record = self.runs.create(
             labels={
                 "program": request.name,
@@ -239,7 +239,7 @@ class OptimizationRuns:
                 "dataset": info.name,
                 "dataset_version": info.version,
                 "adapter": request.adapter,
-                "lm_adapter": lm_adapter.value,
+                "lm_format": lm_format.value,
                 "weights": request.weights.to_json(),
                 "max_tokens": max_tokens,
                 "use_retrieval": request.use_retrieval,
@@ -260,7 +260,7 @@ class OptimizationRuns:
                     info,
                     train,
                     validation,
-                    lm_adapter,
+                    lm_format,
                     max_tokens,
                     spec,
                     reflection,
@@ -332,7 +332,7 @@ class OptimizationRuns:
         info: DatasetInfo,
         train: list[TutorTurn],
         validation: list[TutorTurn],
-        lm_adapter: LmAdapterKind,
+        lm_format: LmFormatKind,
         max_tokens: int,
         spec: OptimizerSpec,
         reflection: str,
@@ -343,7 +343,7 @@ class OptimizationRuns:
         tutor = self._tutor(usage, reporter)
         base_model = self._base_model()
         lm = InferenceLM(tutor, request.adapter, max_tokens=max_tokens, retrieval=request.use_retrieval)
-        adapter = make_adapter(lm_adapter)
+        adapter = make_format(lm_format)
         threads = request.budget.threads
         embed = self._embed() if request.weights.similarity > 0 else None
         # Steps: the baseline's replies, the compilation, the optimized program's replies.

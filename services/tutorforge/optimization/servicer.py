@@ -13,7 +13,7 @@ from tutorforge.core.convert import job_to_proto
 from tutorforge.core.errors import InvalidArgument
 from tutorforge.core.job_api import JobServicer
 from tutorforge.core.runtime import Runtime
-from tutorforge.optimization.adapters import LmAdapterKind
+from tutorforge.optimization.formats import LmFormatKind
 from tutorforge.optimization.evaluation import ESTIMATES, TargetMetrics
 from tutorforge.optimization.metrics import MetricWeights
 from tutorforge.optimization.optimizers import DEFAULT_OPTIMIZER, REGISTRY, Budget, OptimizerSpec
@@ -33,10 +33,10 @@ def optimizer_mapping(registry: dict[str, OptimizerSpec] = REGISTRY) -> dict[int
 
 OPTIMIZERS = optimizer_mapping()
 METRICS = {pb.METRIC_PEDAGOGICAL: "pedagogical", pb.METRIC_JUDGE: "judge"}
-LM_ADAPTERS = {
-    pb.LM_ADAPTER_PLAIN: LmAdapterKind.PLAIN,
-    pb.LM_ADAPTER_CHAT: LmAdapterKind.CHAT,
-    pb.LM_ADAPTER_JSON: LmAdapterKind.JSON,
+LM_FORMATS = {
+    pb.LM_FORMAT_PLAIN: LmFormatKind.PLAIN,
+    pb.LM_FORMAT_CHAT: LmFormatKind.CHAT,
+    pb.LM_FORMAT_JSON: LmFormatKind.JSON,
 }
 
 
@@ -149,7 +149,7 @@ class OptimizationServicer(JobServicer, optimization_pb2_grpc.OptimizationServic
                 budget=budget_from_proto(request.budget),
                 seed=request.seed,
                 weights=weights_from_proto(request.weights),
-                lm_adapter=_enum(LM_ADAPTERS, request.lm_adapter, "lm_adapter"),
+                lm_format=_enum(LM_FORMATS, request.lm_format, "lm_format"),
                 reflection_adapter=request.reflection_adapter,
                 max_tokens=request.max_tokens,
                 use_retrieval=request.use_retrieval if request.HasField("use_retrieval") else True,

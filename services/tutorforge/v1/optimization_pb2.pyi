@@ -26,12 +26,12 @@ class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     METRIC_PEDAGOGICAL: _ClassVar[Metric]
     METRIC_JUDGE: _ClassVar[Metric]
 
-class LmAdapter(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+class LmFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    LM_ADAPTER_UNSPECIFIED: _ClassVar[LmAdapter]
-    LM_ADAPTER_PLAIN: _ClassVar[LmAdapter]
-    LM_ADAPTER_CHAT: _ClassVar[LmAdapter]
-    LM_ADAPTER_JSON: _ClassVar[LmAdapter]
+    LM_FORMAT_UNSPECIFIED: _ClassVar[LmFormat]
+    LM_FORMAT_PLAIN: _ClassVar[LmFormat]
+    LM_FORMAT_CHAT: _ClassVar[LmFormat]
+    LM_FORMAT_JSON: _ClassVar[LmFormat]
 OPTIMIZER_UNSPECIFIED: Optimizer
 OPTIMIZER_LABELED_FEW_SHOT: Optimizer
 OPTIMIZER_BOOTSTRAP_FEW_SHOT: Optimizer
@@ -43,10 +43,10 @@ OPTIMIZER_SIMBA: Optimizer
 METRIC_UNSPECIFIED: Metric
 METRIC_PEDAGOGICAL: Metric
 METRIC_JUDGE: Metric
-LM_ADAPTER_UNSPECIFIED: LmAdapter
-LM_ADAPTER_PLAIN: LmAdapter
-LM_ADAPTER_CHAT: LmAdapter
-LM_ADAPTER_JSON: LmAdapter
+LM_FORMAT_UNSPECIFIED: LmFormat
+LM_FORMAT_PLAIN: LmFormat
+LM_FORMAT_CHAT: LmFormat
+LM_FORMAT_JSON: LmFormat
 
 class MetricWeights(_message.Message):
     __slots__ = ("context_usage", "pedagogical_elements", "length_ratio", "socratic", "similarity")
@@ -85,7 +85,7 @@ class OptimizerBudget(_message.Message):
     def __init__(self, trials: _Optional[int] = ..., candidates: _Optional[int] = ..., threads: _Optional[int] = ..., max_bootstrapped_demos: _Optional[int] = ..., max_labeled_demos: _Optional[int] = ..., max_train_examples: _Optional[int] = ..., max_validation_examples: _Optional[int] = ..., max_lm_calls: _Optional[int] = ..., max_lm_tokens: _Optional[int] = ...) -> None: ...
 
 class StartOptimizationRequest(_message.Message):
-    __slots__ = ("name", "dataset", "dataset_version", "optimizer", "adapter", "budget", "seed", "weights", "lm_adapter", "reflection_adapter", "use_retrieval", "max_tokens", "metric")
+    __slots__ = ("name", "dataset", "dataset_version", "optimizer", "adapter", "budget", "seed", "weights", "lm_format", "reflection_adapter", "use_retrieval", "max_tokens", "metric")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     DATASET_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -94,7 +94,7 @@ class StartOptimizationRequest(_message.Message):
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
-    LM_ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    LM_FORMAT_FIELD_NUMBER: _ClassVar[int]
     REFLECTION_ADAPTER_FIELD_NUMBER: _ClassVar[int]
     USE_RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -107,12 +107,12 @@ class StartOptimizationRequest(_message.Message):
     budget: OptimizerBudget
     seed: int
     weights: MetricWeights
-    lm_adapter: LmAdapter
+    lm_format: LmFormat
     reflection_adapter: str
     use_retrieval: bool
     max_tokens: int
     metric: Metric
-    def __init__(self, name: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., adapter: _Optional[str] = ..., budget: _Optional[_Union[OptimizerBudget, _Mapping]] = ..., seed: _Optional[int] = ..., weights: _Optional[_Union[MetricWeights, _Mapping]] = ..., lm_adapter: _Optional[_Union[LmAdapter, str]] = ..., reflection_adapter: _Optional[str] = ..., use_retrieval: _Optional[bool] = ..., max_tokens: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., adapter: _Optional[str] = ..., budget: _Optional[_Union[OptimizerBudget, _Mapping]] = ..., seed: _Optional[int] = ..., weights: _Optional[_Union[MetricWeights, _Mapping]] = ..., lm_format: _Optional[_Union[LmFormat, str]] = ..., reflection_adapter: _Optional[str] = ..., use_retrieval: _Optional[bool] = ..., max_tokens: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ...) -> None: ...
 
 class StartOptimizationResponse(_message.Message):
     __slots__ = ("job",)
@@ -121,7 +121,7 @@ class StartOptimizationResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
 
 class ProgramInfo(_message.Message):
-    __slots__ = ("name", "version", "optimizer", "dataset", "dataset_version", "adapter", "baseline_score", "optimized_score", "lm_calls", "lm_tokens", "created_at_unix", "parameters_json", "lm_adapter", "run_id", "base_model", "benchmark_json", "metric", "stopped_early")
+    __slots__ = ("name", "version", "optimizer", "dataset", "dataset_version", "adapter", "baseline_score", "optimized_score", "lm_calls", "lm_tokens", "created_at_unix", "parameters_json", "lm_format", "run_id", "base_model", "benchmark_json", "metric", "stopped_early")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
@@ -134,7 +134,7 @@ class ProgramInfo(_message.Message):
     LM_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_JSON_FIELD_NUMBER: _ClassVar[int]
-    LM_ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    LM_FORMAT_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
     BENCHMARK_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -152,13 +152,13 @@ class ProgramInfo(_message.Message):
     lm_tokens: int
     created_at_unix: int
     parameters_json: str
-    lm_adapter: str
+    lm_format: str
     run_id: str
     base_model: str
     benchmark_json: str
     metric: str
     stopped_early: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., optimizer: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., adapter: _Optional[str] = ..., baseline_score: _Optional[float] = ..., optimized_score: _Optional[float] = ..., lm_calls: _Optional[int] = ..., lm_tokens: _Optional[int] = ..., created_at_unix: _Optional[int] = ..., parameters_json: _Optional[str] = ..., lm_adapter: _Optional[str] = ..., run_id: _Optional[str] = ..., base_model: _Optional[str] = ..., benchmark_json: _Optional[str] = ..., metric: _Optional[str] = ..., stopped_early: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., optimizer: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., adapter: _Optional[str] = ..., baseline_score: _Optional[float] = ..., optimized_score: _Optional[float] = ..., lm_calls: _Optional[int] = ..., lm_tokens: _Optional[int] = ..., created_at_unix: _Optional[int] = ..., parameters_json: _Optional[str] = ..., lm_format: _Optional[str] = ..., run_id: _Optional[str] = ..., base_model: _Optional[str] = ..., benchmark_json: _Optional[str] = ..., metric: _Optional[str] = ..., stopped_early: _Optional[str] = ...) -> None: ...
 
 class ListProgramsRequest(_message.Message):
     __slots__ = ()

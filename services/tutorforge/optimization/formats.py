@@ -1,4 +1,5 @@
-"""How a program talks to its LM. Small models (SmolLM2-135M) do not follow DSPy's field markers: the
+"""How a program talks to its LM: its LM format, what DSPy calls an adapter (in tutorforge "adapter" always
+means a LoRA adapter). Small models (SmolLM2-135M) do not follow DSPy's field markers: the
 stock Chat/JSON/XML adapters parse 0–4 of 5 of their replies. `PlainAdapter` sends the inputs as a
 plain chat and takes the whole reply as the single output field. DSPy's stock adapters stay available
 for capable models."""
@@ -18,7 +19,7 @@ from tutorforge.core.errors import FailedPrecondition, InvalidArgument
 REASONING_FIELD = "reasoning"
 
 
-class LmAdapterKind(str, Enum):
+class LmFormatKind(str, Enum):
     PLAIN = "plain"
     CHAT = "chat"
     JSON = "json"
@@ -110,7 +111,7 @@ class PlainAdapter(dspy.Adapter):
 
 class TutorTurns:
     """Mixin for an adapter: teaching turns go to the tutor chat with the predictor's instructions and
-    demos as an inline program (and retrieval, as chat does) — whatever the LM adapter kind, since that is
+    demos as an inline program (and retrieval, as chat does) — whatever the LM format kind, since that is
     how chat will serve the program; every other signature (the optimizers' own prompts) is formatted by
     the adapter it is mixed into. The prediction carries the passages chat retrieved, for the metric."""
 
@@ -141,26 +142,26 @@ class TutorTurns:
         return [{"response": reply.text, "passages": list(reply.passages)}]
 
 
-class TutorPlainAdapter(TutorTurns, PlainAdapter):
+class TutorPlainFormat(TutorTurns, PlainAdapter):
     pass
 
 
-class TutorChatAdapter(TutorTurns, dspy.ChatAdapter):
+class TutorChatFormat(TutorTurns, dspy.ChatAdapter):
     pass
 
 
-class TutorJSONAdapter(TutorTurns, dspy.JSONAdapter):
+class TutorJSONFormat(TutorTurns, dspy.JSONAdapter):
     pass
 
 
-def make_adapter(kind: LmAdapterKind | str) -> dspy.Adapter:
+def make_format(kind: LmFormatKind | str) -> dspy.Adapter:
     try:
-        kind = LmAdapterKind(kind)
+        kind = LmFormatKind(kind)
     except ValueError as error:
-        choices = ", ".join(k.value for k in LmAdapterKind)
-        raise InvalidArgument(f"LM adapter {kind!r} is not known: use one of {choices}") from error
-    if kind is LmAdapterKind.PLAIN:
-        return TutorPlainAdapter()
-    if kind is LmAdapterKind.CHAT:
-        return TutorChatAdapter()
-    return TutorJSONAdapter()
+        choices = ", ".join(k.value for k in LmFormatKind)
+        raise InvalidArgument(f"LM format {kind!r} is not known: use one of {choices}") from error
+    if kind is LmFormatKind.PLAIN:
+        return TutorPlainFormat()
+    if kind is LmFormatKind.CHAT:
+        return TutorChatFormat()
+    return TutorJSONFormat()
