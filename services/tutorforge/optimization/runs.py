@@ -24,7 +24,6 @@ from tutorforge.core.jobs import JobDirectory, JobManager, JobRecord, JobReporte
 from tutorforge.core.names import BASE, validate_name
 from tutorforge.core.settings import LmEndpoint, Settings
 from tutorforge.core.telemetry.experiments import tracked_job
-from tutorforge.optimization.formats import LmFormatKind, make_format
 from tutorforge.optimization.evaluation import (
     Outcome,
     Target,
@@ -33,6 +32,7 @@ from tutorforge.optimization.evaluation import (
     score_outcomes,
     sentence_embedder,
 )
+from tutorforge.optimization.formats import LmFormatKind, make_format
 from tutorforge.optimization.judge import JudgeMetric, configured_lm, probe
 from tutorforge.optimization.lm import InferenceLM, LmUsage, TutorClient, as_domain_error
 from tutorforge.optimization.metrics import Embed, MetricWeights

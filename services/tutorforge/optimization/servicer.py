@@ -13,8 +13,8 @@ from tutorforge.core.convert import job_to_proto
 from tutorforge.core.errors import InvalidArgument
 from tutorforge.core.job_api import JobServicer
 from tutorforge.core.runtime import Runtime
-from tutorforge.optimization.formats import LmFormatKind
 from tutorforge.optimization.evaluation import ESTIMATES, TargetMetrics
+from tutorforge.optimization.formats import LmFormatKind
 from tutorforge.optimization.metrics import MetricWeights
 from tutorforge.optimization.optimizers import DEFAULT_OPTIMIZER, REGISTRY, Budget, OptimizerSpec
 from tutorforge.optimization.report import EvaluationReport
