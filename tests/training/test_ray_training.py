@@ -234,8 +234,9 @@ def test_cancel_keeps_the_checkpoint_and_resume_finishes(serve, starter_dataset)
 
 
 def test_job_survives_a_service_restart_and_resumes(serve, starter_dataset, tmp_path) -> None:
-    """Stop the server mid-run; a new server on the same store shows the job FAILED (interrupted, with
-    its history) and ResumeJob finishes it from the last checkpoint."""
+    """Stop the server mid-run; a new server on the same store that does not resume by itself
+    (training.resume_interrupted=false) shows the job FAILED (interrupted, with its history) and ResumeJob
+    finishes it from the last checkpoint. (The default, resuming at start, is tests/reliability/test_faults.py.)"""
     running, channel = serve("training")
     store = running.runtime.store
     starter_dataset(store, train=16, validation=0)
@@ -245,6 +246,7 @@ def test_job_survives_a_service_restart_and_resumes(serve, starter_dataset, tmp_
     before = events_of_until_now(stub, job.id)
     running.stop(grace=1)
 
+    running.runtime.settings.training.resume_interrupted = False
     _, channel = serve("training", settings=running.runtime.settings)
     stub = training_pb2_grpc.TrainingServiceStub(channel)
     job = stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id)).job
