@@ -53,18 +53,11 @@ class ArtifactStore:
     def write_bytes(self, key: str, data: bytes) -> None:
         target = self.path(key)
         if self.is_local:
-            directory = os.path.dirname(target)
-            os.makedirs(directory, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+            tmp = _durable_temp(target, data)
             try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
                 os.replace(tmp, target)
             except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+                os.unlink(tmp)
                 raise
         else:
             # Object stores publish an object only when its upload completes, which is atomic already.
@@ -75,14 +68,8 @@ class ArtifactStore:
         processes, replicas on one store) exactly one wins: what job leases are built on."""
         target = self.path(key)
         if self.is_local:
-            directory = os.path.dirname(target)
-            os.makedirs(directory, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+            tmp = _durable_temp(target, data)
             try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
                 # link() fails when the name exists and publishes the complete file when it does not.
                 os.link(tmp, target)
                 return True
@@ -178,3 +165,20 @@ def next_version(store: ArtifactStore, folder: str) -> str:
     reused)."""
     numbers = [int(m.group(1)) for entry in store.list(folder) if (m := VERSION.match(entry))]
     return f"v{max(numbers, default=0) + 1}"
+
+
+def _durable_temp(target: str, data: bytes) -> str:
+    """`data` written and fsynced to a temporary file beside `target` (same filesystem, so it can be
+    renamed or linked into place); its path. Removed again if the write fails."""
+    directory = os.path.dirname(target)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
