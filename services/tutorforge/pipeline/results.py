@@ -21,9 +21,15 @@ class MaterialResult:
 
 @dataclass(frozen=True)
 class DatasetResult:
-    name: str
-    version: str
     dataset: datasets_pb2.DatasetVersion
+
+    @property
+    def name(self) -> str:
+        return self.dataset.name
+
+    @property
+    def version(self) -> str:
+        return self.dataset.version
 
     @property
     def reference(self) -> str:
@@ -50,9 +56,15 @@ class ChatTurn:
 class ProgramResult:
     """A compiled teaching program (NAME@VERSION) and its validation scores."""
 
-    name: str
-    version: str
     program: optimization_pb2.ProgramInfo
+
+    @property
+    def name(self) -> str:
+        return self.program.name
+
+    @property
+    def version(self) -> str:
+        return self.program.version
 
     @property
     def reference(self) -> str:

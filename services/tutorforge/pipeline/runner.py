@@ -64,7 +64,7 @@ def run_spec(spec: PipelineSpec, tf: Tutorforge, console: Console | None = None,
             )
         else:
             version = tf.datasets.get(dataset.name, dataset.version)
-            result.dataset = DatasetResult(name=dataset.name, version=version.version, dataset=version)
+            result.dataset = DatasetResult(version)
         stats = result.dataset.dataset.stats
         console.print(f"dataset: {result.dataset.reference}, {stats.train_records} train / {stats.validation_records} validation records")
     if spec.train:
@@ -113,7 +113,10 @@ def as_dict(value: Any) -> Any:
     if isinstance(value, Message):
         return MessageToDict(value, preserving_proto_field_name=True)
     if dataclasses.is_dataclass(value):
-        return {f.name: as_dict(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        # Derived names (a result's name, version, reference) are part of what it reports.
+        names = [f.name for f in dataclasses.fields(value)]
+        names += [n for n, attr in vars(type(value)).items() if isinstance(attr, property)]
+        return {name: as_dict(getattr(value, name)) for name in names}
     if isinstance(value, (list, tuple)):
         return [as_dict(item) for item in value]
     if isinstance(value, dict):

@@ -68,7 +68,7 @@ def build_dataset(
 ) -> DatasetResult:
     job = tf.datasets.build(name, sources, options=options, decontaminate_against=decontaminate_against, description=description)
     version = job.wait(on_event=on_event).result
-    return DatasetResult(name=name, version=version, dataset=tf.datasets.get(name, version))
+    return DatasetResult(tf.datasets.get(name, version))
 
 
 def train(
@@ -121,7 +121,7 @@ def optimize(
 ) -> ProgramResult:
     handle = tf.optimization.optimize(name, dataset.name, dataset_version=dataset.version, adapter=adapter, **options)
     program_name, _, version = _finish(handle, watch).result.partition("@")
-    return ProgramResult(name=program_name, version=version, program=tf.optimization.get_program(program_name, version).program)
+    return ProgramResult(tf.optimization.get_program(program_name, version).program)
 
 
 def evaluate(
