@@ -14,9 +14,9 @@ import time
 
 import grpc
 import pytest
-from tooling import missing_tool
 from deploy_helpers import REPO
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tooling import missing_tool
 from tutorforge.core.settings import SERVICE_NAMES
 
 pytestmark = pytest.mark.slow
@@ -38,11 +38,12 @@ def _podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.
 
 
 @pytest.fixture(scope="module")
-def image() -> str:
+def image():
     if shutil.which("podman") is None:
         missing_tool("podman is not installed (apt-get install podman runc)")
     if os.environ.get("TUTORFORGE_TEST_IMAGE"):
-        return IMAGE  # built elsewhere (CI)
+        yield IMAGE  # built elsewhere (CI)
+        return
     has_base = _podman("image", "exists", "localhost/tutorforge-base:bookworm", check=False).returncode == 0
     if not has_base and shutil.which("debootstrap") is None:
         missing_tool("no base image and no debootstrap to make one (apt-get install debootstrap)")
@@ -55,7 +56,10 @@ def image() -> str:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     print(f"image {IMAGE} built in {time.monotonic() - started:.0f} s")
-    return IMAGE
+    yield IMAGE
+    # Each build leaves ~5 GB (the image and its builder stage); repeated runs would fill the disk.
+    _podman("rmi", "--force", IMAGE, check=False)
+    _podman("image", "prune", "--force", timeout=600, check=False)
 
 
 def _free_port() -> int:

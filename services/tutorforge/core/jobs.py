@@ -26,15 +26,13 @@ from typing import Any
 from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import Cancelled, FailedPrecondition, InvalidArgument, NotFound, TutorforgeError
 from tutorforge.core.names import is_id
-from tutorforge.core.paging import keyset_page
+from tutorforge.core.paging import keyset_page, newest_first
 from tutorforge.core.telemetry.metrics import observe_job_state
 from tutorforge.core.validation import echo
 
 log = logging.getLogger(__name__)
 
 _LEASE = re.compile(r"^lease-(\d+)\.json$")
-# Microseconds until the year 2286, so the keys of newer jobs sort first as plain strings.
-_EPOCH_END_US = 10**16
 _PAGE_TOKEN = re.compile(r"^\d{16}\.[a-z0-9-]+$")
 
 
@@ -319,10 +317,14 @@ class JobManager:
             thread.join(timeout)
         return self.get(job_id)
 
+    def stop_adopting(self) -> None:
+        """A replica shutting down takes over no more jobs, not even the ones it hands over itself."""
+        self._closed.set()
+
     def stop(self, timeout: float = 10.0) -> None:
         """Ask every job running in this process to stop and wait for them (a server shutting down): a job
         must not outlive the channels it calls other services through."""
-        self._closed.set()
+        self.stop_adopting()
         with self._lock:
             running = dict(self._threads)
         for job_id in running:
@@ -448,6 +450,8 @@ class JobManager:
     def _adopt_orphans(self) -> list[str]:
         adopted = []
         for record in self.list():
+            if self._closed.is_set():
+                break
             if record.state.terminal or record.id in self._leases or self._adopt is None:
                 continue
             if not self._acquire(record.id):
@@ -541,7 +545,7 @@ class JobManager:
 
 def _page_key(record: JobRecord) -> str:
     """Newest first, ties broken by id: the key ListJobs pages by (its next_page_token is the last one)."""
-    return f"{_EPOCH_END_US - int(record.created_at * 1e6):016d}.{record.id}"
+    return f"{newest_first(record.created_at)}.{record.id}"
 
 
 class JobDirectory:
@@ -568,11 +572,9 @@ class JobDirectory:
     ) -> tuple[list[JobRecord], str]:
         if kind and kind not in self.managers:
             raise InvalidArgument(f"kind {echo(kind)} is not a job kind here: use {', '.join(map(repr, self.managers))} or empty for all")
-        if page_token and not _PAGE_TOKEN.match(page_token):
-            raise InvalidArgument(f"page_token {echo(page_token)} is not valid: pass the next_page_token of a previous page")
         managers = [self.managers[kind]] if kind else self.managers.values()
         records = sorted((r for m in managers for r in m.list(state)), key=_page_key)
-        return keyset_page(records, _page_key, page_size, page_token)
+        return keyset_page(records, _page_key, page_size, page_token, token_pattern=_PAGE_TOKEN)
 
     def watch(
         self, job_id: str, after_sequence: int = 0, is_active: Callable[[], bool] = lambda: True

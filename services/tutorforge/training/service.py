@@ -12,7 +12,8 @@ from tutorforge.core.jobs import JobDirectory, JobManager, JobRecord, JobReporte
 from tutorforge.core.settings import Settings
 from tutorforge.core.telemetry.experiments import tracked_job
 from tutorforge.training.config import TrainingSpec
-from tutorforge.training.runner import RESUME_HINT, PreparedRun, TrainingRunner, shutdown_ray
+from tutorforge.training.ray_cluster import shutdown_ray
+from tutorforge.training.runner import RESUME_HINT, PreparedRun, TrainingRunner
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class TrainingService:
     def shutdown(self) -> None:
         """Stop the runs this process drives. With `resume_interrupted` they are queued for the next replica
         to continue from their last checkpoint; else recorded as interrupted, for ResumeJob."""
+        self.jobs.stop_adopting()
         for job_id in self.runner.abort_all():
             # The job's own thread records the interruption as it unwinds; give it a moment.
             ended = self.jobs.wait(job_id, timeout=15).state.terminal

@@ -249,10 +249,13 @@ class _StateCollector(Collector):
         has_occupancy = False
         adapters: set[str] = set()
         for engine in list(_engines):
-            if hasattr(engine, "occupancy"):
-                has_occupancy = True
-                totals = [a + b for a, b in zip(totals, engine.occupancy(), strict=True)]
-            adapters.update(engine.loaded_adapters())
+            try:
+                if hasattr(engine, "occupancy"):
+                    totals = [a + b for a, b in zip(totals, engine.occupancy(), strict=True)]
+                    has_occupancy = True
+                adapters.update(engine.loaded_adapters())
+            except Exception:  # one closed or unreachable engine must not fail the whole scrape
+                log.debug("engine state unavailable for /metrics", exc_info=True)
         if has_occupancy:
             for family, value in zip((waiting, running, cached), totals, strict=True):
                 family.add_metric([], value)
@@ -261,7 +264,15 @@ class _StateCollector(Collector):
             loaded.add_metric([name], 1)
         yield loaded
 
-        sizes = [size for size in (service.active_chunks() for service in list(_collections)) if size is not None]
+        sizes = []
+        for service in list(_collections):
+            try:
+                size = service.active_chunks()
+            except Exception:  # a closed collection (a stopped server not yet collected) has no size
+                log.debug("collection size unavailable for /metrics", exc_info=True)
+                continue
+            if size is not None:
+                sizes.append(size)
         if sizes:
             yield GaugeMetricFamily(
                 "tutorforge_retrieval_collection_chunks", "Active chunks in the vector collection.", value=sum(sizes)
