@@ -47,11 +47,11 @@ def main() -> int:
     from tutorforge.artifacts.reports import figure
 
     console = Console(width=None if sys.stdout.isatty() else 180)
-    channel = connect(args.address)
+    tf = connect(args.address)
     compiled = {}
     for name in args.optimizer or list(REGISTRY):
         started = time.perf_counter()
-        run = _compile(channel, name, args, console)
+        run = _compile(tf, name, args, console)
         compiled[name] = {
             "program": run.result,
             "state": run.state,
@@ -65,7 +65,7 @@ def main() -> int:
     targets = [reference] + [
         f"program:{c['program']}" + (f"+{args.adapter}" if args.adapter else "+base") for c in compiled.values() if c["program"]
     ]
-    response = benchmark(channel, targets, args, console)
+    response = benchmark(tf, targets, args, console)
     if response is None:
         return 1
     save_files(response, args.out)
@@ -96,29 +96,23 @@ def main() -> int:
     return 0
 
 
-def _compile(channel, name: str, args: argparse.Namespace, console):
-    """StartOptimization with the registry entry `name`, followed to its end; the finished run."""
+def _compile(tf, name: str, args: argparse.Namespace, console):
+    """StartOptimization (through the SDK, `tf`) with the registry entry `name`, followed to its end; the
+    finished run."""
     from tutorforge.core.cli_support import follow_and_get
     from tutorforge.optimization.cli import OPTIMIZER_CHOICES
-    from tutorforge.v1 import optimization_pb2 as pb
-    from tutorforge.v1 import optimization_pb2_grpc
 
-    stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
-    run = stub.StartOptimization(
-        pb.StartOptimizationRequest(
-            name=f"{args.prefix}-{name}",
-            dataset=args.dataset,
-            optimizer=OPTIMIZER_CHOICES[name],
-            adapter=args.adapter,
-            budget=pb.OptimizerBudget(
-                threads=args.threads, max_train_examples=args.max_train, max_validation_examples=args.max_val
-            ),
-            seed=args.seed,
-            use_retrieval=True,
-            max_tokens=args.max_tokens,
-        )
-    ).job
-    return follow_and_get(stub, run.id, label=name, out=console)
+    started = tf.optimization.optimize(
+        f"{args.prefix}-{name}",
+        args.dataset,
+        optimizer=OPTIMIZER_CHOICES[name],
+        adapter=args.adapter,
+        budget={"threads": args.threads, "max_train_examples": args.max_train, "max_validation_examples": args.max_val},
+        seed=args.seed,
+        use_retrieval=True,
+        max_tokens=args.max_tokens,
+    )
+    return follow_and_get(started, label=name, out=console)
 
 
 if __name__ == "__main__":

@@ -63,15 +63,17 @@ def main() -> int:
     first = report.targets[0]
     ratios = {}
     for target in report.targets[1:]:
-        mean, low, _ = figure(target, "pedagogical_score")
-        base_mean, _, base_high = figure(first, "pedagogical_score")
+        mean, low, high = figure(target, "pedagogical_score")
+        base_mean, base_low, base_high = figure(first, "pedagogical_score")
+        # Apart either way: a target far below the first one does not overlap it either.
+        overlap = low <= base_high and high >= base_low
         ratios[target.target] = {
             "score_ratio": mean / base_mean if base_mean else None,
-            "intervals_overlap": not low > base_high,
+            "intervals_overlap": overlap,
         }
         console.print(
             f"{target.target}: pedagogical score {mean / base_mean:.2f}× {first.target}"
-            f" ({'intervals overlap' if low <= base_high else 'intervals do not overlap'})"
+            f" ({'intervals overlap' if overlap else 'intervals do not overlap'})"
         )
     summary = {
         "evaluation_id": report.evaluation_id,
@@ -84,30 +86,26 @@ def main() -> int:
     return 0
 
 
-def benchmark(channel, targets: list[str], args: argparse.Namespace, console):
+def benchmark(tf, targets: list[str], args: argparse.Namespace, console):
     """One side-by-side Evaluate of `targets` on the benchmark (args: max_turns, max_tokens, threads,
-    no_retrieval), followed live; the GetEvaluation response with its files, or None when it failed."""
+    no_retrieval) through the SDK (`tf`: a Tutorforge), followed live; the GetEvaluation response with its
+    files, or None when it failed."""
     from tutorforge.core.cli_support import follow_and_get
     from tutorforge.optimization.turns import BENCHMARK_SET
-    from tutorforge.v1 import optimization_pb2 as pb
-    from tutorforge.v1 import optimization_pb2_grpc
 
-    stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
-    run = stub.Evaluate(
-        pb.EvaluateRequest(
-            evaluation_set=BENCHMARK_SET,
-            targets=[pb.EvaluationTarget(spec=spec) for spec in targets],
-            max_examples=args.max_turns,
-            max_tokens=args.max_tokens,
-            threads=args.threads,
-            use_retrieval=not args.no_retrieval,
-        )
-    ).job
-    run = follow_and_get(stub, run.id, label="benchmark", out=console)
+    started = tf.optimization.evaluate(
+        targets,
+        evaluation_set=BENCHMARK_SET,
+        max_examples=args.max_turns,
+        max_tokens=args.max_tokens,
+        threads=args.threads,
+        use_retrieval=not args.no_retrieval,
+    )
+    run = follow_and_get(started, label="benchmark", out=console)
     if not run.result:
         console.print(f"[red]benchmark failed:[/] {run.error or run.message}")
         return None
-    return stub.GetEvaluation(pb.GetEvaluationRequest(evaluation_id=run.result, include_files=True))
+    return tf.optimization.get_evaluation(run.result, include_files=True)
 
 
 def save_files(response, out: Path) -> None:

@@ -70,6 +70,13 @@ def test_service_imports_no_other_service(service):
     assert _violations(service) == []
 
 
+def test_deploy_stands_beside_the_services():
+    # The cluster rollout reads the artifact store and talks to Kubernetes and model servers, never to a
+    # service; and no service imports it (the rule above allows services only the shared layers).
+    assert (PACKAGE / "deploy").is_dir()
+    assert _violations("deploy") == []
+
+
 def test_the_check_sees_every_kind_of_import(tmp_path, monkeypatch):
     # A rule that cannot fail proves nothing: plant each kind of forbidden import and see it caught.
     fake = tmp_path / "tutorforge"

@@ -69,6 +69,8 @@ def _add_service_commands() -> None:
 _add_service_commands()
 # `tutorforge pipeline …`: the pipeline package above the services (YAML specs through the client SDK).
 importlib.import_module("tutorforge.pipeline.cli").register(app)
+# `tutorforge adapters deploy`: the cluster rollout (tutorforge.deploy) joins inference's `adapters` group.
+importlib.import_module("tutorforge.deploy.cli").register(app)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@ with the `retry-after-ms` hint that tutorforge's admission control sends; and a 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from concurrent import futures
@@ -18,6 +19,7 @@ from tutorforge.client import (
     TutorforgeError,
     Unavailable,
 )
+from tutorforge.client.aio import AsyncConnection, AsyncJobs
 from tutorforge.core.admission import RETRY_AFTER_KEY
 from tutorforge.v1 import common_pb2, datasets_pb2_grpc, jobs_pb2, retrieval_pb2, retrieval_pb2_grpc
 
@@ -134,3 +136,25 @@ def test_wait_gives_up_after_its_timeout(grpc_server) -> None:
     with Connection(address) as connection, pytest.raises(TutorforgeError, match="job job-2 still running after 0.5 s") as caught:
         DatasetsClient(connection).job("job-2").wait(timeout=0.5, on_event=seen.append)
     assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED and [event.sequence for event in seen] == [1]
+
+
+def test_the_asyncio_watch_resumes_and_times_out_the_same_way(grpc_server) -> None:
+    # The asyncio jobs share the sync watch's cursor and wait's timeout: same resumption, same message.
+    cut, slow = CutWatch(), SlowWatch()
+    cut_address, slow_address = grpc_server(cut), grpc_server(slow)
+
+    async def run() -> tuple[list[int], TutorforgeError]:
+        async with AsyncConnection(cut_address, retry=RetryPolicy(initial_backoff=0.01)) as connection:
+            jobs = AsyncJobs(connection, datasets_pb2_grpc.DatasetServiceStub(connection.channel))
+            sequences = [event.sequence async for event in jobs.watch("job-1")]
+        async with AsyncConnection(slow_address) as connection:
+            jobs = AsyncJobs(connection, datasets_pb2_grpc.DatasetServiceStub(connection.channel))
+            try:
+                await jobs.wait("job-2", timeout=0.5)
+            except TutorforgeError as error:
+                return sequences, error
+        raise AssertionError("wait returned before its timeout")
+
+    sequences, error = asyncio.run(run())
+    assert sequences == [1, 2, 3] and cut.after == [0, 2]
+    assert error.code == grpc.StatusCode.DEADLINE_EXCEEDED and "job job-2 still running after 0.5 s" in error.message

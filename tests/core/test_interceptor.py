@@ -8,6 +8,7 @@ from concurrent import futures
 
 import grpc
 import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from tutorforge.core.interceptor import ServerInterceptor
@@ -92,3 +93,20 @@ def test_token_required_when_configured(channel_for, caplog: pytest.LogCaptureFi
     logged = [r for r in caplog.records if r.name == "tutorforge.rpc"]
     assert logged and logged[-1].fields["method"] == "/test.Echo/Unary" and logged[-1].fields["status"] == "OK"
     assert logged[-1].fields["duration_ms"] >= 0
+
+
+def test_health_check_passes_through_untouched(caplog: pytest.LogCaptureFixture) -> None:
+    """Probes are answered as they come, even with a token configured: no auth, no audit, no call log
+    (a kubelet probes every few seconds; nothing other calls hold can delay it)."""
+    server = grpc.server(futures.ThreadPoolExecutor(4), interceptors=[ServerInterceptor("tok3n")])
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        with caplog.at_level(logging.INFO):
+            answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        assert not [r for r in caplog.records if r.name in ("tutorforge.rpc", "tutorforge.audit")]
+    finally:
+        server.stop(0)

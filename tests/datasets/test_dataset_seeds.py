@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from tutorforge import samples
 from tutorforge.artifacts.datasets import DatasetRepository
 from tutorforge.cli import app
+from tutorforge.client.retrieval import RetrievalClient
 from tutorforge.core.errors import InvalidArgument
 from tutorforge.core.pedagogy import reveals_answer
 from tutorforge.core.teaching import Citation, RetrievalOptions, Retriever, build_prompt, chat_retrieval
@@ -78,7 +79,7 @@ def _tie_orders(citations: list[Citation], wider: list[Citation]) -> list[list[C
 def _assert_serving_system_turns(records: list[dict], running) -> None:
     """Each system turn is what the chat builds for the record's first student turn: its retrieval
     defaults (chat_retrieval with the server's settings), its prompt."""
-    retriever = Retriever(lambda: running.runtime.channel("retrieval"), running.address)
+    retriever = Retriever(RetrievalClient(running.runtime.connection("retrieval")))
     options = chat_retrieval(RetrievalOptions(enabled=True), running.runtime.settings.inference)
     for record in records:
         first = [{"role": "user", "content": record["conversations"][1]["content"]}]

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from dataset_helpers import dialogue, fixture_bytes, jsonl, store_snapshot
 
-from tutorforge.artifacts.datasets import DatasetRepository
+from tutorforge.artifacts.datasets import DatasetInfo, DatasetRepository
 from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc, jobs_pb2
 
 FILES = ("dialogues.jsonl", "openai.json", "instructions.jsonl", "scenarios.jsonl")
@@ -202,6 +202,17 @@ def test_validate_records_is_a_dry_run(service):
     assert list(running.runtime.store.walk("datasets")) == []
 
 
+def _list_pages(stub, page_size: int, between_pages=lambda: None) -> list[list[tuple[str, str]]]:
+    pages, token = [], ""
+    while True:
+        page = stub.ListDatasets(datasets_pb2.ListDatasetsRequest(page_size=page_size, page_token=token))
+        pages.append([(d.name, d.version) for d in page.datasets])
+        token = page.next_page_token
+        if not token:
+            return pages
+        between_pages()
+
+
 def test_paging(service):
     _, stub = service
     for name in ("a1", "a2", "a3"):
@@ -210,6 +221,54 @@ def test_paging(service):
     second = stub.ListDatasets(datasets_pb2.ListDatasetsRequest(page_size=2, page_token=first.next_page_token))
     assert [d.name for d in first.datasets] + [d.name for d in second.datasets] == ["a1", "a2", "a3"]
     assert second.next_page_token == ""
+
+
+def _store_version(repository: DatasetRepository, name: str, version: str, created_at: float) -> None:
+    repository.save(DatasetInfo(name=name, version=version, content_hash=version * 8, created_at=created_at),
+                    {"train": [dialogue("What is a fraction?", "What do you think a part of a whole is?")]})
+
+
+def test_keyset_pages_cover_every_version_once_even_with_versions_added_between_pages(service):
+    running, stub = service
+    repository = DatasetRepository(running.runtime.store)
+    # Names whose plain string order differs from a naive "name/version" key ("a-b" vs "a"), several
+    # versions per name (listed newest first within the name).
+    stored = [("a", "0a1", 100.0), ("a", "0a2", 200.0), ("a-b", "0b1", 150.0), ("b", "0c1", 50.0),
+              ("b", "0c2", 60.0), ("b", "0c3", 70.0), ("c.d", "0d1", 10.0)]
+    for name, version, created in stored:
+        _store_version(repository, name, version, created)
+    expected = [("a", "0a2"), ("a", "0a1"), ("a-b", "0b1"), ("b", "0c3"), ("b", "0c2"), ("b", "0c1"), ("c.d", "0d1")]
+
+    for size in (1, 2, 3, 7, 50):
+        pages = _list_pages(stub, size)
+        assert [item for page in pages for item in page] == expected, size
+        assert all(len(page) == size for page in pages[:-1])
+
+    # Versions stored while paging: ones sorting before the current position are not shown and shift
+    # nothing; none of the versions present from the start is skipped or repeated (an offset would).
+    added = iter([("a", "0a3", 300.0), ("a-b", "0b0", 1.0), ("0first", "0e1", 5.0)])
+    seen = [item for page in _list_pages(stub, 2, lambda: _store_version(repository, *next(added, ("zz", "0f1", 1.0))))
+            for item in page]
+    assert len(seen) == len(set(seen))
+    assert [item for item in seen if item in expected] == expected
+    # Deleting versions (given and not yet given) between pages does not move the rest either.
+    now = [item for page in _list_pages(stub, 1000) for item in page]
+    first = stub.ListDatasets(datasets_pb2.ListDatasetsRequest(page_size=3))
+    stub.DeleteDataset(datasets_pb2.DeleteDatasetRequest(name="a"))
+    rest = stub.ListDatasets(datasets_pb2.ListDatasetsRequest(page_size=3, page_token=first.next_page_token))
+    assert [(d.name, d.version) for d in rest.datasets] == [item for item in now[3:] if item[0] != "a"][:3]
+
+
+@pytest.mark.parametrize("token", ["abc", "3", "a,123.0a1", "../a,0000000000000001.0a", "a," + "9" * 16 + ".xyz", "é" * 80])
+def test_a_page_token_that_no_page_gave_is_refused_naming_it(service, token):
+    running, stub = service
+    _store_version(DatasetRepository(running.runtime.store), "kept", "0a1", 1.0)
+    before = store_snapshot(running.runtime.store)
+    with pytest.raises(grpc.RpcError) as error:
+        stub.ListDatasets(datasets_pb2.ListDatasetsRequest(page_token=token))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token" in error.value.details() and "next_page_token of a previous page" in error.value.details()
+    assert store_snapshot(running.runtime.store) == before
 
 
 def test_synthetic_source_without_an_inference_service_fails_the_job_clearly(service):

@@ -26,12 +26,14 @@ def tool(name: str) -> Path:
     return REPO / "tools" / name / name
 
 
-# The chart requires an explicit API token (it never generates one); tests that check that pass their own.
+# The chart requires an explicit API token and Qdrant key (it never generates them); tests that check that
+# pass their own.
 TEST_TOKEN = "test-token-0123456789abcdef0123456789abcdef"
+TEST_QDRANT_KEY = "test-qdrant-key-0123456789abcdef0123456789"
 
 
 def helm_template(helm: Path, *profiles: str, check: bool = True, **values: Any) -> str:
-    values = {"apiToken__value": TEST_TOKEN, **values}
+    values = {"apiToken__value": TEST_TOKEN, "qdrant__apiKey__value": TEST_QDRANT_KEY, **values}
     command = [str(helm), "template", RELEASE, str(CHART), "--namespace", NAMESPACE]
     for profile in profiles:
         command += ["-f", str(CHART / "profiles" / f"{profile}.yaml")]

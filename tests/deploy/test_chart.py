@@ -23,6 +23,7 @@ from deploy_helpers import (
     PROFILES,
     RELEASE,
     REPO,
+    TEST_QDRANT_KEY,
     TEST_TOKEN,
     apply_json_patch,
     find,
@@ -50,7 +51,8 @@ def test_profiles_cover_the_documented_variants():
 
 @pytest.mark.parametrize("profiles", CASES, ids=CASE_IDS)
 def test_helm_lint_strict(helm, profiles):
-    command = [str(helm), "lint", "--strict", str(CHART), "--set", f"apiToken.value={TEST_TOKEN}"]
+    command = [str(helm), "lint", "--strict", str(CHART), "--set", f"apiToken.value={TEST_TOKEN}",
+               "--set", f"qdrant.apiKey.value={TEST_QDRANT_KEY}"]
     for profile in profiles:
         command += ["-f", str(CHART / "profiles" / f"{profile}.yaml")]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -209,7 +211,7 @@ def test_external_qdrant_and_object_store(render, monkeypatch):
     # TGI cannot read s3://: an init container copies the listed adapters into the pod.
     tgi = find(docs, "Deployment", f"{FULLNAME}-tgi")[0]["spec"]["template"]["spec"]
     init = {c["name"]: c for c in tgi["initContainers"]}
-    assert init["adapters"]["command"] == ["python", "-m", "tutorforge.inference.rollout", "sync", "/adapters"]
+    assert init["adapters"]["command"] == ["python", "-m", "tutorforge.deploy.rollout", "sync", "/adapters"]
     assert {"secretRef": {"name": "tutorforge-s3"}} in init["adapters"]["envFrom"]
 
 
@@ -235,7 +237,48 @@ def test_api_token_secret_stable_explicit_or_existing(helm, render):
     assert token["valueFrom"]["secretKeyRef"] == {"name": "my-token", "key": "value"}
     docs = render(apiToken__enabled=False)
     container = find(docs, "Deployment", f"{FULLNAME}-datasets")[0]["spec"]["template"]["spec"]["containers"][0]
-    assert "env" not in container and not find(docs, "Secret")
+    assert "env" not in container and not find(docs, "Secret", f"{FULLNAME}-api-token")
+
+
+def _env_of(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    container = find(docs, kind, name)[0]["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_qdrant_api_key_from_a_stable_secret(helm, render, monkeypatch):
+    # The chart's own Qdrant always gets a key: from a Secret that two renders give identically, never
+    # generated; Qdrant requires it and retrieval (only retrieval) sends it.
+    first, second = (helm_template(helm) for _ in range(2))
+    assert first == second
+    docs = [d for d in yaml.safe_load_all(first) if d]
+    secret = find(docs, "Secret", f"{FULLNAME}-qdrant-api-key")[0]
+    assert base64.b64decode(secret["data"]["api-key"]).decode() == TEST_QDRANT_KEY
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    reference = {"secretKeyRef": {"name": f"{FULLNAME}-qdrant-api-key", "key": "api-key"}}
+    assert _env_of(docs, "StatefulSet", f"{FULLNAME}-qdrant")["QDRANT__SERVICE__API_KEY"]["valueFrom"] == reference
+    assert _env_of(docs, "Deployment", f"{FULLNAME}-retrieval")["TUTORFORGE_RETRIEVAL__QDRANT_API_KEY"]["valueFrom"] == reference
+    for service in ("datasets", "training", "optimization", "inference"):
+        assert "TUTORFORGE_RETRIEVAL__QDRANT_API_KEY" not in _env_of(docs, "Deployment", f"{FULLNAME}-{service}")
+    # Retrieval's settings, with the Secret's value in the variable as the kubelet puts it, carry the key
+    # (ServerChunkStore.connect hands it to the Qdrant client).
+    for name, value in _settings_env(docs, "retrieval").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TUTORFORGE_RETRIEVAL__QDRANT_API_KEY", base64.b64decode(secret["data"]["api-key"]).decode())
+    settings = Settings()
+    assert settings.retrieval.backend == "server" and settings.retrieval.qdrant_api_key.get_secret_value() == TEST_QDRANT_KEY
+
+    refused = helm_template(helm, check=False, qdrant__apiKey__value="")
+    assert "qdrant.apiKey.value is required" in refused and "openssl rand" in refused
+    docs = render(qdrant__apiKey__value="", qdrant__apiKey__existingSecret="my-qdrant", qdrant__apiKey__existingSecretKey="k")
+    assert not find(docs, "Secret", "my-qdrant") and not find(docs, "Secret", f"{FULLNAME}-qdrant-api-key")
+    reference = {"secretKeyRef": {"name": "my-qdrant", "key": "k"}}
+    assert _env_of(docs, "StatefulSet", f"{FULLNAME}-qdrant")["QDRANT__SERVICE__API_KEY"]["valueFrom"] == reference
+    assert _env_of(docs, "Deployment", f"{FULLNAME}-retrieval")["TUTORFORGE_RETRIEVAL__QDRANT_API_KEY"]["valueFrom"] == reference
+    # Opting out, or Qdrant's engine inside the retrieval pod: no key anywhere.
+    for values in ({"qdrant__apiKey__enabled": False}, {"qdrant__mode": "embedded", "qdrant__apiKey__value": ""}):
+        docs = render(**values)
+        assert not find(docs, "Secret", f"{FULLNAME}-qdrant-api-key")
+        assert "TUTORFORGE_RETRIEVAL__QDRANT_API_KEY" not in _env_of(docs, "Deployment", f"{FULLNAME}-retrieval")
 
 
 def test_tls_from_a_secret(render):

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 from deploy_helpers import NAMESPACE, RELEASE, FakeKubeAPI, find
 from safetensors.numpy import save_file
-
 from tutorforge.artifacts.adapters import AdapterRegistry
 from tutorforge.artifacts.store import ArtifactStore
+from tutorforge.cli import app
 from tutorforge.core.errors import FailedPrecondition, NotFound
-from tutorforge.inference.rollout import RESTARTED_AT, deploy_adapter, parse_adapter_list, sync_adapters
+from tutorforge.deploy.rollout import RESTARTED_AT, deploy_adapter, parse_adapter_list, sync_adapters
+from typer.testing import CliRunner
 
 TGI = f"{RELEASE}-tutorforge-tgi"
 
@@ -219,6 +220,21 @@ def test_embedded_engine_needs_no_rollout(settings, tmp_path):
     _register(settings, "algebra-tutor", tmp=tmp_path)
     result = deploy_adapter("algebra-tutor", settings)
     assert result.engine == "embedded" and not result.changed
+
+
+def test_the_cli_deploys_through_the_adapters_group(settings, tmp_path, monkeypatch):
+    # `tutorforge adapters deploy` is wired from tutorforge.deploy into inference's `adapters` group.
+    _register(settings, "algebra-tutor", tmp=tmp_path)
+    monkeypatch.setenv("TUTORFORGE_STORE", settings.store_url)
+    monkeypatch.setenv("TUTORFORGE_INFERENCE__ENGINE", "embedded")
+    deployed = CliRunner().invoke(app, ["adapters", "deploy", "algebra-tutor", "--json"])
+    assert deployed.exit_code == 0, deployed.output
+    assert json.loads(deployed.output) | {"target": ""} == {
+        "adapter": "algebra-tutor", "version": "v1", "engine": "embedded", "target": "", "adapters": [],
+        "changed": False, "message": "the embedded engine loads adapters from the registry on first use; nothing to roll out",
+    }
+    missing = CliRunner().invoke(app, ["adapters", "deploy", "nope"])
+    assert missing.exit_code == 2 and "NOT_FOUND" in missing.output
 
 
 def test_sync_copies_listed_adapters_from_an_object_store(settings, tmp_path):

@@ -1,6 +1,6 @@
 """What chatbot frontends rely on in the OpenAI-compatible door, checked with the official openai client
 against a real server (embedded engine, real model): structured replies, stop, n choices, usage in
-streams, and clear refusals of what the door does not do (function calling; logprobs on this engine).
+streams, logprobs, and clear refusals of what the door does not do (function calling).
 The same fields against a real vLLM behind the door: tests/inference/test_vllm_real.py."""
 
 from __future__ import annotations
@@ -86,7 +86,26 @@ def test_what_the_door_does_not_do_is_refused_naming_the_field(client, fields, n
     assert caught.value.status_code == 400 and named in caught.value.message
 
 
-def test_logprobs_need_an_engine_that_reports_them(client):
-    with pytest.raises(openai.BadRequestError) as caught:
-        _ask(client, max_tokens=4, logprobs=True)
-    assert "logprobs are not available with the embedded engine" in caught.value.message
+def test_logprobs_and_top_logprobs_whole_and_streamed(client):
+    reply = _ask(client, max_tokens=6, logprobs=True, top_logprobs=3)
+    content = reply.choices[0].logprobs.content
+    assert len(content) == reply.usage.completion_tokens > 0
+    assert "".join(item.token for item in content) == reply.choices[0].message.content
+    for item in content:
+        assert item.logprob <= 0
+        assert len(item.top_logprobs) == 3
+        values = [top.logprob for top in item.top_logprobs]
+        assert values == sorted(values, reverse=True) and all(value <= 0 for value in values)
+        # Greedy: the chosen token is the most likely one.
+        assert item.top_logprobs[0].token == item.token
+        assert item.top_logprobs[0].logprob == pytest.approx(item.logprob)
+    # Without top_logprobs: the chosen tokens only; streamed: the same tokens and values, chunk by chunk.
+    plain = _ask(client, max_tokens=6, logprobs=True).choices[0].logprobs.content
+    assert [(i.token, i.top_logprobs) for i in plain] == [(i.token, []) for i in content]
+    streamed = []
+    for chunk in _ask(client, max_tokens=6, logprobs=True, top_logprobs=3, stream=True):
+        for choice in chunk.choices:
+            streamed += choice.logprobs.content if choice.logprobs else []
+    assert [(i.token, round(i.logprob, 4)) for i in streamed] == [(i.token, round(i.logprob, 4)) for i in content]
+    # Not asked for: none reported.
+    assert _ask(client, max_tokens=2).choices[0].logprobs is None

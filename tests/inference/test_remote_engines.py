@@ -10,6 +10,7 @@ import grpc
 import httpx
 import jsonschema
 import numpy as np
+import openai
 import pytest
 from fake_servers import BASE_MODEL, FakeServer, Recorder, tgi_app, vllm_app
 from inference_helpers import generate, stream_request
@@ -318,3 +319,20 @@ def test_tgi_probe_reads_the_health_route(settings):
     settings.inference.engine_url = f"http://127.0.0.1:{_free_port()}"
     with pytest.raises(Unavailable, match="unreachable"):
         TgiEngine(settings).probe()
+
+
+def test_tgi_door_refuses_logprobs_naming_them(module_serve):
+    """The tgi engine reports no logprobs: the door says so before anything is sent to TGI."""
+    recorder = Recorder()
+    port = _free_port()
+    with FakeServer(tgi_app(recorder, adapters=set())) as fake:
+        module_serve("inference", inference__engine="tgi", inference__engine_url=fake.url, server__http_port=port)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=60)
+        sent = len(recorder.requests)
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(
+                model="base", messages=[{"role": "user", "content": "Hi"}], max_tokens=4, logprobs=True,
+                extra_body={"retrieval": False},
+            )
+    assert "logprobs are not available with the tgi engine" in caught.value.message
+    assert len(recorder.requests) == sent

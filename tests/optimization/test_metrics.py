@@ -137,3 +137,32 @@ def test_bootstrapping_keeps_only_socratic_cited_replies_as_demonstrations() -> 
     assert judged("Leaves take in a gas through their pores [1].", []) is False
     # Outside bootstrapping the metric is the score, for every reply.
     assert 0 < judged(socratic, None) <= 1 and isinstance(judged(socratic, None), float)
+
+
+def test_a_demonstration_must_reach_the_demo_bar() -> None:
+    """A run sets the bar to the unoptimized program's validation mean: a Socratic, cited reply that scores
+    below it (shorter, fewer teaching moves) is not copied, one that reaches it is."""
+    import dspy
+
+    from tutorforge.core.teaching import Citation
+    from tutorforge.optimization.metrics import MetricWeights
+    from tutorforge.optimization.program import PedagogicalMetric
+
+    example = dspy.Example(
+        query="Where does a tree's mass come from?", history=[], context="",
+        response="Let's think about what a leaf takes in. For example, what gas goes in through its pores, and why "
+        "could that gas add carbon to the wood because wood is mostly carbon?",
+    ).with_inputs("query", "history")
+    passages = [Citation("[1]", "bio", 0, "biology.md", 0.9, "Leaves take in carbon dioxide through their pores.")]
+    plain = "Leaves take in a gas [1]. Which gas is it?"
+    rich = (
+        "Let's think about it. Leaves take in carbon dioxide through their pores [1], because wood is mostly carbon; "
+        "for example, a log is carbon you can hold. Which gas could add carbon to the wood?"
+    )
+    free = PedagogicalMetric(MetricWeights())
+    score = {reply: free(example, dspy.Prediction(response=reply, passages=passages)) for reply in (plain, rich)}
+    assert score[plain] < score[rich]
+    barred = PedagogicalMetric(MetricWeights(), demo_bar=(score[plain] + score[rich]) / 2)
+    assert free(example, dspy.Prediction(response=plain, passages=passages), []) is True
+    assert barred(example, dspy.Prediction(response=plain, passages=passages), []) is False
+    assert barred(example, dspy.Prediction(response=rich, passages=passages), []) is True

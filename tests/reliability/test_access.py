@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
+from tutorforge.client import TrainingClient
 from tutorforge.core.access import METHODS, Scope
 from tutorforge.core.client import open_channel
 from tutorforge.core.errors import FailedPrecondition
@@ -196,9 +197,8 @@ def test_grpc_over_tls_and_mtls(serve, pki):
     client = TlsSettings(ca_file=pki["ca_cert"], cert_file=pki["client_cert"], key_file=pki["client_key"])
     assert _list_jobs(running.address, client) == grpc.StatusCode.OK
     assert _list_jobs(running.address, trusted) == grpc.StatusCode.UNAVAILABLE  # no client certificate
-    # The server's own channels to its services (Runtime.channel) use the same settings and get through.
-    assert training_pb2_grpc.TrainingServiceStub(running.runtime.channel("training")).ListJobs(
-        jobs_pb2.ListJobsRequest(), timeout=10).jobs is not None
+    # The server's own connections to its services (Runtime.connection) use the same settings and get through.
+    assert list(TrainingClient(running.runtime.connection("training")).jobs()) == []
 
 
 def test_half_a_tls_configuration_refuses_to_start(tmp_path, pki):

@@ -117,6 +117,7 @@ GRPC_CASES = [
     Case("list-documents-page-size-huge", S + "ListDocuments", R.ListDocumentsRequest(page_size=2**31 - 1), "page_size"),
     Case("list-documents-filter-no-condition", S + "ListDocuments", R.ListDocumentsRequest(filters=[R.MetadataFilter(field="topic")]), "filters[0]"),
     Case("list-documents-page-token-huge", S + "ListDocuments", R.ListDocumentsRequest(page_token="9" * 5000), "page_token"),
+    Case("list-documents-page-token-garbage", S + "ListDocuments", R.ListDocumentsRequest(page_token="../Not A Name"), "page_token"),
     Case("list-documents-filter-range-inf", S + "ListDocuments", R.ListDocumentsRequest(filters=[_range(gte=INF)]), "range.gte"),
     Case("delete-document-id-empty", S + "DeleteDocument", R.DeleteDocumentRequest(), "document_id"),
     Case("delete-document-missing", S + "DeleteDocument", R.DeleteDocumentRequest(document_id="nosuch"), "nosuch", (NOT_FOUND,)),

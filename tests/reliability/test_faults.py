@@ -1,7 +1,8 @@
 """kill -9 of a real `tutorforge serve all` (a subprocess on loopback with its own store) in the middle of
-ingest, a dataset build and a training run, then a restart on the same store: nothing half-written is
-visible, documents are the old or the new version, an interrupted build is marked FAILED with the reason,
-and training continues from its last checkpoint by itself. Short leases (2 s) so the restarted server
+ingest, a dataset build, a training run and an optimization run, then a restart on the same store: nothing
+half-written is visible, documents are the old or the new version, an interrupted build or optimization is
+marked FAILED with the reason by exactly one replica, and training continues from its last checkpoint by
+itself. Short leases (2 s) so the restarted server
 takes the jobs over quickly; tiny data and few steps."""
 
 from __future__ import annotations
@@ -18,9 +19,6 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from tests.conftest import MODEL_CACHE, REPO
-from tests.reliability.reliability_helpers import free_port
 from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.client import open_channel
 from tutorforge.v1 import (
@@ -28,11 +26,17 @@ from tutorforge.v1 import (
     datasets_pb2,
     datasets_pb2_grpc,
     jobs_pb2,
+    optimization_pb2,
+    optimization_pb2_grpc,
     retrieval_pb2,
     retrieval_pb2_grpc,
     training_pb2,
     training_pb2_grpc,
 )
+
+from tests.conftest import MODEL_CACHE, REPO
+from tests.optimization.optimization_helpers import store_starter
+from tests.reliability.reliability_helpers import free_port
 
 pytestmark = pytest.mark.slow
 MATERIAL = REPO / "services" / "tutorforge" / "samples" / "material"
@@ -41,8 +45,9 @@ MATERIAL = REPO / "services" / "tutorforge" / "samples" / "material"
 class Server:
     """`tutorforge serve all` in its own process, restartable on the same store and port."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, services: tuple[str, ...] = ("all",)):
         self.root = root
+        self.services = services
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -56,16 +61,24 @@ class Server:
         }
 
     def start(self) -> grpc.Channel:
-        log = (self.root / "server.log").open("ab")
+        self.launch()
+        return self.ready()
+
+    def launch(self) -> None:
+        self.log = self.root / f"server-{'-'.join(self.services)}.log"
+        log = self.log.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tutorforge", "serve", "all", "--port", str(self.port)],
+            [sys.executable, "-m", "tutorforge", "serve", *self.services, "--port", str(self.port)],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
+
+    def ready(self) -> grpc.Channel:
+        """Wait until the launched server answers health SERVING."""
         channel = open_channel(self.address)
         health = health_pb2_grpc.HealthStub(channel)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, (self.root / "server.log").read_text()[-3000:]
+            assert self.process.poll() is None, self.log.read_text()[-3000:]
             try:
                 if health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING:
                     return channel
@@ -210,3 +223,58 @@ def test_kill_during_training_resumes_from_the_last_checkpoint(server: Server) -
     assert any("resuming from the last checkpoint" in m for m in messages)
     assert any("resumed from the last checkpoint" in m for m in messages)  # steps came from a checkpoint
     _no_partial_files(server.root / "store")
+
+
+def test_kill_during_optimization_fails_it_once_with_the_reason_and_saves_no_program(server: Server) -> None:
+    store = server.root / "store"
+    store_starter(ArtifactStore(str(store)))
+    channel = server.start()
+    stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
+    request = optimization_pb2.StartOptimizationRequest(
+        name="killed-program", dataset="starter", optimizer=optimization_pb2.OPTIMIZER_LABELED_FEW_SHOT,
+        budget=optimization_pb2.OptimizerBudget(max_labeled_demos=2, max_train_examples=4, max_validation_examples=6),
+        max_tokens=32, use_retrieval=False,
+    )
+    job = stub.StartOptimization(request, timeout=120).job
+
+    def scoring_the_optimized_program() -> bool:
+        # Compiled, scoring the result: the program is saved right after this phase.
+        record = stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id), timeout=10).job
+        assert record.state in (common_pb2.JOB_STATE_QUEUED, common_pb2.JOB_STATE_RUNNING), (record.state, record.error)
+        return record.message.startswith("optimized:")
+
+    _wait(scoring_the_optimized_program, 600, "the optimized program's scoring")
+    server.kill()
+    killed_pid = server.process.pid
+
+    # Two replicas started together on the same store race for the orphaned job: the restarted
+    # `serve all` and a second optimization replica.
+    other = Server(server.root, services=("optimization",))
+    try:
+        server.launch()
+        other.launch()
+        channel = server.ready()
+        other.ready()
+        stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
+        record = _wait(lambda: (j := stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.id), timeout=10).job).state
+                       == common_pb2.JOB_STATE_FAILED and j, 60, "a replica to take the optimization over")
+        time.sleep(3 * 2)  # three lease periods: a second takeover would have happened by now
+        replicas = {server.process.pid, other.process.pid}
+    finally:
+        other.stop()
+    assert "stopped (crash or restart) while it was running" in record.error
+    assert "the program or report was not saved" in record.error
+    events = [r.event.message for r in stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job.id), timeout=60)]
+    assert events.count("interrupted: the replica running it stopped") == 1, events
+    # Exactly one takeover: the killed process's lease (epoch 1) and one new epoch, owned by a new replica.
+    view = ArtifactStore(str(store))
+    leases = sorted(name for name in view.list(f"jobs/optimization/{job.id}") if name.startswith("lease-"))
+    assert leases == ["lease-000001.json", "lease-000002.json"], leases
+    owners = [int(view.read_json(f"jobs/optimization/{job.id}/{name}")["owner"].split("/")[1]) for name in leases]
+    assert owners[0] == killed_pid and owners[1] in replicas, (owners, killed_pid, replicas)
+    # No half-saved program version is listed or readable.
+    assert all(p.name != "killed-program" for p in stub.ListPrograms(optimization_pb2.ListProgramsRequest(), timeout=30).programs)
+    with pytest.raises(grpc.RpcError) as missing:
+        stub.GetProgram(optimization_pb2.GetProgramRequest(name="killed-program"), timeout=30)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    _no_partial_files(store)

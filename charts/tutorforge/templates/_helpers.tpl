@@ -80,8 +80,11 @@ app.kubernetes.io/part-of: tutorforge
 {{- default (printf "%s-qdrant-api-key" (include "tutorforge.fullname" .)) .Values.qdrant.apiKey.existingSecret }}
 {{- end }}
 
+{{/* The chart's own Qdrant always has a key (unless apiKey.enabled=false); an external one when given one. */}}
 {{- define "tutorforge.qdrantApiKeyEnabled" -}}
-{{- if and (ne .Values.qdrant.mode "embedded") (or .Values.qdrant.apiKey.value .Values.qdrant.apiKey.existingSecret) }}true{{ end }}
+{{- if and (eq .Values.qdrant.mode "statefulset") .Values.qdrant.apiKey.enabled }}true
+{{- else if and (eq .Values.qdrant.mode "external") (or .Values.qdrant.apiKey.value .Values.qdrant.apiKey.existingSecret) }}true
+{{- end }}
 {{- end }}
 
 {{- define "tutorforge.storeClaimName" -}}
@@ -223,13 +226,6 @@ app.kubernetes.io/part-of: tutorforge
 - name: TUTORFORGE_TLS__REQUIRE_CLIENT_CERT
   value: {{ .Values.tls.requireClientCert | quote }}
 {{- end }}
-{{- if include "tutorforge.qdrantApiKeyEnabled" . }}
-- name: TUTORFORGE_RETRIEVAL__QDRANT_API_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "tutorforge.qdrantApiKeySecretName" . }}
-      key: {{ .Values.qdrant.apiKey.existingSecretKey }}
-{{- end }}
 {{- end }}
 
 {{/* Pod-level fields shared by every pod of the chart. */}}
@@ -282,6 +278,14 @@ securityContext:
 {{/* A tutorforge service container's own environment: (dict "ctx" $ "service" "inference" "httpPort" 8000) */}}
 {{- define "tutorforge.serviceEnv" -}}
 {{- include "tutorforge.secretEnv" .ctx }}
+{{- /* Only retrieval talks to Qdrant: the other pods never see its key. */}}
+{{- if and (eq .service "retrieval") (include "tutorforge.qdrantApiKeyEnabled" .ctx) }}
+- name: TUTORFORGE_RETRIEVAL__QDRANT_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "tutorforge.qdrantApiKeySecretName" .ctx }}
+      key: {{ .ctx.Values.qdrant.apiKey.existingSecretKey }}
+{{- end }}
 {{- if eq .service "inference" }}
 - name: TUTORFORGE_SERVER__HTTP_PORT
   value: {{ .httpPort | quote }}

@@ -4,7 +4,6 @@ with the same token, TLS, deadlines, retries and domain errors as the synchronou
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Self, TypeVar
 
@@ -12,11 +11,11 @@ from grpc import aio
 
 from tutorforge.client.connection import DEFAULT_ADDRESS, Endpoint, domain_error
 from tutorforge.client.inference import chat_request
-from tutorforge.client.jobs import finished, still_running, timed_out
-from tutorforge.core.errors import TutorforgeError, Unavailable
+from tutorforge.client.jobs import WatchCursor, finished, waiting
+from tutorforge.core.client import channel_options
+from tutorforge.core.errors import Unavailable
 from tutorforge.core.settings import TlsSettings
 from tutorforge.core.telemetry import tracing
-from tutorforge.core.tls import channel_credentials
 from tutorforge.v1 import (
     common_pb2,
     datasets_pb2_grpc,
@@ -36,12 +35,9 @@ class AsyncConnection(Endpoint):
     def _open(self, token: str | None, tls: TlsSettings | None, max_message_bytes: int) -> aio.Channel:
         # grpc.aio has no channel interceptors for every call kind: the token travels as call metadata.
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        options = [("grpc.max_send_message_length", max_message_bytes), ("grpc.max_receive_message_length", max_message_bytes)]
-        credentials = channel_credentials(tls) if tls is not None else None
+        options, credentials = channel_options(max_message_bytes, tls)
         if credentials is None:
             return aio.insecure_channel(self.address, options=options)
-        if tls.server_name:
-            options.append(("grpc.ssl_target_name_override", tls.server_name))
         return aio.secure_channel(self.address, credentials, options=options)
 
     def metadata(self) -> list[tuple[str, str]]:
@@ -111,29 +107,21 @@ class AsyncJobs:
 
     async def watch(self, job_id: str, after_sequence: int = 0, timeout: float | None = None) -> AsyncIterator[common_pb2.JobEvent]:
         """As JobClient.watch_job: past events after `after_sequence`, then new ones until the job ends."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        cursor = WatchCursor(job_id, after_sequence, timeout)
         while True:
-            left = None if deadline is None else max(0.001, deadline - time.monotonic())
-            request = jobs_pb2.WatchJobRequest(job_id=job_id, after_sequence=after_sequence)
-            resumed_from = after_sequence
+            request, left = cursor.open()
             try:
                 async for reply in self.connection.stream(self.stub.WatchJob, request, "watch", timeout=left):
-                    after_sequence = reply.event.sequence
-                    yield reply.event
+                    yield cursor.deliver(reply)
                 return
-            except Unavailable:
-                if after_sequence == resumed_from:
-                    raise
+            except Unavailable as error:
+                cursor.resume(error)
 
     async def wait(self, job_id: str, timeout: float | None = None, *, check: bool = True) -> common_pb2.Job:
         """The job's final record once it ends; JobFailed when it did not succeed (unless check=False)."""
-        try:
+        with waiting(job_id, timeout):
             async for _ in self.watch(job_id, timeout=timeout):
                 pass
-        except TutorforgeError as error:
-            if not timed_out(error):
-                raise
-            raise still_running(job_id, timeout) from error
         return finished(await self.get(job_id), check)
 
 

@@ -30,6 +30,8 @@ DEADLINES: Mapping[str, float | None] = {
     "watch": None,  # Watch* streams last as long as the job; wait(timeout=...) bounds them
 }
 
+# How often a call with `poll` checks whether its caller still wants the reply.
+_POLL_SECONDS = 1.0
 _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 
 Reply = TypeVar("Reply")
@@ -80,6 +82,22 @@ def domain_error(error: grpc.RpcError, address: str) -> TutorforgeError:
     if code == grpc.StatusCode.UNAVAILABLE:
         details = f"cannot reach tutorforge at {address} ({details})"
     return error_for_status(code, details)
+
+
+def _polled(start: Callable[[], grpc.Future], poll: Callable[[], None]) -> Any:
+    """The result of the call `start` makes, calling `poll` before it and while waiting; the call is
+    cancelled if `poll` raises."""
+    poll()
+    call = start()
+    while True:
+        try:
+            return call.result(timeout=_POLL_SECONDS)
+        except grpc.FutureTimeoutError:
+            try:
+                poll()
+            except BaseException:
+                call.cancel()
+                raise
 
 
 class Endpoint:
@@ -145,9 +163,15 @@ class Connection(Endpoint):
                     raise domain_error(error, self.address) from error
                 time.sleep(self.retry.delay(attempt, error))
 
-    def unary(self, method: Callable[..., Reply], request: Any, kind: str) -> Reply:
-        """Call a unary RPC with the deadline of `kind`, retrying refusals."""
-        return self._attempts(lambda: method(request, timeout=self.deadline(kind)))
+    def unary(
+        self, method: Callable[..., Reply], request: Any, kind: str, poll: Callable[[], None] | None = None
+    ) -> Reply:
+        """Call a unary RPC with the deadline of `kind`, retrying refusals. `poll`, when given, is called
+        before the call and about every second while it runs: whatever it raises (a cancelled job, a spent
+        budget) cancels the call and propagates."""
+        if poll is None:
+            return self._attempts(lambda: method(request, timeout=self.deadline(kind)))
+        return self._attempts(lambda: _polled(lambda: method.future(request, timeout=self.deadline(kind)), poll))
 
     def upload(self, method: Callable[..., Reply], requests: Callable[[], Iterator[Any]], kind: str) -> Reply:
         """Call a client-streaming RPC; `requests` makes the request stream afresh for each attempt."""

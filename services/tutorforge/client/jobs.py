@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -40,13 +41,43 @@ def finished(job: common_pb2.Job, check: bool) -> common_pb2.Job:
     return job
 
 
-def timed_out(error: TutorforgeError) -> bool:
-    return error.code == grpc.StatusCode.DEADLINE_EXCEEDED
+@contextmanager
+def waiting(job_id: str, timeout: float | None) -> Iterator[None]:
+    """Around a wait's watch (sync or asyncio): a `timeout` that runs out says the job is still running."""
+    try:
+        yield
+    except TutorforgeError as error:
+        if error.code != grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
+        raise error_for_status(grpc.StatusCode.DEADLINE_EXCEEDED, f"job {job_id} still running after {timeout} s") from error
 
 
-def still_running(job_id: str, timeout: float | None) -> TutorforgeError:
-    """What a wait whose `timeout` ran out raises."""
-    return error_for_status(grpc.StatusCode.DEADLINE_EXCEEDED, f"job {job_id} still running after {timeout} s")
+class WatchCursor:
+    """Where a watch of one job stands, for the sync and the asyncio watch loops alike: each (re)opened
+    WatchJob stream asks for the events after the last one delivered, within what is left of `timeout`.
+    A stream cut by an unavailable server after some events is resumed (events are durable, so nothing is
+    lost or repeated); one cut before any event is not, since the connection's retries already ran out."""
+
+    def __init__(self, job_id: str, after_sequence: int = 0, timeout: float | None = None):
+        self.job_id = job_id
+        self.after_sequence = after_sequence
+        self._opened_at = after_sequence
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+
+    def open(self) -> tuple[jobs_pb2.WatchJobRequest, float | None]:
+        """The request and timeout of the next stream."""
+        self._opened_at = self.after_sequence
+        left = None if self._deadline is None else max(0.001, self._deadline - time.monotonic())
+        return jobs_pb2.WatchJobRequest(job_id=self.job_id, after_sequence=self.after_sequence), left
+
+    def deliver(self, reply: jobs_pb2.WatchJobResponse) -> common_pb2.JobEvent:
+        self.after_sequence = reply.event.sequence
+        return reply.event
+
+    def resume(self, error: Unavailable) -> None:
+        """Return to reopen the stream cut by `error`, or raise it when that stream delivered nothing."""
+        if self.after_sequence == self._opened_at:
+            raise error
 
 
 class JobClient:
@@ -77,21 +108,17 @@ class JobClient:
 
     def watch_job(self, job_id: str, after_sequence: int = 0, timeout: float | None = None) -> Iterator[common_pb2.JobEvent]:
         """The job's past events after `after_sequence`, then new ones until it ends. A stream cut by an
-        unavailable server after some events is resumed after the last one (events are durable); refusals
-        before any event are retried by the connection's policy."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        unavailable server after some events is resumed after the last one (WatchCursor); refusals before
+        any event are retried by the connection's policy."""
+        cursor = WatchCursor(job_id, after_sequence, timeout)
         while True:
-            left = None if deadline is None else max(0.001, deadline - time.monotonic())
-            request = jobs_pb2.WatchJobRequest(job_id=job_id, after_sequence=after_sequence)
-            resumed_from = after_sequence
+            request, left = cursor.open()
             try:
                 for reply in self.connection.stream(self.stub.WatchJob, request, "watch", timeout=left):
-                    after_sequence = reply.event.sequence
-                    yield reply.event
+                    yield cursor.deliver(reply)
                 return
-            except Unavailable:
-                if after_sequence == resumed_from:
-                    raise
+            except Unavailable as error:
+                cursor.resume(error)
 
     def cancel_job(self, job_id: str) -> common_pb2.Job:
         return self.connection.unary(self.stub.CancelJob, jobs_pb2.CancelJobRequest(job_id=job_id), "write").job
@@ -128,14 +155,10 @@ class JobHandle:
     ) -> common_pb2.Job:
         """Follow the job to its end (calling `on_event` with each event) and return its final record;
         JobFailed when it did not succeed (unless `check=False`), DEADLINE_EXCEEDED after `timeout` s."""
-        try:
+        with waiting(self.id, timeout):
             for event in self.watch(timeout=timeout):
                 if on_event is not None:
                     on_event(event)
-        except TutorforgeError as error:
-            if not timed_out(error):
-                raise
-            raise still_running(self.id, timeout) from error
         return self.finished(check=check)
 
     def finished(self, check: bool = True) -> common_pb2.Job:

@@ -45,6 +45,10 @@ class OptimizationClient(JobClient):
         }, "optimize")
         if use_retrieval is not None:
             request.use_retrieval = use_retrieval
+        return self.start(request)
+
+    def start(self, request: pb.StartOptimizationRequest) -> JobHandle:
+        """Start compiling from a whole request (what `optimize` builds)."""
         return self.job(self.connection.unary(self.stub.StartOptimization, request, "start").job)
 
     def evaluate(
@@ -58,6 +62,7 @@ class OptimizationClient(JobClient):
         max_tokens: int = 0,
         threads: int = 0,
         use_retrieval: bool | None = None,
+        weights: pb.MetricWeights | Mapping[str, float] | None = None,
     ) -> JobHandle:
         """Start evaluating targets ("base", "adapter:NAME", "program:NAME[@ADAPTER]") on a dataset's
         validation split or a bundled set ("tutor-benchmark"). The run's `result` is the evaluation id."""
@@ -65,6 +70,7 @@ class OptimizationClient(JobClient):
             dataset=dataset, dataset_version=dataset_version, evaluation_set=evaluation_set,
             targets=[pb.EvaluationTarget(spec=spec) for spec in targets],
             max_examples=max_examples, max_tokens=max_tokens, threads=threads,
+            weights=message(pb.MetricWeights, weights, "weights"),
         )
         if use_retrieval is not None:
             request.use_retrieval = use_retrieval

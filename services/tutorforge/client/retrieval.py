@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,9 +88,11 @@ class RetrievalClient:
         extra: Mapping[str, str] | None = None,
         chunk_size_tokens: int = 0,
         chunk_overlap_tokens: int = 0,
+        on_sent: Callable[[str, int], None] | None = None,
     ) -> pb.IngestDocumentsResponse:
         """Upload files (or Documents) in one stream; the metadata applies to the paths given as such.
-        Re-ingesting unchanged content writes nothing (outcome UNCHANGED)."""
+        Re-ingesting unchanged content writes nothing (outcome UNCHANGED). `on_sent(filename, size)` follows
+        the upload piece by piece, then gets ("", 0) once all is sent (the server embeds and indexes)."""
         items = _documents(documents, {"category": category, "topic": topic, "source": source, "extra": dict(extra or {})})
 
         def requests() -> Iterator[pb.IngestDocumentsRequest]:
@@ -98,9 +100,14 @@ class RetrievalClient:
                 options = pb.ChunkingOptions(chunk_size_tokens=chunk_size_tokens, chunk_overlap_tokens=chunk_overlap_tokens)
                 yield pb.IngestDocumentsRequest(options=options)
             for document in items:
-                yield pb.IngestDocumentsRequest(document=document.header())
+                header = document.header()
+                yield pb.IngestDocumentsRequest(document=header)
                 for piece in document.pieces():
                     yield pb.IngestDocumentsRequest(content=piece)
+                    if on_sent is not None:
+                        on_sent(header.filename, len(piece))
+            if on_sent is not None:
+                on_sent("", 0)
 
         return self.connection.upload(self.stub.IngestDocuments, requests, "ingest")
 

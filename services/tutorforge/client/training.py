@@ -30,7 +30,7 @@ class TrainingClient(JobClient):
         """Start a LoRA run on `dataset`; keyword arguments are TrainingArguments fields (max_steps,
         learning_rate, eval_steps, ...), unset = the default recipe. The job's `result` is the adapter name,
         its `labels["adapter_version"]` the published version."""
-        request = pb.StartTrainingRequest(
+        return self.start(pb.StartTrainingRequest(
             dataset=dataset,
             dataset_version=dataset_version,
             adapter_name=adapter_name,
@@ -38,7 +38,10 @@ class TrainingClient(JobClient):
             arguments=message(pb.TrainingArguments, arguments, "arguments"),
             resources=pb.ResourceConfig(num_workers=num_workers),
             metadata=dict(metadata or {}),
-        )
+        ))
+
+    def start(self, request: pb.StartTrainingRequest) -> JobHandle:
+        """Start a run from a whole request (what `train` builds; also use_unsloth, load_in_4bit, merge_and_export)."""
         return self.job(self.connection.unary(self.stub.StartTraining, request, "start").job)
 
     def resume(self, job_id: str) -> JobHandle:

@@ -1,40 +1,41 @@
-"""What the console's pages show, read from the services over gRPC (the inference HTTP server may run in
-a process without the other services, so every read goes through the configured service addresses).
-Each function returns plain JSON-ready data; the web module only routes."""
+"""What the console's pages show, read from the services through the client SDK (the inference HTTP server
+may run in a process without the other services, so every read goes through the configured service
+addresses, with the SDK's deadlines, retries and domain errors). Each function returns plain JSON-ready
+data; the web module only routes."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from typing import Any
 
 import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from tutorforge.core.errors import InvalidArgument, NotFound, Unavailable
-from tutorforge.v1 import (
-    datasets_pb2,
-    datasets_pb2_grpc,
-    inference_pb2,
-    inference_pb2_grpc,
-    jobs_pb2,
-    optimization_pb2,
-    optimization_pb2_grpc,
-    retrieval_pb2,
-    retrieval_pb2_grpc,
-    training_pb2_grpc,
+from tutorforge.client import (
+    DatasetsClient,
+    InferenceClient,
+    OptimizationClient,
+    RetrievalClient,
+    TrainingClient,
 )
+from tutorforge.client.connection import Connection
+from tutorforge.client.jobs import JobClient
+from tutorforge.core.errors import InvalidArgument, NotFound, TutorforgeError, Unavailable
+from tutorforge.v1 import optimization_pb2, retrieval_pb2
 
-Channel = Callable[[str], grpc.Channel]
+# Service name → the SDK connection to it (Runtime.connection).
+Connections = Callable[[str], Connection]
 
-# Seconds a page waits on a service; a console page should answer or say why quickly.
-TIMEOUT = 15.0
 # How long a job page listens for new events before answering with what it has (the page polls again).
 WATCH_WINDOW = 1.5
 MAX_DOCUMENTS = 1000
 MAX_SEARCH_HITS = 20
 SAMPLE_DIALOGUES = 3
+# The newest jobs listed per job-running service.
+MAX_JOBS = 100
 # Which job metrics are drawn as curves, by job kind (job ids start with their kind's first 4 letters).
 CURVES = {
     "training": ("loss", "eval_loss"),
@@ -54,21 +55,21 @@ def as_json(message: Message) -> dict[str, Any]:
 
 
 class Console:
-    def __init__(self, channel: Channel):
-        self._channel = channel
+    def __init__(self, connection: Connections):
+        self._connection = connection
 
-    def _stub(self, service: str, stub_class: type) -> Any:
-        return stub_class(self._channel(service))
+    def _client(self, service: str) -> Any:
+        return _CLIENTS[service](self._connection(service))
 
     def _call(self, service: str, call: Callable[[], Any]) -> Any:
         try:
             return call()
-        except grpc.RpcError as error:
+        except TutorforgeError as error:
             # UNIMPLEMENTED: the configured address is a server that does not host this service.
-            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
+            if error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
                 raise Unavailable(
                     f"the {service} service is not reachable at its configured address "
-                    f"(TUTORFORGE_ADDRESSES__{service.upper()}): {error.details()}"
+                    f"(TUTORFORGE_ADDRESSES__{service.upper()}): {error.message}"
                 ) from error
             raise
 
@@ -77,8 +78,8 @@ class Console:
     def tutors(self) -> dict[str, Any]:
         """The base model, its adapters, and the stored teaching programs (empty with a note when the
         optimization service is not reachable: chat still works without programs)."""
-        inference = self._stub("inference", inference_pb2_grpc.InferenceServiceStub)
-        listing = self._call("inference", lambda: inference.ListAdapters(inference_pb2.ListAdaptersRequest(), timeout=TIMEOUT))
+        inference: InferenceClient = self._client("inference")
+        listing = self._call("inference", inference.adapters)
         adapters = [a.name for a in listing.adapters if a.base_model in ("", listing.base_model)]
         programs: list[dict[str, Any]] = []
         note = ""
@@ -97,25 +98,17 @@ class Console:
         }
 
     def _programs(self) -> list[optimization_pb2.ProgramInfo]:
-        stub = self._stub("optimization", optimization_pb2_grpc.OptimizationServiceStub)
-        return list(self._call("optimization", lambda: stub.ListPrograms(optimization_pb2.ListProgramsRequest(), timeout=TIMEOUT)).programs)
+        optimization: OptimizationClient = self._client("optimization")
+        return self._call("optimization", optimization.programs)
 
     # ----- documents
 
     def documents(self) -> dict[str, Any]:
-        stub = self._stub("retrieval", retrieval_pb2_grpc.RetrievalServiceStub)
-        stats = self._call("retrieval", lambda: stub.GetStats(retrieval_pb2.GetStatsRequest(), timeout=TIMEOUT))
-        documents: list[retrieval_pb2.DocumentInfo] = []
-        token = ""
-        while len(documents) < MAX_DOCUMENTS:
-            page = self._call(
-                "retrieval",
-                lambda token=token: stub.ListDocuments(retrieval_pb2.ListDocumentsRequest(page_size=100, page_token=token), timeout=TIMEOUT),
-            )
-            documents.extend(page.documents)
-            token = page.next_page_token
-            if not token:
-                break
+        retrieval: RetrievalClient = self._client("retrieval")
+        stats = self._call("retrieval", retrieval.stats)
+        documents: list[retrieval_pb2.DocumentInfo] = self._call(
+            "retrieval", lambda: list(islice(retrieval.documents(page_size=100), MAX_DOCUMENTS))
+        )
         return {
             "stats": as_json(stats),
             "per_source": _counts(d.metadata.source or d.filename for d in documents),
@@ -132,47 +125,31 @@ class Console:
             raise InvalidArgument(f"limit must be between 1 and {MAX_SEARCH_HITS}; got {limit}")
         if mode not in _SEARCH_MODES:
             raise InvalidArgument(f"mode must be one of {', '.join(_SEARCH_MODES)}; got {mode!r}")
-        stub = self._stub("retrieval", retrieval_pb2_grpc.RetrievalServiceStub)
+        retrieval: RetrievalClient = self._client("retrieval")
         # Threshold 0: the console shows every hit with its score, weak ones included.
-        request = retrieval_pb2.SearchRequest(query=query, limit=limit, score_threshold=0.0, mode=_SEARCH_MODES[mode])
-        response = self._call("retrieval", lambda: stub.Search(request, timeout=TIMEOUT))
-        return {"query": query, "hits": [as_json(hit) for hit in response.hits]}
+        hits = self._call("retrieval", lambda: retrieval.search(query, limit=limit, score_threshold=0.0, mode=_SEARCH_MODES[mode]))
+        return {"query": query, "hits": [as_json(hit) for hit in hits]}
 
     # ----- datasets
 
     def datasets(self) -> dict[str, Any]:
-        stub = self._stub("datasets", datasets_pb2_grpc.DatasetServiceStub)
+        datasets: DatasetsClient = self._client("datasets")
         versions = []
-        token = ""
-        while True:
-            page = self._call(
-                "datasets", lambda token=token: stub.ListDatasets(datasets_pb2.ListDatasetsRequest(page_size=100, page_token=token), timeout=TIMEOUT)
-            )
-            for version in page.datasets:
-                # The listing shows counts; the per-record drop list belongs to the version's page.
-                version.manifest.ClearField("dropped")
-                versions.append(as_json(version))
-            token = page.next_page_token
-            if not token:
-                return {"datasets": versions}
+        for version in self._call("datasets", lambda: list(datasets.list(page_size=100))):
+            # The listing shows counts; the per-record drop list belongs to the version's page.
+            version.manifest.ClearField("dropped")
+            versions.append(as_json(version))
+        return {"datasets": versions}
 
     def dataset(self, name: str, version: str = "") -> dict[str, Any]:
-        stub = self._stub("datasets", datasets_pb2_grpc.DatasetServiceStub)
-        found = self._call(
-            "datasets", lambda: stub.GetDataset(datasets_pb2.GetDatasetRequest(name=name, version=version), timeout=TIMEOUT)
-        ).dataset
-        export = stub.ExportDataset(
-            datasets_pb2.ExportDatasetRequest(name=name, version=found.version, format=datasets_pb2.EXPORT_FORMAT_OPENAI),
-            timeout=TIMEOUT,
-        )
-        samples = []
+        datasets: DatasetsClient = self._client("datasets")
+        found = self._call("datasets", lambda: datasets.get(name, version))
+        export: Iterator[str] = datasets.export(name, found.version, format="openai")
         try:
-            for line in export:
-                samples.append(line.line)
-                if len(samples) == SAMPLE_DIALOGUES:
-                    break
+            # Only the first few lines: closing the stream ends the call.
+            samples = self._call("datasets", lambda: list(islice(export, SAMPLE_DIALOGUES)))
         finally:
-            export.cancel()
+            export.close()
         data = as_json(found)
         data["manifest"]["dropped"] = data["manifest"]["dropped"][:50]
         return {"dataset": data, "samples": samples}
@@ -184,14 +161,14 @@ class Console:
         cannot reach is named in `notes` instead of failing the page."""
         listed: dict[str, list[dict[str, Any]]] = {}
         notes: dict[str, str] = {}
-        for service, stub_class in _JOB_SERVICES.items():
-            stub = self._stub(service, stub_class)
+        for service in _JOB_SERVICES:
+            client: JobClient = self._client(service)
             try:
-                page = self._call(service, lambda stub=stub: stub.ListJobs(jobs_pb2.ListJobsRequest(page_size=100), timeout=TIMEOUT))
+                jobs = self._call(service, lambda client=client: list(islice(client.jobs(page_size=MAX_JOBS), MAX_JOBS)))
             except Unavailable as error:
                 listed[service], notes[service] = [], error.message
                 continue
-            listed[service] = [as_json(job) for job in page.jobs]
+            listed[service] = [as_json(job) for job in jobs]
         return {**listed, "notes": notes}
 
     def job(self, job_id: str) -> dict[str, Any]:
@@ -199,11 +176,9 @@ class Console:
         again), and its curves' points."""
         kind = _kind_of(job_id)
         service = _JOB_SERVICE_OF_KIND[kind]
-        stub = self._stub(service, _JOB_SERVICES[service])
-        get = lambda: stub.GetJob(jobs_pb2.GetJobRequest(job_id=job_id), timeout=TIMEOUT).job
-        watch = lambda: stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id), timeout=WATCH_WINDOW)
-        job = self._call(service, get)
-        events = [response.event for response in self._call(service, lambda: _within_window(watch()))]
+        client: JobClient = self._client(service)
+        job = self._call(service, lambda: client.get_job(job_id))
+        events = self._call(service, lambda: _within_window(client.watch_job(job_id, timeout=WATCH_WINDOW)))
         return {
             "job": as_json(job),
             "events": [as_json(event) for event in events],
@@ -213,8 +188,8 @@ class Console:
     # ----- adapters
 
     def adapters(self) -> dict[str, Any]:
-        stub = self._stub("inference", inference_pb2_grpc.InferenceServiceStub)
-        listing = self._call("inference", lambda: stub.ListAdapters(inference_pb2.ListAdaptersRequest(), timeout=TIMEOUT))
+        inference: InferenceClient = self._client("inference")
+        listing = self._call("inference", inference.adapters)
         return {
             "base_model": listing.base_model,
             "engine": listing.engine,
@@ -222,14 +197,12 @@ class Console:
         }
 
     def load_adapter(self, name: str, version: str = "") -> dict[str, Any]:
-        stub = self._stub("inference", inference_pb2_grpc.InferenceServiceStub)
-        request = inference_pb2.LoadAdapterRequest(name=name, version=version)
-        return as_json(self._call("inference", lambda: stub.LoadAdapter(request, timeout=120)).adapter)
+        inference: InferenceClient = self._client("inference")
+        return as_json(self._call("inference", lambda: inference.load_adapter(name, version)))
 
     def unload_adapter(self, name: str) -> dict[str, Any]:
-        stub = self._stub("inference", inference_pb2_grpc.InferenceServiceStub)
-        request = inference_pb2.UnloadAdapterRequest(name=name)
-        return as_json(self._call("inference", lambda: stub.UnloadAdapter(request, timeout=TIMEOUT)).adapter)
+        inference: InferenceClient = self._client("inference")
+        return as_json(self._call("inference", lambda: inference.unload_adapter(name)))
 
     # ----- evaluation reports
 
@@ -248,17 +221,19 @@ class Console:
         raise NotFound(f"report {evaluation_id} has no file {path!r}; its charts are listed on its page")
 
     def _report(self, evaluation_id: str) -> optimization_pb2.GetEvaluationResponse:
-        stub = self._stub("optimization", optimization_pb2_grpc.OptimizationServiceStub)
-        request = optimization_pb2.GetEvaluationRequest(evaluation_id=evaluation_id, include_files=True)
-        return self._call("optimization", lambda: stub.GetEvaluation(request, timeout=TIMEOUT))
+        optimization: OptimizationClient = self._client("optimization")
+        return self._call("optimization", lambda: optimization.get_evaluation(evaluation_id, include_files=True))
 
 
-# The services that run jobs, and which one runs each kind.
-_JOB_SERVICES: dict[str, type] = {
-    "datasets": datasets_pb2_grpc.DatasetServiceStub,
-    "training": training_pb2_grpc.TrainingServiceStub,
-    "optimization": optimization_pb2_grpc.OptimizationServiceStub,
+_CLIENTS: dict[str, Callable[[Connection], Any]] = {
+    "retrieval": RetrievalClient,
+    "datasets": DatasetsClient,
+    "training": TrainingClient,
+    "optimization": OptimizationClient,
+    "inference": InferenceClient,
 }
+# The services that run jobs, and which one runs each kind.
+_JOB_SERVICES = ("datasets", "training", "optimization")
 _JOB_SERVICE_OF_KIND = {"dataset": "datasets", "training": "training", "optimization": "optimization", "evaluation": "optimization"}
 
 
@@ -275,8 +250,8 @@ def _within_window(stream: Iterable[Any]) -> list[Any]:
     try:
         # extend() keeps what arrived before the deadline.
         received.extend(stream)
-    except grpc.RpcError as error:
-        if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+    except TutorforgeError as error:
+        if error.code != grpc.StatusCode.DEADLINE_EXCEEDED:
             raise
     return received
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tutorforge.console.views import Channel, Console
+from tutorforge.console.views import Connections, Console
 
 STATIC = Path(__file__).resolve().parent / "static"
 STATIC_PREFIX = "/console/static/"
@@ -32,12 +32,12 @@ def _route_path(scope: dict[str, Any]) -> str:
     return path[len(root):] if root and path.startswith(root) else path
 
 
-def mount_console(app: Any, channel: Channel) -> None:
+def mount_console(app: Any, connection: Connections) -> None:
     from fastapi import Body, Query
     from fastapi.responses import FileResponse, Response
     from fastapi.staticfiles import StaticFiles
 
-    console = Console(channel)
+    console = Console(connection)
     app.mount(STATIC_PREFIX.rstrip("/"), StaticFiles(directory=STATIC), name="console-static")
 
     @app.get("/", include_in_schema=False)

@@ -9,7 +9,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-import grpc
 import typer
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
@@ -26,10 +25,10 @@ from rich.progress import (
 from rich.table import Table
 
 from tutorforge.artifacts.reports import comparison_rows
-from tutorforge.core.client import open_channel
-from tutorforge.core.errors import TutorforgeError
+from tutorforge.client import JobHandle, Tutorforge
+from tutorforge.core.errors import TutorforgeError, Unavailable
 from tutorforge.core.settings import Settings
-from tutorforge.v1 import common_pb2, jobs_pb2, optimization_pb2
+from tutorforge.v1 import common_pb2, optimization_pb2
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -42,10 +41,11 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
-def connect(address: str) -> grpc.Channel:
-    """A channel to `address`, carrying TUTORFORGE_SERVER__API_TOKEN when it is set, over TLS when
-    TUTORFORGE_TLS__CA_FILE names the CA of the server's certificate (plus cert/key files for mTLS)."""
-    return open_channel(address, os.environ.get("TUTORFORGE_SERVER__API_TOKEN") or None, tls=Settings().tls)
+def connect(address: str) -> Tutorforge:
+    """The SDK's clients of the server at `address` (its deadlines, retries and domain errors), carrying
+    TUTORFORGE_SERVER__API_TOKEN when it is set, over TLS when TUTORFORGE_TLS__CA_FILE names the CA of the
+    server's certificate (plus cert/key files for mTLS)."""
+    return Tutorforge(address, token=os.environ.get("TUTORFORGE_SERVER__API_TOKEN") or None, tls=Settings().tls)
 
 
 def to_dict(message: Message) -> dict[str, Any]:
@@ -58,20 +58,14 @@ def print_json(value: Message | dict[str, Any] | list[Any]) -> None:
 
 
 @contextmanager
-def rpc_errors(address: str) -> Iterator[None]:
-    """Turn a failed call (a stub's RpcError, or the domain error the client SDK raises) into the
-    server's message on stderr and a non-zero exit."""
+def rpc_errors() -> Iterator[None]:
+    """Turn a failed call (the domain error the client SDK raises; its message names the address it could
+    not reach) into the server's message on stderr and a non-zero exit."""
     try:
         yield
-    except (grpc.RpcError, TutorforgeError) as error:
-        if isinstance(error, TutorforgeError):
-            code, details = error.code, error.message  # the SDK's message already names the address
-        else:
-            code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-            details = error.details() if hasattr(error, "details") else str(error)
-            if code == grpc.StatusCode.UNAVAILABLE:
-                details = f"cannot reach tutorforge at {address} ({details})"
-        if code == grpc.StatusCode.UNAVAILABLE:
+    except TutorforgeError as error:
+        code, details = error.code, error.message
+        if isinstance(error, Unavailable):
             details += "; start it with `tutorforge serve all`"
         # Unwrapped and unstyled: the message names a field or a path to copy.
         err_console.print(f"[bold red]error[/] {code.name}: {escape(details)}", soft_wrap=True, highlight=False)
@@ -116,11 +110,11 @@ def follow_job(
             bar.update(task, **update)
 
 
-def follow_and_get(stub: Any, job_id: str, **follow: Any) -> common_pb2.Job:
-    """Follow a job of any job-running service's stub (they share the job RPCs) with `follow_job`'s progress
-    bar, then return its final record."""
-    follow_job((reply.event for reply in stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id))), **follow)
-    return stub.GetJob(jobs_pb2.GetJobRequest(job_id=job_id)).job
+def follow_and_get(job: JobHandle, **follow: Any) -> common_pb2.Job:
+    """Follow a job of any job-running service with `follow_job`'s progress bar, then return its final
+    record (whatever its state: the caller reports a failure its own way)."""
+    follow_job(job.watch(), **follow)
+    return job.finished(check=False)
 
 
 def comparison_table(report: optimization_pb2.EvaluationReport) -> Table:

@@ -1,4 +1,5 @@
-"""Client side: channels that carry the API token, over TLS when configured."""
+"""Client side: channels that carry the API token, over TLS when configured. The SDK's connections
+(tutorforge.client, sync and asyncio) open theirs here; tests and benchmarks use `open_channel` for raw stubs."""
 
 from __future__ import annotations
 
@@ -53,20 +54,27 @@ class _CallDetails(grpc.ClientCallDetails):
         self.compression = getattr(base, "compression", None)
 
 
-def open_channel(
-    address: str, token: str | None = None, max_message_bytes: int = 64 * 1024 * 1024, tls: Any = None
-) -> grpc.Channel:
-    """A channel carrying `token`; over TLS when `tls` (TlsSettings) names a CA (mTLS with its cert/key)."""
-    options = [
+def channel_options(max_message_bytes: int, tls: Any = None) -> tuple[list[tuple[str, Any]], grpc.ChannelCredentials | None]:
+    """Options and credentials (None = plaintext) of a channel, sync or asyncio: TLS when `tls`
+    (TlsSettings) names a CA, mTLS with its cert/key."""
+    options: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
     ]
     credentials = channel_credentials(tls) if tls is not None else None
+    if credentials is not None and tls.server_name:
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    return options, credentials
+
+
+def open_channel(
+    address: str, token: str | None = None, max_message_bytes: int = 64 * 1024 * 1024, tls: Any = None
+) -> grpc.Channel:
+    """A channel carrying `token`; over TLS when `tls` (TlsSettings) names a CA (mTLS with its cert/key)."""
+    options, credentials = channel_options(max_message_bytes, tls)
     if credentials is None:
         channel = grpc.insecure_channel(address, options=options)
     else:
-        if tls.server_name:
-            options.append(("grpc.ssl_target_name_override", tls.server_name))
         channel = grpc.secure_channel(address, credentials, options=options)
     if token:
         channel = grpc.intercept_channel(channel, _BearerToken(token))

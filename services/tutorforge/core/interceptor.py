@@ -23,6 +23,8 @@ log = logging.getLogger("tutorforge.rpc")
 
 # Health and reflection stay open so that probes and grpcurl work without the token.
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# Probes are answered as they come: no auth, admission, validation, audit or call log on their path.
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 
 class ServerInterceptor(grpc.ServerInterceptor):
@@ -58,8 +60,8 @@ class ServerInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(handler_call_details)
-        if handler is None:
-            return None
+        if handler is None or handler_call_details.method == _HEALTH_CHECK:
+            return handler
         method = handler_call_details.method
         is_open = method.startswith(_OPEN_PREFIXES)
         metadata = dict(handler_call_details.invocation_metadata or ())

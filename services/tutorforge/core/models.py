@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tutorforge.core import heap
 from tutorforge.core.errors import FailedPrecondition
 from tutorforge.core.settings import ModelSettings
 
@@ -49,7 +50,9 @@ def embedder_name(settings: ModelSettings) -> str:
 def _load_embedder(path: str, local_files_only: bool) -> SentenceTransformer:
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(path, device="cpu" if not _cuda() else "cuda", local_files_only=local_files_only)
+    model = SentenceTransformer(path, device="cpu" if not _cuda() else "cuda", local_files_only=local_files_only)
+    heap.settle()  # loaded once: kept out of later full collections
+    return model
 
 
 def load_embedder(settings: ModelSettings) -> SentenceTransformer:

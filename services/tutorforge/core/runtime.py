@@ -1,4 +1,4 @@
-"""What every service of one server process shares: settings, the artifact store, channels to the
+"""What every service of one server process shares: settings, the artifact store, SDK connections to the
 other services, and shutdown hooks. Services keep no state of their own beyond caches."""
 
 from __future__ import annotations
@@ -8,11 +8,9 @@ import threading
 from collections.abc import Callable
 from functools import cached_property
 
-import grpc
-
 from tutorforge.artifacts.store import ArtifactStore
+from tutorforge.client.connection import Connection
 from tutorforge.core.access import internal_token
-from tutorforge.core.client import open_channel
 from tutorforge.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -21,7 +19,7 @@ log = logging.getLogger(__name__)
 class Runtime:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._channels: dict[str, grpc.Channel] = {}
+        self._connections: dict[str, Connection] = {}
         self._shutdown_hooks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
 
@@ -29,17 +27,19 @@ class Runtime:
     def store(self) -> ArtifactStore:
         return ArtifactStore(self.settings.store_url)
 
-    def channel(self, service: str) -> grpc.Channel:
-        """A shared channel to another service (or this server itself when all run in one process)."""
+    def connection(self, service: str) -> Connection:
+        """A shared SDK connection to another service (or this server itself when all run in one process),
+        with the internal token and the SDK's deadlines, retries and domain errors: wrap it in the
+        service's client (tutorforge.client)."""
         with self._lock:
-            if service not in self._channels:
-                self._channels[service] = open_channel(
+            if service not in self._connections:
+                self._connections[service] = Connection(
                     self.settings.address_of(service),
-                    internal_token(self.settings.server),
-                    max_message_bytes=self.settings.server.max_message_bytes,
+                    token=internal_token(self.settings.server),
                     tls=self.settings.tls,
+                    max_message_bytes=self.settings.server.max_message_bytes,
                 )
-            return self._channels[service]
+            return self._connections[service]
 
     def on_shutdown(self, hook: Callable[[], None]) -> None:
         self._shutdown_hooks.append(hook)
@@ -50,6 +50,6 @@ class Runtime:
                 hook()
             except Exception:
                 log.exception("shutdown hook failed")
-        for channel in self._channels.values():
-            channel.close()
-        self._channels.clear()
+        for connection in self._connections.values():
+            connection.close()
+        self._connections.clear()

@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tutorforge.core import heap
 from tutorforge.core.access import AccessPolicy
 from tutorforge.core.admission import Admission
 from tutorforge.core.errors import InvalidArgument
@@ -104,6 +105,7 @@ def start_server(settings: Settings, services: Sequence[str] = ("all",), port: i
         health_servicer.set(full_name, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection([*full_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    heap.settle()  # the imported libraries stay out of later full collections (core/heap.py)
     server.start()
     log.info("serving %s on port %d", ",".join(names), bound, extra={"fields": {"services": names, "port": bound}})
     return RunningServer(
@@ -112,6 +114,7 @@ def start_server(settings: Settings, services: Sequence[str] = ("all",), port: i
 
 
 def serve_forever(settings: Settings, services: Sequence[str], port: int | None = None) -> None:
+    heap.enable()
     running = start_server(settings, services, port)
     stopped = threading.Event()
 

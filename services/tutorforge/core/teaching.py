@@ -6,15 +6,17 @@ retrieval defaults, same prompt), so an adapter trains on, and a program is scor
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from tutorforge.artifacts.programs import TeachingProgram
-from tutorforge.core.errors import FailedPrecondition, InvalidArgument, Unavailable
+from tutorforge.core.errors import FailedPrecondition, InvalidArgument, TutorforgeError
 from tutorforge.core.settings import InferenceSettings
+
+if TYPE_CHECKING:
+    from tutorforge.client.retrieval import RetrievalClient
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a patient Socratic tutor. Help the student find the answer themselves: ask one guiding "
@@ -87,29 +89,23 @@ def chat_retrieval(options: RetrievalOptions, settings: InferenceSettings) -> Re
 
 
 class Retriever:
-    """Searches the retrieval service over gRPC and turns hits into citations."""
+    """Searches the retrieval service through the SDK's client (its deadline, retries and domain errors;
+    an unreachable service is Unavailable naming the address) and turns hits into citations."""
 
-    def __init__(self, channel: Callable[[], grpc.Channel], address: str):
-        self._channel = channel
-        self._address = address
+    def __init__(self, client: RetrievalClient):
+        self.client = client
 
     def search(self, query: str, options: RetrievalOptions) -> list[Citation]:
-        from tutorforge.v1 import retrieval_pb2, retrieval_pb2_grpc
-
-        request = retrieval_pb2.SearchRequest(query=query, limit=options.limit, filters=options.filters, mode=options.mode)
-        if options.score_threshold is not None:
-            request.score_threshold = options.score_threshold
         try:
-            response = retrieval_pb2_grpc.RetrievalServiceStub(self._channel()).Search(request, timeout=60)
-        except grpc.RpcError as error:
-            code = error.code() if hasattr(error, "code") else None
-            if code == grpc.StatusCode.UNIMPLEMENTED:
+            hits = self.client.search(
+                query, limit=options.limit, mode=options.mode, filters=options.filters, score_threshold=options.score_threshold
+            )
+        except TutorforgeError as error:
+            if error.code == grpc.StatusCode.UNIMPLEMENTED:
                 raise FailedPrecondition(
-                    f"no retrieval service at {self._address}; host it (`tutorforge serve retrieval inference`), "
-                    "set addresses.retrieval, or turn retrieval off for this chat"
+                    f"no retrieval service at {self.client.connection.address}; host it (`tutorforge serve retrieval "
+                    "inference`), set addresses.retrieval, or turn retrieval off for this chat"
                 ) from error
-            if code == grpc.StatusCode.UNAVAILABLE:
-                raise Unavailable(f"the retrieval service at {self._address} is unreachable: {error.details()}") from error
             raise
         return [
             Citation(
@@ -120,7 +116,7 @@ class Retriever:
                 score=hit.score,
                 text=hit.text,
             )
-            for index, hit in enumerate(response.hits, start=1)
+            for index, hit in enumerate(hits, start=1)
         ]
 
 

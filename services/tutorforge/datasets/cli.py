@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from tutorforge.client import DatasetsClient, record_file
 from tutorforge.core.cli_support import (
     DEFAULT_ADDRESS,
     AddressOption,
@@ -22,7 +23,7 @@ from tutorforge.core.cli_support import (
     rpc_errors,
     to_dict,
 )
-from tutorforge.v1 import common_pb2, datasets_pb2, datasets_pb2_grpc, inference_pb2, retrieval_pb2
+from tutorforge.v1 import common_pb2, datasets_pb2, inference_pb2, retrieval_pb2
 
 dataset_app = typer.Typer(name="dataset", help="Build, inspect, export and validate Socratic tutoring datasets.", no_args_is_help=True)
 
@@ -32,15 +33,13 @@ _EXPORT_FORMATS = {"chatml": datasets_pb2.EXPORT_FORMAT_CHATML, "openai": datase
 VersionOption = Annotated[str, typer.Option("--version", help="Dataset version (default: the newest).")]
 
 
-def _stub(address: str) -> datasets_pb2_grpc.DatasetServiceStub:
-    return datasets_pb2_grpc.DatasetServiceStub(connect(address))
+def _client(address: str) -> DatasetsClient:
+    return connect(address).datasets
 
 
 def _record_file(path: Path) -> datasets_pb2.RecordFile:
-    if not path.is_file():
-        err_console.print(f"[bold red]error[/] {path} is not a file")
-        raise typer.Exit(code=2)
-    return datasets_pb2.RecordFile(filename=path.name, content=path.read_bytes())
+    with rpc_errors():  # a missing file exits as a refused call does, naming the file
+        return record_file(path)
 
 
 def parse_filters(expressions: list[str]) -> list[retrieval_pb2.MetadataFilter]:
@@ -132,16 +131,15 @@ def build(
     )
     if min_question_rate is not None:
         options.min_question_rate = min_question_rate
-    stub = _stub(address)
-    with rpc_errors(address):
-        job = stub.CreateDataset(datasets_pb2.CreateDatasetRequest(name=name, sources=sources, options=options, description=description)).job
-        job = follow_and_get(stub, job.id)
+    client = _client(address)
+    with rpc_errors():
+        job = follow_and_get(client.build(name, sources, options=options, description=description))
         if job.state != common_pb2.JOB_STATE_SUCCEEDED:
             if json_output:
                 print_json({"job": to_dict(job)})
             err_console.print(f"[bold red]build {job_state_label(job.state)}[/] {job.error or job.message}")
             raise typer.Exit(code=1)
-        version = stub.GetDataset(datasets_pb2.GetDatasetRequest(name=name, version=job.result)).dataset
+        version = client.get(name, job.result)
     if json_output:
         print_json({"job": to_dict(job), "dataset": to_dict(version)})
     else:
@@ -151,16 +149,8 @@ def build(
 @dataset_app.command("list")
 def list_datasets(address: AddressOption = DEFAULT_ADDRESS, json_output: JsonOption = False) -> None:
     """Every stored dataset version, newest first per dataset."""
-    stub = _stub(address)
-    versions = []
-    token = ""
-    with rpc_errors(address):
-        while True:
-            page = stub.ListDatasets(datasets_pb2.ListDatasetsRequest(page_size=200, page_token=token))
-            versions.extend(page.datasets)
-            token = page.next_page_token
-            if not token:
-                break
+    with rpc_errors():
+        versions = list(_client(address).list(page_size=200))
     if json_output:
         print_json([to_dict(version) for version in versions])
         return
@@ -177,8 +167,8 @@ def show(
     name: str, version: VersionOption = "", address: AddressOption = DEFAULT_ADDRESS, json_output: JsonOption = False
 ) -> None:
     """Stats and manifest (sources, dropped records and why) of a dataset version."""
-    with rpc_errors(address):
-        found = _stub(address).GetDataset(datasets_pb2.GetDatasetRequest(name=name, version=version)).dataset
+    with rpc_errors():
+        found = _client(address).get(name, version)
     if json_output:
         print_json(found)
     else:
@@ -190,12 +180,12 @@ def delete(
     name: str, version: VersionOption = "", address: AddressOption = DEFAULT_ADDRESS, json_output: JsonOption = False
 ) -> None:
     """Delete one version, or every version of the dataset."""
-    with rpc_errors(address):
-        deleted = _stub(address).DeleteDataset(datasets_pb2.DeleteDatasetRequest(name=name, version=version))
+    with rpc_errors():
+        deleted = _client(address).delete(name, version)
     if json_output:
-        print_json(deleted)
+        print_json({"deleted_versions": deleted})
     else:
-        console.print(f"deleted {name} version(s) {', '.join(deleted.deleted_versions)}")
+        console.print(f"deleted {name} version(s) {', '.join(deleted)}")
 
 
 @dataset_app.command()
@@ -211,10 +201,9 @@ def export(
         raise typer.BadParameter(f"--split must be one of {', '.join(_SPLITS)}")
     if format not in _EXPORT_FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(_EXPORT_FORMATS)}")
-    request = datasets_pb2.ExportDatasetRequest(name=name, version=version, split=_SPLITS[split], format=_EXPORT_FORMATS[format])
-    with rpc_errors(address):
-        for response in _stub(address).ExportDataset(request):
-            sys.stdout.write(response.line + "\n")
+    with rpc_errors():
+        for line in _client(address).export(name, version, split=_SPLITS[split], format=_EXPORT_FORMATS[format]):
+            sys.stdout.write(line + "\n")
 
 
 @dataset_app.command()
@@ -225,9 +214,8 @@ def validate(
     json_output: JsonOption = False,
 ) -> None:
     """Dry run: parse and validate records, store nothing. Exits 1 when a record is invalid."""
-    request = datasets_pb2.ValidateRecordsRequest(files=[_record_file(path) for path in paths], max_tokens=max_tokens)
-    with rpc_errors(address):
-        result = _stub(address).ValidateRecords(request)
+    with rpc_errors():
+        result = _client(address).validate(*paths, max_tokens=max_tokens)
     if json_output:
         print_json(result)
     else:

@@ -1,7 +1,8 @@
 """Generated sources: synthetic Socratic dialogues about a topic, and dialogues grounded in ingested
 document chunks. Both write a dialogue turn by turn, each turn a focused prompt answered as a small JSON
 document (a schema the inference service enforces), and drop dialogues whose tutor reveals the answer or
-does not ask. They talk to the inference and retrieval services over gRPC, or to a teacher endpoint."""
+does not ask. They talk to the inference and retrieval services through the SDK's clients, or to a
+teacher endpoint."""
 
 from __future__ import annotations
 
@@ -14,13 +15,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from tutorforge.core.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from tutorforge.client.inference import InferenceClient
+from tutorforge.client.retrieval import RetrievalClient
+from tutorforge.core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    TutorforgeError,
+)
 from tutorforge.core.pedagogy import reveals_answer
 from tutorforge.datasets import prompts
 from tutorforge.datasets.builder import Progress, SourceResult
 from tutorforge.datasets.dedup import words
 from tutorforge.datasets.formats import Issue
-from tutorforge.v1 import common_pb2, inference_pb2, inference_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
+from tutorforge.v1 import inference_pb2, retrieval_pb2
 
 if TYPE_CHECKING:
     from tutorforge.datasets.teacher import Teacher
@@ -52,29 +61,29 @@ _DOWNSTREAM_ERRORS = {
 }
 
 
-def _call(what: str, service: str, function: Any, request: Any) -> Any:
+def _call(what: str, service: str, call: Callable[[], Any]) -> Any:
+    """`call()`, SDK calls to `service` on behalf of `what`; their domain error (the SDK maps statuses and
+    retries refusals) says which part of the build needed the service and how to provide it."""
     try:
-        return function(request)
-    except grpc.RpcError as error:
-        code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+        return call()
+    except TutorforgeError as error:
+        code = error.code
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
             raise FailedPrecondition(
-                f"{what} needs the {service} service, which is not reachable ({code.name}: {error.details()}); "
+                f"{what} needs the {service} service, which is not reachable ({code.name}: {error.message}); "
                 f"host it with `tutorforge serve {service}` or set TUTORFORGE_ADDRESSES__{service.upper()}"
             ) from error
         # Keep the downstream status (e.g. an unknown adapter, a full queue) and say which call it was.
         kind = _DOWNSTREAM_ERRORS.get(code, FailedPrecondition)
-        raise kind(f"{what}: the {service} service answered {code.name}: {error.details()}") from error
+        raise kind(f"{what}: the {service} service answered {code.name}: {error.message}") from error
 
 
-def _chat(stub: inference_pb2_grpc.InferenceServiceStub, messages: list[dict[str, str]], model: inference_pb2.ModelSelection,
+def _chat(client: InferenceClient, messages: list[dict[str, str]], model: inference_pb2.ModelSelection,
           parameters: inference_pb2.GenerationParameters, what: str) -> str:
-    request = inference_pb2.ChatRequest(
-        messages=[common_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in messages],
-        model=model,
-        parameters=parameters,
-    )
-    return _call(what, "inference", stub.Chat, request).message.content
+    reply = _call(what, "inference", lambda: client.chat(
+        messages, adapter=model.adapter, fallback_to_base=model.fallback_to_base, retrieval=False, parameters=parameters
+    ))
+    return reply.message.content
 
 
 def content_words(text: str) -> set[str]:
@@ -126,9 +135,9 @@ class TurnWriter(Protocol):
 
 @dataclass
 class InferenceWriter:
-    """Turns from the platform's inference service over gRPC."""
+    """Turns from the platform's inference service."""
 
-    channel: grpc.Channel
+    client: InferenceClient
     model: inference_pb2.ModelSelection
     parameters: inference_pb2.GenerationParameters = field(default_factory=inference_pb2.GenerationParameters)
 
@@ -138,7 +147,7 @@ class InferenceWriter:
         parameters.max_tokens = parameters.max_tokens or max_tokens
         parameters.response_format.CopyFrom(inference_pb2.ResponseFormat(
             type=inference_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, schema=json.dumps(schema), name=name))
-        return _chat(inference_pb2_grpc.InferenceServiceStub(self.channel), messages, self.model, parameters, what)
+        return _chat(self.client, messages, self.model, parameters, what)
 
 
 def write_turn(writer: TurnWriter, messages: list[dict[str, str]], key: str, what: str) -> tuple[str, str | None]:
@@ -213,7 +222,7 @@ class SyntheticSource:
     """Socratic dialogues about `topic`, written turn by turn by the model behind the inference service
     (or by a teacher endpoint)."""
 
-    channel: grpc.Channel
+    inference: InferenceClient
     topic: str
     num_conversations: int
     num_exchanges: int
@@ -247,7 +256,7 @@ class SyntheticSource:
     def _writer(self, attempt: int) -> TurnWriter:
         if self.teacher is not None:
             return self.teacher.writer(_varied(self.generation, attempt))
-        return InferenceWriter(self.channel, self.model, _varied(self.generation, attempt))
+        return InferenceWriter(self.inference, self.model, _varied(self.generation, attempt))
 
     def read(self, progress: Progress) -> SourceResult:
         result = SourceResult(name=self.name, format="synthetic", records_read=0, parameters=self.parameters())
@@ -296,8 +305,8 @@ class Chunk:
 class DocumentSource:
     """Grounded Socratic dialogues about ingested chunks selected by metadata filters."""
 
-    retrieval: grpc.Channel
-    inference: grpc.Channel
+    retrieval: RetrievalClient
+    inference: InferenceClient
     filters: list[retrieval_pb2.MetadataFilter] = field(default_factory=list)
     max_chunks: int = DEFAULT_MAX_CHUNKS
     exchanges: int = DEFAULT_DOCUMENT_EXCHANGES
@@ -333,27 +342,13 @@ class DocumentSource:
 
     def chunks(self) -> list[Chunk]:
         """The first `max_chunks` chunks of the matching documents, in document id then chunk order."""
-        stub = retrieval_pb2_grpc.RetrievalServiceStub(self.retrieval)
-        documents: list[retrieval_pb2.DocumentInfo] = []
-        token = ""
-        while True:
-            page = _call(
-                "the document source",
-                "retrieval",
-                stub.ListDocuments,
-                retrieval_pb2.ListDocumentsRequest(page_size=100, page_token=token, filters=self.filters),
-            )
-            documents.extend(page.documents)
-            token = page.next_page_token
-            if not token:
-                break
+        documents: list[retrieval_pb2.DocumentInfo] = _call("the document source", "retrieval", lambda: list(self.retrieval.documents(self.filters)))
         selected: list[Chunk] = []
         for document in sorted(documents, key=lambda d: d.document_id):
             reply = _call(
                 "the document source",
                 "retrieval",
-                stub.GetDocument,
-                retrieval_pb2.GetDocumentRequest(document_id=document.document_id, include_chunks=True),
+                lambda document_id=document.document_id: self.retrieval.get_document(document_id, include_chunks=True),
             )
             info = reply.document
             metadata = {"category": info.metadata.category, "topic": info.metadata.topic, **dict(info.metadata.extra)}

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
-
+from tutorforge.client.retrieval import RetrievalClient
 from tutorforge.core.errors import InvalidArgument
 from tutorforge.core.pedagogy import reveals_answer
 from tutorforge.core.teaching import Citation, RetrievalOptions, Retriever, build_prompt
@@ -349,8 +348,7 @@ def turn_problem(card: Card, turns: list[dict[str, str]]) -> tuple[str, str] | N
 class SeedSource:
     """Dialogues composed from the lesson cards of one seeds file, grounded through the retrieval service."""
 
-    retrieval: grpc.Channel
-    retrieval_address: str
+    retrieval: RetrievalClient
     filename: str
     content: bytes
     dialogues_per_card: int = DEFAULT_DIALOGUES_PER_CARD
@@ -386,7 +384,7 @@ class SeedSource:
         }
 
     def read(self, progress: Progress) -> SourceResult:
-        retriever = Retriever(lambda: self.retrieval, self.retrieval_address)
+        retriever = Retriever(self.retrieval)
         options = self.retrieval_options
         searched: dict[str, list[Citation]] = {}
         result = SourceResult(name=self.name, format="seeds", records_read=0, parameters=self.parameters())
@@ -398,7 +396,7 @@ class SeedSource:
                 planned = plan(card, number, self.seed)
                 if planned.first not in searched:
                     searched[planned.first] = _call(
-                        "the seed source", "retrieval", lambda q: retriever.search(q, options), planned.first
+                        "the seed source", "retrieval", lambda query=planned.first: retriever.search(query, options)
                     )
                 citations = searched[planned.first]
                 own = [c for c in citations if c.document_id == card.document_id]
@@ -443,8 +441,7 @@ class SeedSource:
 
 
 def seed_sources(
-    retrieval: grpc.Channel,
-    retrieval_address: str,
+    retrieval: RetrievalClient,
     files: list[tuple[str, bytes]],
     bundled: bool,
     dialogues_per_card: int = 0,
@@ -465,7 +462,7 @@ def seed_sources(
     per_card = check_dialogues_per_card(dialogues_per_card or DEFAULT_DIALOGUES_PER_CARD)
     return [
         SeedSource(
-            retrieval, retrieval_address, filename, content, dialogues_per_card=per_card, seed=seed,
+            retrieval, filename, content, dialogues_per_card=per_card, seed=seed,
             retrieval_options=retrieval_options or RetrievalOptions(enabled=True),
         )
         for filename, content in named

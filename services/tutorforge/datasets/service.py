@@ -4,6 +4,7 @@ Plain Python: the gRPC servicer only translates to and from it."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +13,7 @@ from tutorforge.artifacts.datasets import DatasetInfo, DatasetRepository
 from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import InvalidArgument
 from tutorforge.core.jobs import JobDirectory, JobManager, JobRecord, JobReporter
-from tutorforge.core.paging import offset_page
+from tutorforge.core.paging import keyset_page, newest_first
 from tutorforge.core.settings import Settings
 from tutorforge.datasets.builder import BuildOptions, BuildRequest, FileSource, build_dataset
 from tutorforge.datasets.validation import chat_token_counter, validate_record
@@ -41,6 +42,15 @@ def export_line(record: dict[str, Any], openai: bool) -> str:
          "source": record.get("source", {})},
         ensure_ascii=False,
     )
+
+
+# A ListDatasets token: the key of the last version given (name, then newest first). The ',' sorts before
+# every character a name may hold, so the keys of one name's versions stay together and in name order.
+_PAGE_TOKEN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63},\d{16}\.[0-9a-f]{1,64}$")
+
+
+def _page_key(info: DatasetInfo) -> str:
+    return f"{info.name},{newest_first(info.created_at)}.{info.version}"
 
 
 class DatasetService:
@@ -78,7 +88,10 @@ class DatasetService:
         return self.jobs.get(job.id)
 
     def list_page(self, page_size: int, page_token: str) -> tuple[list[DatasetInfo], str]:
-        return offset_page(self.repository.list(), page_size, page_token, default_size=50)
+        """Dataset versions by name, each name's newest first, after the version `page_token` names (keyset
+        paging: a version stored or deleted between pages neither shifts nor repeats the others)."""
+        versions = sorted(self.repository.list(), key=_page_key)
+        return keyset_page(versions, _page_key, page_size, page_token, default_size=50, token_pattern=_PAGE_TOKEN)
 
     def export(self, name: str, version: str, splits: Iterable[str], openai: bool) -> Iterator[str]:
         info = self.repository.get(name, version)

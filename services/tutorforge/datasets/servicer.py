@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import grpc
 
 from tutorforge.artifacts.datasets import SPLITS, DatasetInfo
+from tutorforge.client.inference import InferenceClient
+from tutorforge.client.retrieval import RetrievalClient
 from tutorforge.core.convert import job_to_proto
 from tutorforge.core.errors import InvalidArgument
 from tutorforge.core.job_api import JobServicer
@@ -97,7 +99,7 @@ class DatasetServicer(JobServicer, datasets_pb2_grpc.DatasetServiceServicer):
         if kind == "synthetic":
             synthetic = source.synthetic
             return SyntheticSource(
-                channel=self.runtime.channel("inference"),
+                inference=InferenceClient(self.runtime.connection("inference")),
                 topic=synthetic.topic,
                 num_conversations=synthetic.num_conversations,
                 num_exchanges=synthetic.num_exchanges,
@@ -108,8 +110,8 @@ class DatasetServicer(JobServicer, datasets_pb2_grpc.DatasetServiceServicer):
         if kind == "documents":
             documents = source.documents
             return DocumentSource(
-                retrieval=self.runtime.channel("retrieval"),
-                inference=self.runtime.channel("inference"),
+                retrieval=RetrievalClient(self.runtime.connection("retrieval")),
+                inference=InferenceClient(self.runtime.connection("inference")),
                 filters=list(documents.filters),
                 max_chunks=documents.max_chunks,
                 exchanges=documents.exchanges,
@@ -125,8 +127,7 @@ class DatasetServicer(JobServicer, datasets_pb2_grpc.DatasetServiceServicer):
             return [self._source(source)]
         seeds = source.seeds
         return seed_sources(
-            self.runtime.channel("retrieval"),
-            self.runtime.settings.address_of("retrieval"),
+            RetrievalClient(self.runtime.connection("retrieval")),
             [(file.filename, file.content) for file in seeds.files],
             seeds.bundled,
             seeds.dialogues_per_card,

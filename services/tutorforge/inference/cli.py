@@ -1,14 +1,15 @@
 """Client commands of the inference service: `chat` (interactive or one turn), `generate`, and the
-`adapters` group (`list`, `add`, `remove`, `load`, `unload`, `deploy`)."""
+`adapters` group (`list`, `add`, `remove`, `load`, `unload`; `deploy` comes from tutorforge.deploy)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
+from tutorforge.client import InferenceClient
 from tutorforge.core.cli_support import (
     DEFAULT_ADDRESS,
     AddressOption,
@@ -20,7 +21,7 @@ from tutorforge.core.cli_support import (
     rpc_errors,
 )
 from tutorforge.core.names import model_label
-from tutorforge.v1 import common_pb2, inference_pb2_grpc
+from tutorforge.v1 import common_pb2
 from tutorforge.v1 import inference_pb2 as pb
 
 adapters_app = typer.Typer(help="LoRA adapters: the registry and what the server has loaded.", no_args_is_help=True)
@@ -41,19 +42,14 @@ def register(app: typer.Typer) -> None:
     app.add_typer(adapters_app, name="adapters")
 
 
-def _stub(address: str) -> inference_pb2_grpc.InferenceServiceStub:
-    return inference_pb2_grpc.InferenceServiceStub(connect(address))
+def _client(address: str) -> InferenceClient:
+    return connect(address).inference
 
 
-def _parameters(max_tokens: int, temperature: float | None, top_p: float | None, seed: int | None, stop: list[str] | None) -> pb.GenerationParameters:
-    parameters = pb.GenerationParameters(max_tokens=max_tokens, stop=stop or [])
-    if temperature is not None:
-        parameters.temperature = temperature
-    if top_p is not None:
-        parameters.top_p = top_p
-    if seed is not None:
-        parameters.seed = seed
-    return parameters
+def _parameters(temperature: float | None, top_p: float | None, seed: int | None, stop: list[str] | None) -> dict[str, Any]:
+    """The GenerationParameters fields given (unset ones keep the server's defaults)."""
+    given = {"temperature": temperature, "top_p": top_p, "seed": seed, "stop": stop or None}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def generate(
@@ -69,14 +65,13 @@ def generate(
     json: JsonOption = False,
 ) -> None:
     """Complete a prompt, streaming the tokens as they come."""
-    stub = _stub(address)
-    model = pb.ModelSelection(adapter=adapter, fallback_to_base=fallback_to_base)
-    parameters = _parameters(max_tokens, temperature, top_p, seed, stop)
-    with rpc_errors(address):
+    client = _client(address)
+    options = dict(adapter=adapter, fallback_to_base=fallback_to_base, max_tokens=max_tokens, **_parameters(temperature, top_p, seed, stop))
+    with rpc_errors():
         if json:
-            print_json(stub.Generate(pb.GenerateRequest(prompt=text, model=model, parameters=parameters)))
+            print_json(client.generate(text, **options))
             return
-        for event in stub.GenerateStream(pb.GenerateStreamRequest(prompt=text, model=model, parameters=parameters)):
+        for event in client.generate_stream(text, **options):
             if event.WhichOneof("event") == "token":
                 console.print(event.token.text, end="", markup=False, highlight=False, soft_wrap=True)
             else:
@@ -101,13 +96,15 @@ def chat(
     json: JsonOption = False,
 ) -> None:
     """Talk to the tutor: answers stream in, followed by the passages they cite."""
-    stub = _stub(address)
+    client = _client(address)
     options = pb.RetrievalOptions(enabled=retrieval, limit=limit)
     if score_threshold is not None:
         options.score_threshold = score_threshold
     fields = dict(
-        model=pb.ModelSelection(adapter=adapter, fallback_to_base=fallback_to_base),
-        parameters=_parameters(max_tokens, temperature, top_p, seed, None),
+        adapter=adapter,
+        fallback_to_base=fallback_to_base,
+        max_tokens=max_tokens,
+        parameters=_parameters(temperature, top_p, seed, None),
         retrieval=options,
         system_prompt=system_prompt,
         program=program,
@@ -115,11 +112,11 @@ def chat(
     history: list[common_pb2.ChatMessage] = []
     if message is not None:
         history.append(common_pb2.ChatMessage(role="user", content=message))
-        with rpc_errors(address):
+        with rpc_errors():
             if json:
-                print_json(stub.Chat(pb.ChatRequest(messages=history, **fields)))
+                print_json(client.chat(history, **fields))
             else:
-                _stream_turn(stub, history, fields)
+                _stream_turn(client, history, fields)
         return
     console.print(f"[bold]tutor[/] at {address} — empty line or Ctrl-D to quit")
     while True:
@@ -130,16 +127,16 @@ def chat(
         if not text or text in ("exit", "quit"):
             break
         history.append(common_pb2.ChatMessage(role="user", content=text))
-        with rpc_errors(address):
-            reply = _stream_turn(stub, history, fields)
+        with rpc_errors():
+            reply = _stream_turn(client, history, fields)
         history.append(common_pb2.ChatMessage(role="assistant", content=reply))
 
 
-def _stream_turn(stub: inference_pb2_grpc.InferenceServiceStub, history: list[common_pb2.ChatMessage], fields: dict) -> str:
+def _stream_turn(client: InferenceClient, history: list[common_pb2.ChatMessage], fields: dict) -> str:
     citations: list[pb.Citation] = []
     parts: list[str] = []
     console.print("[bold green]tutor>[/] ", end="")
-    for event in stub.ChatStream(pb.ChatStreamRequest(messages=history, **fields)):
+    for event in client.chat_stream(history, **fields):
         kind = event.WhichOneof("event")
         if kind == "citations":
             citations = list(event.citations.citations)
@@ -186,8 +183,8 @@ def _registry(store: str | None):  # noqa: ANN202 - imported lazily to keep the 
 @adapters_app.command("list")
 def list_adapters(address: AddressOption = DEFAULT_ADDRESS, json: JsonOption = False) -> None:
     """Adapters in the registry and loaded in the server, with their metadata."""
-    with rpc_errors(address):
-        response = _stub(address).ListAdapters(pb.ListAdaptersRequest())
+    with rpc_errors():
+        response = _client(address).adapters()
     if json:
         print_json(response)
         return
@@ -257,8 +254,8 @@ def load_adapter(
     json: JsonOption = False,
 ) -> None:
     """Load an adapter into the serving engine."""
-    with rpc_errors(address):
-        adapter = _stub(address).LoadAdapter(pb.LoadAdapterRequest(name=name, version=version)).adapter
+    with rpc_errors():
+        adapter = _client(address).load_adapter(name, version)
     print_json(adapter) if json else console.print(f"loaded [bold]{adapter.name}[/] {adapter.version}")
 
 
@@ -269,33 +266,6 @@ def unload_adapter(
     json: JsonOption = False,
 ) -> None:
     """Unload an adapter from the serving engine (it stays in the registry)."""
-    with rpc_errors(address):
-        adapter = _stub(address).UnloadAdapter(pb.UnloadAdapterRequest(name=name)).adapter
+    with rpc_errors():
+        adapter = _client(address).unload_adapter(name)
     print_json(adapter) if json else console.print(f"unloaded [bold]{adapter.name}[/]")
-
-
-@adapters_app.command("deploy")
-def deploy_adapter(
-    name: Annotated[str, typer.Argument(help="Adapter name in the registry.")],
-    version: Annotated[str, typer.Option(help="Version (default: latest).")] = "",
-    namespace: Annotated[str, typer.Option(help="Namespace of the TGI Deployment (default: current).")] = "",
-    deployment: Annotated[str, typer.Option(help="TGI Deployment (default: from inference.engine_url).")] = "",
-    wait: Annotated[bool, typer.Option(help="Wait until the rolled pods are available.")] = False,
-    json: JsonOption = False,
-) -> None:
-    """Make the cluster's engine serve NAME: TGI gets it in LORA_ADAPTERS and rolls; vLLM loads it."""
-    from dataclasses import asdict
-
-    from tutorforge.core.errors import TutorforgeError
-    from tutorforge.core.settings import Settings
-    from tutorforge.inference.rollout import deploy_adapter as deploy
-
-    try:
-        result = deploy(name, Settings(), namespace, deployment, version, wait=wait, on_progress=lambda line: err_console.print(f"[dim]{line}[/]"))
-    except TutorforgeError as error:
-        err_console.print(f"[bold red]error[/] {error.code.name}: {error.message}")
-        raise typer.Exit(code=2) from None
-    if json:
-        print_json(asdict(result))
-    else:
-        console.print(result.message or f"{result.adapter} {result.version} deployed to {result.target}")

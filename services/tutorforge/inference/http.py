@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tutorforge.console.views import Channel
+from tutorforge.console.views import Connections
 from tutorforge.console.web import is_public, mount_console
 from tutorforge.core.access import AccessPolicy, audit
 from tutorforge.core.admission import Limit
@@ -111,9 +111,9 @@ class ChatCompletionRequest(OpenAIFields):
 
 
 def create_app(
-    service: InferenceService, api_token: str | None = None, channel: Channel | None = None, access: AccessPolicy | None = None
+    service: InferenceService, api_token: str | None = None, connection: Connections | None = None, access: AccessPolicy | None = None
 ) -> Any:
-    """`channel` (service name → gRPC channel) mounts the web console (tutorforge.console) at `/`. `access`
+    """`connection` (service name → SDK connection) mounts the web console (tutorforge.console) at `/`. `access`
     (scoped tokens, core/access.py) wins over a bare `api_token`."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -238,8 +238,8 @@ def create_app(
         finally:
             in_flight.give_back()
 
-    if channel is not None:
-        mount_console(app, channel)
+    if connection is not None:
+        mount_console(app, connection)
     return app
 
 
@@ -310,7 +310,7 @@ def start_http_server(
     host: str,
     port: int,
     api_token: str | None = None,
-    channel: Channel | None = None,
+    connection: Connections | None = None,
     access: AccessPolicy | None = None,
     tls: Any = None,
 ) -> HttpServer:
@@ -319,7 +319,7 @@ def start_http_server(
     import uvicorn
 
     config = uvicorn.Config(
-        create_app(service, api_token, channel, access), host=host, port=port, log_level="warning", access_log=False,
+        create_app(service, api_token, connection, access), host=host, port=port, log_level="warning", access_log=False,
         **(uvicorn_options(tls) if tls is not None else {}),
     )
     server = uvicorn.Server(config)

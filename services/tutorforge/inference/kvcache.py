@@ -52,6 +52,12 @@ class SlotCache:
         if columns > self.capacity:
             self._resize(self.slots, max(columns, 2 * self.capacity))
 
+    def reserve(self, slots: int) -> None:
+        """Room for `slots` rows: a burst of joiners grows the cache once rather than doubling (and
+        copying every layer) several times while they are placed."""
+        if slots > self.slots:
+            self._resize(min(self.max_slots, max(slots, 2 * self.slots)), self.capacity)
+
     def take(self) -> int:
         """The lowest free slot (low slots keep the running rows contiguous)."""
         slot = next(index for index in range(self.max_slots) if index not in self._used)

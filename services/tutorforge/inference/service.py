@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from tutorforge.artifacts.adapters import AdapterRegistry
 from tutorforge.artifacts.programs import ProgramRepository, TeachingProgram
+from tutorforge.client.retrieval import RetrievalClient
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument
 from tutorforge.core.runtime import Runtime
 from tutorforge.core.settings import Settings
@@ -59,7 +60,7 @@ class InferenceService:
             settings,
             engine,
             AdapterManager(AdapterRegistry(runtime.store), engine, settings),
-            Retriever(lambda: runtime.channel("retrieval"), settings.address_of("retrieval")),
+            Retriever(RetrievalClient(runtime.connection("retrieval"))),
             ProgramRepository(runtime.store),
         )
 

@@ -214,7 +214,7 @@ def register(server: grpc.Server, runtime: Runtime) -> str:
 
         server_settings = runtime.settings.server
         http = start_http_server(
-            service, server_settings.host, server_settings.http_port, channel=runtime.channel,
+            service, server_settings.host, server_settings.http_port, connection=runtime.connection,
             access=AccessPolicy.from_settings(server_settings), tls=runtime.settings.tls,
         )
         runtime.on_shutdown(http.stop)

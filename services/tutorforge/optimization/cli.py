@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from tutorforge.client import OptimizationClient
 from tutorforge.core.cli_support import (
     DEFAULT_ADDRESS,
     AddressOption,
@@ -25,7 +26,7 @@ from tutorforge.core.cli_support import (
 )
 from tutorforge.core.names import model_label
 from tutorforge.optimization.optimizers import DEFAULT_OPTIMIZER, REGISTRY
-from tutorforge.v1 import common_pb2, optimization_pb2_grpc
+from tutorforge.v1 import common_pb2
 from tutorforge.v1 import optimization_pb2 as pb
 
 # Read from the optimizer registry: a new entry is a new --optimizer choice.
@@ -42,8 +43,8 @@ _WEIGHT_FIELDS = ("context_usage", "pedagogical_elements", "length_ratio", "socr
 programs_app = typer.Typer(name="programs", help="Optimized DSPy teaching programs.", no_args_is_help=True)
 
 
-def _stub(address: str) -> optimization_pb2_grpc.OptimizationServiceStub:
-    return optimization_pb2_grpc.OptimizationServiceStub(connect(address))
+def _client(address: str) -> OptimizationClient:
+    return connect(address).optimization
 
 
 def _choice(value: str, choices: dict[str, int], option: str) -> int:
@@ -170,12 +171,12 @@ def optimize(
         reflection_adapter=reflection_adapter,
         max_tokens=max_tokens,
     )
-    stub = _stub(address)
-    with rpc_errors(address):
-        run = follow_and_get(stub, stub.StartOptimization(request).job.id, metric="best_score")
+    client = _client(address)
+    with rpc_errors():
+        run = follow_and_get(client.start(request), metric="best_score")
         _finished(run, "optimization", json_output)
         program_name, _, version = run.result.partition("@")
-        program = stub.GetProgram(pb.GetProgramRequest(name=program_name, version=version)).program
+        program = client.get_program(program_name, version).program
     if json_output:
         print_json({"run": to_dict(run), "program": to_dict(program)})
     else:
@@ -210,24 +211,22 @@ def evaluate(
     json_output: JsonOption = False,
 ) -> None:
     """Evaluate targets side by side with the pedagogical metrics; prints a comparison table."""
-    request = pb.EvaluateRequest(
-        dataset=dataset,
-        dataset_version=dataset_version,
-        evaluation_set=evaluation_set,
-        targets=[pb.EvaluationTarget(spec=spec) for spec in target],
-        weights=_weights(weight or []),
-        max_examples=max_examples,
-        threads=threads,
-        max_tokens=max_tokens,
-        use_retrieval=retrieval,
-    )
-    stub = _stub(address)
-    with rpc_errors(address):
-        run = follow_and_get(stub, stub.Evaluate(request).job.id, metric="best_score")
-        _finished(run, "evaluation", json_output)
-        response = stub.GetEvaluation(
-            pb.GetEvaluationRequest(evaluation_id=run.result, include_files=report_dir is not None)
+    client = _client(address)
+    with rpc_errors():
+        started = client.evaluate(
+            target,
+            dataset=dataset,
+            dataset_version=dataset_version,
+            evaluation_set=evaluation_set,
+            weights=_weights(weight or []),
+            max_examples=max_examples,
+            threads=threads,
+            max_tokens=max_tokens,
+            use_retrieval=retrieval,
         )
+        run = follow_and_get(started, metric="best_score")
+        _finished(run, "evaluation", json_output)
+        response = client.get_evaluation(run.result, include_files=report_dir is not None)
     saved = []
     if report_dir is not None:
         for file in response.files:
@@ -248,8 +247,8 @@ def evaluate(
 @programs_app.command("list")
 def list_programs(address: AddressOption = DEFAULT_ADDRESS, json_output: JsonOption = False) -> None:
     """Saved programs (latest version of each)."""
-    with rpc_errors(address):
-        programs = _stub(address).ListPrograms(pb.ListProgramsRequest()).programs
+    with rpc_errors():
+        programs = _client(address).programs()
     if json_output:
         print_json({"programs": [to_dict(p) for p in programs]})
         return
@@ -282,8 +281,8 @@ def show_program(
     json_output: JsonOption = False,
 ) -> None:
     """One program: scores, cost, lineage (and its DSPy state with --state)."""
-    with rpc_errors(address):
-        response = _stub(address).GetProgram(pb.GetProgramRequest(name=name, version=version))
+    with rpc_errors():
+        response = _client(address).get_program(name, version)
     if json_output:
         data = {"program": to_dict(response.program)}
         if state:
@@ -306,8 +305,8 @@ def promote_program(
     json_output: JsonOption = False,
 ) -> None:
     """Make a version the one chat serves for NAME, if it beats the served one on the benchmark."""
-    with rpc_errors(address):
-        response = _stub(address).PromoteProgram(pb.PromoteProgramRequest(program=program, force=force))
+    with rpc_errors():
+        response = _client(address).promote(program, force=force)
     if json_output:
         print_json(to_dict(response))
         return

@@ -12,18 +12,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import dspy
-import grpc
 from dspy.lm15 import Message, Request, Response, TextPart, Usage, response_to_events
 
 from tutorforge.artifacts.programs import TeachingProgram
+from tutorforge.client.inference import InferenceClient
 from tutorforge.core.convert import program_to_proto
 from tutorforge.core.errors import FailedPrecondition, ResourceExhausted, TutorforgeError, status_of
-from tutorforge.v1 import common_pb2, inference_pb2, inference_pb2_grpc
+from tutorforge.v1 import common_pb2, inference_pb2
 
 # DSPy logs a warning for every reply cut by max_tokens; our budgets cut replies on purpose.
 logging.getLogger("dspy.clients.lm").setLevel(logging.ERROR)
 
-_POLL_SECONDS = 1.0
 _FINISH = {
     inference_pb2.FINISH_REASON_STOP: "stop",
     inference_pb2.FINISH_REASON_LENGTH: "length",
@@ -98,20 +97,19 @@ class LmUsage:
 class TutorClient:
     """Tutor turns through `InferenceService.Chat` — the path chatbots take: a program (stored or inline),
     a LoRA adapter, retrieval with citations. Evaluations and the teaching predictor of an optimizer both
-    answer through it, so what they score is what chat serves."""
+    answer through it, so what they score is what chat serves. Calls go through the client SDK (deadlines,
+    retries, domain errors); each is counted in `usage`."""
 
     def __init__(
         self,
-        channel: grpc.Channel,
+        inference: InferenceClient,
         usage: LmUsage | None = None,
         before_call: Callable[[], None] | None = None,
-        timeout: float = 600.0,
     ):
-        self.stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        self.inference = inference
         self.usage = usage or LmUsage()
         # Raises to stop work (e.g. a cancelled job): checked before and during every call.
         self.before_call = before_call
-        self.timeout = timeout
 
     def reply(
         self,
@@ -123,19 +121,14 @@ class TutorClient:
         max_tokens: int = 0,
         temperature: float = 0.0,
     ) -> TutorReply:
-        request = inference_pb2.ChatRequest(
-            messages=[common_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in messages],
-            model=inference_pb2.ModelSelection(adapter=adapter),
-            parameters=inference_pb2.GenerationParameters(max_tokens=max_tokens),
-            retrieval=inference_pb2.RetrievalOptions(enabled=retrieval),
+        reply = self.chat(
+            messages,
+            adapter=adapter,
+            program=program_to_proto(program) if isinstance(program, TeachingProgram) else program,
+            retrieval=retrieval,
+            max_tokens=max_tokens,
+            temperature=temperature or None,
         )
-        if temperature:
-            request.parameters.temperature = temperature
-        if isinstance(program, TeachingProgram):
-            request.inline_program.CopyFrom(program_to_proto(program))
-        else:
-            request.program = program
-        reply = self.call(self.stub.Chat, request)
         usage = reply.summary.usage
         return TutorReply(
             text=reply.message.content,
@@ -144,23 +137,10 @@ class TutorClient:
             completion_tokens=usage.completion_tokens,
         )
 
-    def call(self, method: Any, request: Any) -> Any:
-        """One counted call; while waiting, `before_call` is polled so a cancelled job stops generating."""
-        if self.before_call is not None:
-            self.before_call()
-        call = method.future(request, timeout=self.timeout)
-        while self.before_call is not None:
-            try:
-                reply = call.result(timeout=_POLL_SECONDS)
-                break
-            except grpc.FutureTimeoutError:
-                try:
-                    self.before_call()
-                except BaseException:
-                    call.cancel()
-                    raise
-        else:
-            reply = call.result()
+    def chat(self, messages: list[Any], **options: Any) -> inference_pb2.ChatResponse:
+        """One counted Chat call (options as `InferenceClient.chat`); `before_call` is polled while it runs,
+        so a cancelled job stops generating."""
+        reply = self.inference.chat(messages, poll=self.before_call, **options)
         usage = reply.summary.usage
         self.usage.add(usage.prompt_tokens, usage.completion_tokens)
         return reply
@@ -190,22 +170,17 @@ class InferenceEngine:
             role = "system" if message.role == "developer" else message.role
             messages.append(common_pb2.ChatMessage(role=role, content=message.text or ""))
         config = request.config
-        parameters = inference_pb2.GenerationParameters(
-            max_tokens=config.max_tokens or 0, stop=list(config.stop or ())
-        )
-        if config.temperature:
-            parameters.temperature = float(config.temperature)
-        if config.top_p is not None:
-            parameters.top_p = float(config.top_p)
-        if config.seed is not None:
-            parameters.seed = int(config.seed)
-        reply = self.tutor.call(
-            self.tutor.stub.Chat,
-            inference_pb2.ChatRequest(
-                messages=messages,
-                model=inference_pb2.ModelSelection(adapter=self.adapter),
-                parameters=parameters,
-            ),
+        reply = self.tutor.chat(
+            messages,
+            adapter=self.adapter,
+            retrieval=False,
+            max_tokens=config.max_tokens or 0,
+            temperature=float(config.temperature) if config.temperature else None,
+            seed=int(config.seed) if config.seed is not None else None,
+            parameters={
+                "stop": list(config.stop or ()),
+                **({"top_p": float(config.top_p)} if config.top_p is not None else {}),
+            },
         )
         usage = reply.summary.usage
         return Response(

@@ -85,12 +85,22 @@ class PedagogicalMetric:
     or for reflective optimizers (`with_feedback=True`) a `dspy.Prediction(score=..., feedback=...)`.
 
     The prediction carries the passages chat retrieved for the turn (TutorChatFormat); the reply is
-    scored against them, as evaluations score it. It also keeps the best score seen, for progress."""
+    scored against them, as evaluations score it. It also keeps the best score seen, for progress.
 
-    def __init__(self, weights: MetricWeights, embed: Embed | None = None, with_feedback: bool = False):
+    `demo_bar`: the score a bootstrapped reply must reach to become a demonstration (a run passes the
+    unoptimized program's validation mean), so demonstrations are better than what the program already says."""
+
+    def __init__(
+        self,
+        weights: MetricWeights,
+        embed: Embed | None = None,
+        with_feedback: bool = False,
+        demo_bar: float = 0.0,
+    ):
         self.weights = weights
         self.embed = embed if weights.similarity > 0 else None
         self.with_feedback = with_feedback
+        self.demo_bar = demo_bar
         self.calls = 0
         self.best = 0.0
         self._lock = threading.Lock()
@@ -128,6 +138,8 @@ class PedagogicalMetric:
             return dspy.Prediction(score=result.score, feedback=result.feedback(self.weights))
         if trace is not None:
             # Bootstrapping asks whether a reply is worth copying as a demonstration (DSPy keeps it when the
-            # metric is truthy): only one that asks, keeps the answer back and cites what it was given.
-            return result.asks_question and not result.reveals_answer and (result.cites_passage or not passages)
+            # metric is truthy): only one that asks, keeps the answer back, cites what it was given and scores
+            # at least the bar — a strong adapter's typical replies would otherwise teach it shorter, plainer ones.
+            socratic = result.asks_question and not result.reveals_answer and (result.cites_passage or not passages)
+            return socratic and result.score >= self.demo_bar
         return result.score

@@ -1,29 +1,30 @@
 """Optimization runs and evaluations as durable jobs: validation of requests (synchronous, so bad input
-fails the call), the work each job does, and reading back programs and reports."""
+fails the call), the work each job does (a run's steps are `compilation.py`'s), and reading back programs
+and reports."""
 
 from __future__ import annotations
 
 import json
-import statistics
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import dspy
-import grpc
-from dspy.utils.callback import BaseCallback
 
 from tutorforge.artifacts.adapters import AdapterRegistry
 from tutorforge.artifacts.datasets import DatasetInfo, DatasetRepository
 from tutorforge.artifacts.programs import ProgramInfo, ProgramRepository
 from tutorforge.artifacts.store import ArtifactStore
-from tutorforge.core.errors import FailedPrecondition, InvalidArgument
+from tutorforge.client.connection import Connection
+from tutorforge.client.inference import InferenceClient
+from tutorforge.core.errors import FailedPrecondition, InvalidArgument, TutorforgeError, error_for_status
 from tutorforge.core.jobs import JobDirectory, JobManager, JobRecord, JobReporter
 from tutorforge.core.names import BASE, validate_name
 from tutorforge.core.settings import LmEndpoint, Settings
 from tutorforge.core.telemetry.experiments import tracked_job
+from tutorforge.optimization.compilation import CostReporter, Optimization
 from tutorforge.optimization.evaluation import (
     Outcome,
     Target,
@@ -34,27 +35,22 @@ from tutorforge.optimization.evaluation import (
 )
 from tutorforge.optimization.formats import LmFormatKind, make_format
 from tutorforge.optimization.judge import JudgeMetric, configured_lm, probe
-from tutorforge.optimization.lm import InferenceLM, LmUsage, TutorClient, as_domain_error
+from tutorforge.optimization.lm import LmUsage, TutorClient
 from tutorforge.optimization.metrics import Embed, MetricWeights
 from tutorforge.optimization.optimizers import (
     DEFAULT_OPTIMIZER,
     Budget,
-    CompileInputs,
     OptimizerSpec,
-    TrialProgress,
     optimizer_spec,
     parameters,
 )
-from tutorforge.optimization.program import PedagogicalMetric, TutorProgram
+from tutorforge.optimization.program import TutorProgram
 from tutorforge.optimization.promotion import Promotion, promote
 from tutorforge.optimization.report import EvaluationReport, load_report, save_report
 from tutorforge.optimization.turns import EVALUATION_SETS, TutorTurn, benchmark_turns, turns_from_records
-from tutorforge.v1 import inference_pb2, inference_pb2_grpc
 
 DEFAULT_MAX_TOKENS = 128
 _RESTART_HINT = "start it again (the program or report was not saved)"
-# Progress events during compilation at most this often (each event rewrites the job's history).
-_PROGRESS_INTERVAL_SECONDS = 2.0
 
 
 @dataclass
@@ -97,55 +93,14 @@ class EvaluationRequest:
     use_retrieval: bool = True
 
 
-class _CostReporter:
-    """A run's reporter whose every progress event also carries the run's cost so far (for WatchJob)."""
-
-    def __init__(self, reporter: JobReporter, usage: LmUsage):
-        self._reporter = reporter
-        self._usage = usage
-        self._started = time.monotonic()
-        # Reports come from the optimizers' threads: one at a time, so the cost in the events only grows.
-        self._lock = threading.Lock()
-
-    def check_cancelled(self) -> None:
-        self._reporter.check_cancelled()
-
-    def progress(self, message: str = "", *, metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
-        with self._lock:
-            cost = {
-                "lm_calls": self._usage.calls,
-                "lm_tokens": self._usage.total_tokens,
-                "elapsed_seconds": round(time.monotonic() - self._started, 1),
-            }
-            # The cost read here wins over one a caller read earlier.
-            self._reporter.progress(message, metrics={**(metrics or {}), **cost}, **kwargs)
-
-
-class _Throttled:
-    """Calls `report` at most every few seconds (always for `force`)."""
-
-    def __init__(self, report: Callable[..., None]):
-        self._report = report
-        self._last = 0.0
-        self._lock = threading.Lock()
-
-    def __call__(self, *args: Any, force: bool = False, **kwargs: Any) -> None:
-        with self._lock:
-            now = time.monotonic()
-            if not force and now - self._last < _PROGRESS_INTERVAL_SECONDS:
-                return
-            self._last = now
-        self._report(*args, **kwargs)
-
-
 class OptimizationRuns:
     """The optimization service's domain: runs, programs, evaluations."""
 
-    def __init__(self, store: ArtifactStore, settings: Settings, channel: Callable[[str], grpc.Channel]):
+    def __init__(self, store: ArtifactStore, settings: Settings, connection: Callable[[str], Connection]):
         self.store = store
         self.settings = settings
-        # channel("inference") / channel("retrieval"): the other services, as Runtime.channel gives them.
-        self._channel = channel
+        # connection("inference"): the inference service, as Runtime.connection gives it (opened on first use).
+        self._connection = connection
         lease = settings.jobs.lease_seconds
         self.runs = JobManager(store, "optimization", lease_seconds=lease)
         self.evaluations = JobManager(store, "evaluation", lease_seconds=lease)
@@ -183,20 +138,24 @@ class OptimizationRuns:
             )
         return requested or DEFAULT_MAX_TOKENS
 
+    @cached_property
+    def _inference(self) -> InferenceClient:
+        return InferenceClient(self._connection("inference"))
+
     def _tutor(self, usage: LmUsage, reporter: JobReporter) -> TutorClient:
         def before_call() -> None:
             reporter.check_cancelled()
             usage.check()
 
-        return TutorClient(self._channel("inference"), usage=usage, before_call=before_call)
+        return TutorClient(self._inference, usage=usage, before_call=before_call)
 
     def _base_model(self) -> str:
         """The inference service's base model (programs record it; chat refuses a program for another)."""
-        stub = inference_pb2_grpc.InferenceServiceStub(self._channel("inference"))
         try:
-            return stub.ListAdapters(inference_pb2.ListAdaptersRequest(), timeout=60).base_model
-        except grpc.RpcError as error:
-            raise as_domain_error(error, "the inference service is needed to compile and evaluate programs") from error
+            return self._inference.adapters().base_model
+        except TutorforgeError as error:
+            context = "the inference service is needed to compile and evaluate programs"
+            raise error_for_status(error.code, f"{context}: {error.message}") from error
 
     def recover_interrupted(self) -> None:
         self.runs.recover_interrupted(_RESTART_HINT)
@@ -317,7 +276,7 @@ class OptimizationRuns:
         self, adapter: str, endpoint: LmEndpoint, max_tokens: int, tutor: TutorClient | None = None
     ) -> dspy.BaseLM:
         """`tutor` = the run's client (its usage and stop checks); None = a fresh one (request checks)."""
-        tutor = tutor or TutorClient(self._channel("inference"))
+        tutor = tutor or TutorClient(self._inference)
         return configured_lm(adapter, endpoint, tutor, max_tokens)
 
     def _judge_lm(self, tutor: TutorClient | None = None) -> dspy.BaseLM:
@@ -338,153 +297,51 @@ class OptimizationRuns:
         reflection: str,
         reflection_endpoint: LmEndpoint,
     ) -> str:
+        """A run's job: score the unoptimized program, compile, score the result, save it as a version."""
         usage = LmUsage()
-        reporter = _CostReporter(reporter, usage)
+        reporter = CostReporter(reporter, usage)
         tutor = self._tutor(usage, reporter)
         base_model = self._base_model()
-        lm = InferenceLM(tutor, request.adapter, max_tokens=max_tokens, retrieval=request.use_retrieval)
-        adapter = make_format(lm_format)
-        threads = request.budget.threads
         embed = self._embed() if request.weights.similarity > 0 else None
-        # Steps: the baseline's replies, the compilation, the optimized program's replies.
-        total = 2 * len(validation) + 1
-        done = 0
-
         judge = None
         if request.metric == "judge":
             judge = JudgeMetric(self._judge_lm(tutor), with_feedback=spec.feedback_metric)
-
-        def scored(program: TutorProgram, on_done: Callable[[Outcome], None]) -> float:
-            """The program's mean score on the validation turns, answered through chat as it will be served."""
-            outcomes = answer_turns(
-                tutor,
-                validation,
-                adapter=request.adapter,
-                program=program.to_teaching(adapter=request.adapter, base_model=base_model),
-                retrieval=request.use_retrieval,
-                max_tokens=max_tokens,
-                threads=threads,
-                on_done=on_done,
-            )
-            score_outcomes(outcomes, request.weights, embed)
-            if judge is not None:
-                # The run maximises the judge's score: it is the one recorded (the heuristic stays per reply).
-                return statistics.fmean(
-                    judge.judge(
-                        o.turn.query,
-                        "\n\n".join(p.text for p in o.passages) or o.turn.context,
-                        o.response,
-                        o.turn.final_answer,
-                    ).score
-                    for o in outcomes
-                )
-            return statistics.fmean(o.score.score for o in outcomes)
-
-        def example_done(phase: str, offset: int) -> Callable[[Outcome], None]:
-            finished = 0
-            lock = threading.Lock()
-
-            def report(_outcome: Outcome) -> None:
-                nonlocal finished, done
-                with lock:
-                    finished += 1
-                    count = finished
-                    done = offset + count
-                reporter.progress(
-                    f"{phase}: {count}/{len(validation)} validation replies",
-                    step=offset + count,
-                    total_steps=total,
-                    metrics={"lm_calls": usage.calls, "lm_tokens": usage.total_tokens},
-                )
-
-            return report
-
-        reporter.progress(
-            f"scoring the unoptimized program on {len(validation)} validation examples",
-            step=0,
-            total_steps=total,
+        run = Optimization(
+            reporter, tutor, request, validation, spec,
+            max_tokens=max_tokens, base_model=base_model, embed=embed, judge=judge,
         )
-        baseline = scored(TutorProgram(), example_done("baseline", 0))
-        reporter.progress(
-            f"baseline score {baseline:.3f}; compiling with {spec.name}",
-            step=done,
-            total_steps=total,
-            metrics={"baseline_score": baseline, "best_score": baseline},
-        )
-
-        throttled = _Throttled(reporter.progress)
-
-        def trial_done(trial: int, best: float) -> None:
-            throttled(
-                f"trial {trial}: best candidate score {best:.3f}",
-                step=done,
-                total_steps=total,
-                force=True,
-                metrics={"trial": trial, "best_score": max(best, baseline), "lm_calls": usage.calls},
-            )
-
-        progress = TrialProgress(trial_done)
-
-        class _Calls(BaseCallback):
-            def on_lm_end(
-                self, call_id: str, outputs: Any | None, exception: BaseException | None = None
-            ) -> None:
-                throttled(
-                    f"compiling with {spec.name}: {usage.calls} LM calls",
-                    step=done,
-                    total_steps=total,
-                    metrics={"lm_calls": usage.calls, "lm_tokens": usage.total_tokens},
-                )
-
-        metric = judge or PedagogicalMetric(request.weights, embed, with_feedback=spec.feedback_metric)
-        reflection_lm = lm
+        baseline = run.score_baseline()
+        reflection_lm = None
         if spec.uses_reflection_lm:
             reflection_lm = self._configured_lm(
                 reflection, reflection_endpoint, self.settings.optimization.reflection_max_tokens, tutor
             )
-        student = TutorProgram()
-        inputs = CompileInputs(
-            budget=request.budget,
-            trainset=[turn.example() for turn in train],
-            valset=[turn.example() for turn in validation],
-            metric=metric,
-            seed=request.seed,
-            lm=lm,
-            reflection_lm=reflection_lm,
-        )
-        # The budget caps the compilation; the baseline and the final scoring are fixed costs.
-        usage.limit(request.budget.max_lm_calls, request.budget.max_lm_tokens)
-        try:
-            with dspy.context(lm=lm, adapter=adapter, callbacks=[progress, _Calls()]):
-                compiled = spec.compile(student, inputs)
-        except Exception:
-            if not usage.exhausted:
-                raise
-            # Stopped by the budget mid-search: the best candidate evaluated so far, else the seed program.
-            compiled = progress.best_program or student
-        finally:
-            usage.limit()
-        if usage.exhausted:
-            reporter.progress(f"{usage.exhausted}: stopping early with the best program found so far")
-        # Optimizers swallow failed calls; a cancelled run ends here at the latest.
-        reporter.check_cancelled()
-        done = len(validation) + 1
-        reporter.progress(
-            "scoring the optimized program", step=done, total_steps=total, metrics={"trials": progress.trials}
-        )
-        optimized = scored(compiled, example_done("optimized", len(validation) + 1))
+        compiled = run.compile(train, make_format(lm_format), reflection_lm, baseline)
+        optimized = run.score_optimized(compiled)
+        return self._save_program(run, run_id, info, compiled, baseline, optimized)
+
+    def _save_program(
+        self,
+        run: Optimization,
+        run_id: str,
+        info: DatasetInfo,
+        compiled: TutorProgram,
+        baseline: float,
+        optimized: float,
+    ) -> str:
+        request, usage = run.request, run.usage
         program = self.programs.save(
-            compiled.to_teaching(adapter=request.adapter, base_model=base_model, max_tokens=max_tokens),
+            compiled.to_teaching(adapter=request.adapter, base_model=run.base_model, max_tokens=run.max_tokens),
             ProgramInfo(
                 name=request.name,
                 version="",
-                optimizer=spec.name,
+                optimizer=run.spec.name,
                 metric=request.metric,
                 stopped_early=usage.exhausted,
                 dataset=info.name,
                 dataset_version=info.version,
                 adapter=request.adapter,
-                base_model=base_model,
+                base_model=run.base_model,
                 baseline_score=baseline,
                 optimized_score=optimized,
                 lm_calls=usage.calls,
@@ -493,10 +350,10 @@ class OptimizationRuns:
                 run_id=run_id,
             ),
         )
-        reporter.progress(
+        run.reporter.progress(
             f"saved {program.name}@{program.version}: validation score {baseline:.3f} → {optimized:.3f}",
-            step=total,
-            total_steps=total,
+            step=run.total,
+            total_steps=run.total,
             metrics={
                 "baseline_score": baseline,
                 "optimized_score": optimized,

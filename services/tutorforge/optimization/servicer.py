@@ -213,7 +213,7 @@ class OptimizationServicer(JobServicer, optimization_pb2_grpc.OptimizationServic
 
 
 def register(server: grpc.Server, runtime: Runtime) -> str:
-    runs = OptimizationRuns(runtime.store, runtime.settings, runtime.channel)
+    runs = OptimizationRuns(runtime.store, runtime.settings, runtime.connection)
     runs.recover_interrupted()
     runtime.on_shutdown(runs.runs.stop)
     runtime.on_shutdown(runs.evaluations.stop)

@@ -4,14 +4,20 @@ embedded one, as the demo does)."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from tutorforge.core.cli_support import DEFAULT_ADDRESS, AddressOption, JsonOption, console, rpc_errors
+from tutorforge.core.cli_support import (
+    DEFAULT_ADDRESS,
+    AddressOption,
+    JsonOption,
+    connect,
+    console,
+    rpc_errors,
+)
 
 pipeline_app = typer.Typer(name="pipeline", help="Pipelines from YAML specs: material → dataset → train → optimize → evaluate → publish.",
                            no_args_is_help=True)
@@ -28,7 +34,7 @@ def validate(spec: SpecArgument) -> None:
     """Check a spec (fields, stage inputs, files) without running anything."""
     from tutorforge.pipeline.spec import load_spec
 
-    with rpc_errors(address=""):
+    with rpc_errors():
         loaded = load_spec(spec)
     sections = [name for name in ("material", "dataset", "train", "optimize", "evaluate", "publish") if getattr(loaded, name)]
     console.print(f"{spec}: valid; stages {' → '.join(sections) or '(none)'}")
@@ -43,14 +49,12 @@ def run(
     json_output: JsonOption = False,
 ) -> None:
     """Run a spec's stages in order through the client SDK; prints each stage's result (or all as JSON)."""
-    from tutorforge.client import Tutorforge
-    from tutorforge.core.settings import Settings
     from tutorforge.pipeline.runner import as_dict, run_spec
     from tutorforge.pipeline.spec import load_spec
 
     running = None
     try:
-        with rpc_errors(address):
+        with rpc_errors():
             loaded = load_spec(spec)
             if embedded:
                 from tutorforge.core.server import start_server
@@ -58,8 +62,7 @@ def run(
 
                 running = start_server(demo_settings(workdir), ["all"], 0)
                 address = running.address
-            token = os.environ.get("TUTORFORGE_SERVER__API_TOKEN") or None
-            with Tutorforge(address, token=token, tls=Settings().tls) as tf:
+            with connect(address) as tf:
                 result = run_spec(loaded, tf, quiet=json_output)
     finally:
         if running is not None:

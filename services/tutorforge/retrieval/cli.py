@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,12 +10,20 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
-from tutorforge.core.cli_support import DEFAULT_ADDRESS, AddressOption, JsonOption, connect, console, print_json, rpc_errors, to_dict
+from tutorforge.client import RetrievalClient
+from tutorforge.core.cli_support import (
+    DEFAULT_ADDRESS,
+    AddressOption,
+    JsonOption,
+    connect,
+    console,
+    print_json,
+    rpc_errors,
+    to_dict,
+)
 from tutorforge.v1 import retrieval_pb2 as pb
-from tutorforge.v1 import retrieval_pb2_grpc
 
 SUPPORTED_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".html", ".htm", ".pdf"}
-_UPLOAD_PIECE = 1024 * 1024
 _MODES = {"dense": pb.SEARCH_MODE_DENSE, "sparse": pb.SEARCH_MODE_SPARSE, "hybrid": pb.SEARCH_MODE_HYBRID}
 _FILTER = re.compile(r"^(?P<field>[A-Za-z][\w.-]*)\s*(?P<op>>=|<=|>|<|=)\s*(?P<value>.*)$")
 _RANGE_BOUNDS = {">": "gt", ">=": "gte", "<": "lt", "<=": "lte"}
@@ -32,8 +39,8 @@ FilterOption = Annotated[
 documents_app = typer.Typer(help="Inspect and delete ingested documents.", no_args_is_help=True)
 
 
-def _stub(address: str) -> retrieval_pb2_grpc.RetrievalServiceStub:
-    return retrieval_pb2_grpc.RetrievalServiceStub(connect(address))
+def _client(address: str) -> RetrievalClient:
+    return connect(address).retrieval
 
 
 def parse_filter(text: str) -> pb.MetadataFilter:
@@ -107,22 +114,16 @@ def ingest(
         console=console, disable=json_output,
     )
 
-    def requests(task: int) -> Iterator[pb.IngestDocumentsRequest]:
-        if chunk_size or chunk_overlap:
-            yield pb.IngestDocumentsRequest(options=pb.ChunkingOptions(chunk_size_tokens=chunk_size, chunk_overlap_tokens=chunk_overlap))
-        for file in files:
-            metadata = pb.DocumentMetadata(source=source or file.name, category=category, topic=topic, extra=extra)
-            yield pb.IngestDocumentsRequest(document=pb.DocumentHeader(filename=file.name, metadata=metadata))
-            progress.update(task, description=f"ingesting {file.name}")
-            with file.open("rb") as handle:
-                while piece := handle.read(_UPLOAD_PIECE):
-                    yield pb.IngestDocumentsRequest(content=piece)
-                    progress.advance(task, len(piece))
-        progress.update(task, description="embedding and indexing")
-
-    with rpc_errors(address), progress:
+    with rpc_errors(), progress:
         task = progress.add_task("uploading", total=sum(file.stat().st_size for file in files))
-        response = _stub(address).IngestDocuments(requests(task))
+
+        def sent(filename: str, size: int) -> None:
+            progress.update(task, description=f"ingesting {filename}" if filename else "embedding and indexing", advance=size)
+
+        response = _client(address).ingest(
+            files, category=category, topic=topic, source=source, extra=extra,
+            chunk_size_tokens=chunk_size, chunk_overlap_tokens=chunk_overlap, on_sent=sent,
+        )
     if json_output:
         print_json(response)
     else:
@@ -151,11 +152,9 @@ def search(
     """Search the ingested material; every hit cites its document and chunk."""
     if mode not in _MODES:
         raise typer.BadParameter(f"--mode {mode!r}: choose dense, sparse or hybrid")
-    request = pb.SearchRequest(query=query, limit=limit or 0, mode=_MODES[mode], filters=_parse_filters(filters))
-    if threshold is not None:
-        request.score_threshold = threshold
-    with rpc_errors(address):
-        response = _stub(address).Search(request)
+    with rpc_errors():
+        hits = _client(address).search(query, limit=limit or 0, mode=_MODES[mode], filters=_parse_filters(filters), score_threshold=threshold)
+    response = pb.SearchResponse(hits=hits)
     if json_output:
         print_json(response)
         return
@@ -180,10 +179,12 @@ def list_documents(
     json_output: JsonOption = False,
 ) -> None:
     """List ingested documents (all pages unless --page-size)."""
-    stub, documents, token = _stub(address), [], ""
-    with rpc_errors(address):
+    client, documents, token = _client(address), [], ""
+    with rpc_errors():
         while True:
-            page = stub.ListDocuments(pb.ListDocumentsRequest(page_size=page_size, page_token=token, filters=_parse_filters(filters)))
+            request = pb.ListDocumentsRequest(page_size=page_size, page_token=token, filters=_parse_filters(filters))
+            # One page at a time (the SDK's documents() follows every page): --page-size stops after one.
+            page = client.connection.unary(client.stub.ListDocuments, request, "read")
             documents.extend(page.documents)
             token = page.next_page_token
             if not token or page_size:
@@ -205,8 +206,8 @@ def show_document(
     json_output: JsonOption = False,
 ) -> None:
     """Show one document's record (and chunks)."""
-    with rpc_errors(address):
-        response = _stub(address).GetDocument(pb.GetDocumentRequest(document_id=document_id, include_chunks=chunks))
+    with rpc_errors():
+        response = _client(address).get_document(document_id, include_chunks=chunks)
     if json_output:
         print_json(response)
         return
@@ -231,18 +232,18 @@ def delete_document(
     json_output: JsonOption = False,
 ) -> None:
     """Delete a document and all its chunks."""
-    with rpc_errors(address):
-        response = _stub(address).DeleteDocument(pb.DeleteDocumentRequest(document_id=document_id))
+    with rpc_errors():
+        deleted = _client(address).delete_document(document_id)
     if json_output:
-        print_json(response)
+        print_json(pb.DeleteDocumentResponse(chunks_deleted=deleted))
     else:
-        console.print(f"deleted {document_id} ({response.chunks_deleted} chunks)")
+        console.print(f"deleted {document_id} ({deleted} chunks)")
 
 
 def stats(address: AddressOption = DEFAULT_ADDRESS, json_output: JsonOption = False) -> None:
     """Documents, chunks and the embedder/store in use."""
-    with rpc_errors(address):
-        response = _stub(address).GetStats(pb.GetStatsRequest())
+    with rpc_errors():
+        response = _client(address).stats()
     if json_output:
         print_json(response)
         return

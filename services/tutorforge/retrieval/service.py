@@ -28,6 +28,8 @@ from typing import Literal
 from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.core.errors import InvalidArgument, TutorforgeError
 from tutorforge.core.models import embedder_name, load_embedder
+from tutorforge.core.names import NAME_PATTERN
+from tutorforge.core.paging import keyset_page
 from tutorforge.core.settings import ModelSettings, RetrievalSettings
 from tutorforge.core.telemetry.metrics import INGESTED_CHUNKS, observe_search, watch_collection
 from tutorforge.retrieval.chunking import Chunk, ChunkingOptions, chunk_text
@@ -68,7 +70,6 @@ _POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://tutorforge.dev/retrie
 Outcome = Literal["created", "updated", "unchanged", "failed"]
 SEARCH_MODES = ("dense", "sparse", "hybrid")
 DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
 
 
 def point_id(document_id: str, version: str, chunk_index: int) -> str:
@@ -138,6 +139,10 @@ class DocumentPage:
     documents: list[DocumentRecord]
     next_page_token: str
     total_size: int
+
+
+def _document_id(record: DocumentRecord) -> str:
+    return record.document_id
 
 
 @dataclass
@@ -477,19 +482,15 @@ class RetrievalService:
         return record, chunks
 
     def list_documents(self, page_size: int = 0, page_token: str = "", filters: Iterable[FieldFilter] = ()) -> DocumentPage:
-        if page_size < 0 or page_size > MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE_SIZE} (0 = {DEFAULT_PAGE_SIZE}), got {page_size}")
-        page_size = page_size or DEFAULT_PAGE_SIZE
         resolved = resolve(list(filters), self.extra_keys)
         matching = sorted(
             (record for record in self.catalog.all() if record_matches(record, resolved)), key=lambda r: r.document_id
         )
-        start = 0
-        if page_token:
-            start = next((i for i, r in enumerate(matching) if r.document_id > page_token), len(matching))
-        page = matching[start : start + page_size]
-        has_more = start + page_size < len(matching)
-        return DocumentPage(page, page[-1].document_id if page and has_more else "", len(matching))
+        # Keyset tokens: the id of the last document given (ids are names, see documents.document_id_for).
+        page, token = keyset_page(
+            matching, _document_id, page_size, page_token, default_size=DEFAULT_PAGE_SIZE, token_pattern=NAME_PATTERN
+        )
+        return DocumentPage(page, token, len(matching))
 
     def delete_document(self, document_id: str) -> int:
         """Remove a document's chunks (every version) and record; returns how many chunks went."""

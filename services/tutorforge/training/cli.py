@@ -4,11 +4,13 @@ server."""
 from __future__ import annotations
 
 import json
+from itertools import islice
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Column, Table
 
+from tutorforge.client import JobHandle, TrainingClient
 from tutorforge.core.cli_support import (
     DEFAULT_ADDRESS,
     AddressOption,
@@ -23,7 +25,7 @@ from tutorforge.core.cli_support import (
 )
 from tutorforge.core.names import BASE
 from tutorforge.training.config import LR_SCHEDULERS, LoraSpec, TrainArgs
-from tutorforge.v1 import common_pb2, jobs_pb2, training_pb2, training_pb2_grpc
+from tutorforge.v1 import common_pb2, jobs_pb2, training_pb2
 
 DEFAULTS = TrainArgs()
 
@@ -41,13 +43,13 @@ _STATE_STYLE = {
 }
 
 
-def _stub(address: str) -> training_pb2_grpc.TrainingServiceStub:
-    return training_pb2_grpc.TrainingServiceStub(connect(address))
+def _client(address: str) -> TrainingClient:
+    return connect(address).training
 
 
-def follow(stub: training_pb2_grpc.TrainingServiceStub, job_id: str, quiet: bool = False) -> common_pb2.Job:
+def follow(job: JobHandle, quiet: bool = False) -> common_pb2.Job:
     """Follow a job with a live progress bar (step, loss, ETA) on stderr; returns the final job."""
-    return follow_and_get(stub, job_id, metric="loss", quiet=quiet)
+    return follow_and_get(job, metric="loss", quiet=quiet)
 
 
 def _print_job(job: common_pb2.Job) -> None:
@@ -215,16 +217,15 @@ def train(
         load_in_4bit=load_in_4bit,
         merge_and_export=merge,
     )
-    stub = _stub(address)
-    with rpc_errors(address):
-        job = stub.StartTraining(request).job
+    with rpc_errors():
+        handle = _client(address).start(request)
         if detach:
             if as_json:
-                print_json({"job_id": job.id})
+                print_json({"job_id": handle.id})
             else:
-                console.print(job.id)
+                console.print(handle.id)
             return
-        job = follow(stub, job.id, quiet=as_json)
+        job = follow(handle, quiet=as_json)
     _finish(job, as_json)
     if benchmark:
         _benchmark(address, job.result, as_json)
@@ -233,22 +234,14 @@ def train(
 def _benchmark(address: str, adapter: str, as_json: bool) -> None:
     """The tutor benchmark on the base model and the new adapter; Evaluate records the adapter's scores in
     its registry lineage."""
-    from tutorforge.v1 import optimization_pb2 as opb
-    from tutorforge.v1 import optimization_pb2_grpc
-
-    stub = optimization_pb2_grpc.OptimizationServiceStub(connect(address))
-    with rpc_errors(address):
-        run = stub.Evaluate(
-            opb.EvaluateRequest(
-                evaluation_set="tutor-benchmark",
-                targets=[opb.EvaluationTarget(spec=BASE), opb.EvaluationTarget(spec=f"adapter:{adapter}")],
-            )
-        ).job
-        run = follow_and_get(stub, run.id, label="benchmark", quiet=as_json)
+    optimization = connect(address).optimization
+    with rpc_errors():
+        started = optimization.evaluate([BASE, f"adapter:{adapter}"], evaluation_set="tutor-benchmark")
+        run = follow_and_get(started, label="benchmark", quiet=as_json)
         if job_state_label(run.state) != "succeeded":
             _print_job(run)
             raise typer.Exit(code=1)
-        report = stub.GetEvaluation(opb.GetEvaluationRequest(evaluation_id=run.result)).report
+        report = optimization.get_evaluation(run.result).report
     if as_json:
         print_json(report)
     else:
@@ -289,10 +282,9 @@ def list_jobs(
     """List training jobs, newest first."""
     if state is not None and state.lower() not in _STATES:
         raise typer.BadParameter(f"unknown state {state!r}; use one of {', '.join(_STATES)}")
-    with rpc_errors(address):
-        response = _stub(address).ListJobs(
-            jobs_pb2.ListJobsRequest(page_size=limit, state=_STATES[state.lower()] if state else 0)
-        )
+    with rpc_errors():
+        jobs = list(islice(_client(address).jobs(state=_STATES[state.lower()] if state else 0, page_size=limit), limit))
+    response = jobs_pb2.ListJobsResponse(jobs=jobs)
     if as_json:
         print_json(response)
         return
@@ -323,8 +315,8 @@ def list_jobs(
 @jobs_app.command("show")
 def show_job(job_id: str, as_json: JsonOption = False, address: AddressOption = DEFAULT_ADDRESS) -> None:
     """One training job: state, metrics, labels, result, and its parameters."""
-    with rpc_errors(address):
-        job = _stub(address).GetJob(jobs_pb2.GetJobRequest(job_id=job_id)).job
+    with rpc_errors():
+        job = _client(address).get_job(job_id)
     _show(job, as_json)
     if not as_json:
         console.print_json(json.dumps(json.loads(job.parameters_json or "{}")))
@@ -333,16 +325,16 @@ def show_job(job_id: str, as_json: JsonOption = False, address: AddressOption = 
 @jobs_app.command("watch")
 def watch_job(job_id: str, as_json: JsonOption = False, address: AddressOption = DEFAULT_ADDRESS) -> None:
     """Follow a training job until it ends (live progress bar)."""
-    with rpc_errors(address):
-        job = follow(_stub(address), job_id, quiet=as_json)
+    with rpc_errors():
+        job = follow(_client(address).job(job_id), quiet=as_json)
     _finish(job, as_json)
 
 
 @jobs_app.command("cancel")
 def cancel_job(job_id: str, as_json: JsonOption = False, address: AddressOption = DEFAULT_ADDRESS) -> None:
     """Stop a training job's workers; its last checkpoint is kept for `jobs resume`."""
-    with rpc_errors(address):
-        job = _stub(address).CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id)).job
+    with rpc_errors():
+        job = _client(address).cancel_job(job_id)
     _show(job, as_json)
 
 
@@ -354,13 +346,12 @@ def resume_job(
     address: AddressOption = DEFAULT_ADDRESS,
 ) -> None:
     """Continue a failed or cancelled training job from its last checkpoint."""
-    stub = _stub(address)
-    with rpc_errors(address):
-        job = stub.ResumeJob(jobs_pb2.ResumeJobRequest(job_id=job_id)).job
+    with rpc_errors():
+        handle = _client(address).resume(job_id)
         if detach:
-            _show(job, as_json)
+            _show(handle.job, as_json)
             return
-        job = follow(stub, job.id, quiet=as_json)
+        job = follow(handle, quiet=as_json)
     _finish(job, as_json)
 
 

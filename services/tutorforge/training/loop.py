@@ -105,6 +105,11 @@ def run_batches(examples: list[Example], args: TrainArgs, pad_token_id: int, epo
     )
 
 
+def run_key(job_id: str) -> str:
+    """Where a run's files live in the artifact store."""
+    return f"training/runs/{job_id}"
+
+
 class RunFiles:
     """The files a run's driver and workers exchange through the artifact store."""
 

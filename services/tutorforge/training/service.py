@@ -77,7 +77,7 @@ class TrainingService:
             with tracked_job(self.settings, self.jobs, reporter, prepared.spec.to_json()) as tracked:
                 adapter = self.runner.run(job_id, prepared, tracked)
                 self.jobs.update(job_id, labels={"adapter_version": adapter.version})
-                for name, data in self.runner.run_artifacts(job_id, adapter):
+                for name, data in self.runner.publisher.run_artifacts(job_id, adapter):
                     tracked.run.log_artifact(name, data)
             return adapter.name
 

@@ -8,7 +8,7 @@ annotation `kubectl rollout restart` uses). vLLM started with `--enable-lora` an
 embedded engine reads the registry itself and needs nothing.
 
 Serving pods see the registry's `adapters/<name>/<version>` folders under ADAPTER_ROOT (the Helm chart
-mounts the store volume there, or copies them with `python -m tutorforge.inference.rollout sync`)."""
+mounts the store volume there, or copies them with `python -m tutorforge.deploy.rollout sync`)."""
 
 from __future__ import annotations
 
@@ -401,7 +401,7 @@ def sync_adapters(settings: Settings, entries: str, target: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tutorforge.inference.rollout")
+    parser = argparse.ArgumentParser(prog="python -m tutorforge.deploy.rollout")
     commands = parser.add_subparsers(dest="command", required=True)
     sync = commands.add_parser("sync", help=f"copy the adapters listed in ${ADAPTERS_ENV} from the store into a folder")
     sync.add_argument("target", type=Path)
