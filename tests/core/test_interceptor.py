@@ -110,3 +110,27 @@ def test_health_check_passes_through_untouched(caplog: pytest.LogCaptureFixture)
         assert not [r for r in caplog.records if r.name in ("tutorforge.rpc", "tutorforge.audit")]
     finally:
         server.stop(0)
+
+
+def test_open_reads_are_not_audited(caplog: pytest.LogCaptureFixture) -> None:
+    """Health Watch and reflection stay open and change nothing: no audit line (a mutating call has one)."""
+    from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(4), interceptors=[ServerInterceptor("tok3n")])
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    reflection.enable_server_reflection(("grpc.health.v1.Health", reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        with caplog.at_level(logging.INFO):
+            listed = next(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+            ))
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=10)
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            watch.cancel()
+        assert "grpc.health.v1.Health" in {s.name for s in listed.list_services_response.service}
+        assert not [r for r in caplog.records if r.name == "tutorforge.audit"]
+    finally:
+        server.stop(0)

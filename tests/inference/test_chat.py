@@ -4,12 +4,18 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 
 import grpc
 import openai
 import pytest
-
-from tutorforge.artifacts.programs import Demonstration, ProgramInfo, ProgramRepository, TeachingProgram
+from tutorforge.artifacts.programs import (
+    Demonstration,
+    LmSettings,
+    ProgramInfo,
+    ProgramRepository,
+    TeachingProgram,
+)
 from tutorforge.core.convert import program_to_proto
 from tutorforge.core.teaching import DEFAULT_SYSTEM_PROMPT, NO_MATERIAL_NOTICE, Citation, build_prompt
 from tutorforge.v1 import common_pb2, inference_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
@@ -220,6 +226,15 @@ def test_a_program_changes_chat_replies_the_way_its_demonstrations_say(server, s
     assert "Ahoy" not in plain, plain
     assert inline == stored
     assert _reply(stub, program="pirate@v1") == stored
+
+
+def test_a_program_caps_replies_at_the_length_it_was_scored_with(server):
+    """A program's lm.max_tokens is part of what was scored: chat answers with at most that many tokens."""
+    stub, _ = server
+    short = replace(PIRATE, lm=LmSettings(max_tokens=3))
+    request = _chat(inline_program=program_to_proto(short))
+    assert stub.Chat(request).summary.usage.completion_tokens <= 3
+    assert stub.Chat(_chat(inline_program=program_to_proto(PIRATE))).summary.usage.completion_tokens > 3
 
 
 def test_programs_for_another_base_model_and_ambiguous_requests_are_refused(server):

@@ -30,6 +30,8 @@ class Scope(str, Enum):
 
 
 _C, _A, _D = Scope.CHAT, Scope.AUTHOR, Scope.ADMIN
+# Health and reflection stay open so that probes and grpcurl work without the token; they change nothing.
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 # Method -> (scope it needs, whether it changes stored state and so is audited). A method missing here
 # needs `admin` (fail closed); a test checks every RPC of the protos is listed.
 METHODS: dict[str, tuple[Scope, bool]] = {
@@ -218,7 +220,7 @@ def audit(who: Principal | None, method: str, resource: str, result: str, peer: 
 def audited(method: str, principal: Principal | None, behavior: Callable, streaming: bool) -> Callable:
     """Wrap an (already intercepted) handler of a mutating method so that every call, refused or not,
     leaves one `audit` log line: who (token name and scopes), what (method, resource), result (code)."""
-    if not METHODS.get(method, (Scope.ADMIN, True))[1]:
+    if method.startswith(OPEN_PREFIXES) or not METHODS.get(method, (Scope.ADMIN, True))[1]:
         return behavior
 
     def record(request: Any, context: grpc.ServicerContext) -> None:

@@ -6,7 +6,7 @@ import json
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from tutorforge.artifacts.programs import Demonstration, TeachingProgram
+from tutorforge.artifacts.programs import Demonstration, LmSettings, TeachingProgram
 from tutorforge.core.jobs import JobEvent, JobRecord, JobState
 from tutorforge.v1 import common_pb2, inference_pb2
 
@@ -71,6 +71,7 @@ def program_from_proto(program: inference_pb2.TeachingProgram) -> TeachingProgra
         demonstrations=tuple(Demonstration(d.query, d.response) for d in program.demonstrations),
         adapter=program.adapter,
         base_model=program.base_model,
+        lm=LmSettings(max_tokens=program.max_tokens),
     )
 
 
@@ -80,4 +81,5 @@ def program_to_proto(program: TeachingProgram) -> inference_pb2.TeachingProgram:
         demonstrations=[inference_pb2.Demonstration(query=d.query, response=d.response) for d in program.demonstrations],
         adapter=program.adapter,
         base_model=program.base_model,
+        max_tokens=program.lm.max_tokens,
     )

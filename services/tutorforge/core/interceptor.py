@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from tutorforge.core.access import AccessPolicy, Denial, audited
+from tutorforge.core.access import OPEN_PREFIXES, AccessPolicy, Denial, audited
 from tutorforge.core.admission import Admission, kind_of
 from tutorforge.core.errors import status_of
 from tutorforge.core.telemetry.metrics import observe_rpc
@@ -21,8 +21,6 @@ from tutorforge.core.validation import checked_request, guard_deserializer
 
 log = logging.getLogger("tutorforge.rpc")
 
-# Health and reflection stay open so that probes and grpcurl work without the token.
-_OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 # Probes are answered as they come: no auth, admission, validation, audit or call log on their path.
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
@@ -63,7 +61,7 @@ class ServerInterceptor(grpc.ServerInterceptor):
         if handler is None or handler_call_details.method == _HEALTH_CHECK:
             return handler
         method = handler_call_details.method
-        is_open = method.startswith(_OPEN_PREFIXES)
+        is_open = method.startswith(OPEN_PREFIXES)
         metadata = dict(handler_call_details.invocation_metadata or ())
         principal, denial = (None, None) if is_open else self._access.check_rpc(method, metadata)
 

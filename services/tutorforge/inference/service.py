@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tutorforge.artifacts.adapters import AdapterRegistry
 from tutorforge.artifacts.programs import ProgramRepository, TeachingProgram
@@ -12,7 +12,16 @@ from tutorforge.client.retrieval import RetrievalClient
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument
 from tutorforge.core.runtime import Runtime
 from tutorforge.core.settings import Settings
-from tutorforge.core.teaching import NO_MATERIAL_NOTICE, Citation, RetrievalOptions, Retriever, build_prompt, chat_retrieval, retrieval_query, validate_messages
+from tutorforge.core.teaching import (
+    NO_MATERIAL_NOTICE,
+    Citation,
+    RetrievalOptions,
+    Retriever,
+    build_prompt,
+    chat_retrieval,
+    retrieval_query,
+    validate_messages,
+)
 from tutorforge.core.telemetry import metrics, tracing
 from tutorforge.inference.adapters import AdapterManager
 from tutorforge.inference.engine import Engine, create_engine
@@ -130,6 +139,9 @@ class InferenceService:
         resolved = self.resolve_program(program)
         if resolved is not None:
             adapter = adapter or resolved.adapter
+            # The program was scored with replies of at most this length; longer ones would be another program.
+            if resolved.lm.max_tokens and params.max_tokens > resolved.lm.max_tokens:
+                params = replace(params, max_tokens=resolved.lm.max_tokens)
         citations: list[Citation] = []
         preamble = ""
         if retrieval is not None and retrieval.enabled:

@@ -71,7 +71,7 @@ def budget_from_proto(message: pb.OptimizerBudget) -> Budget:
     )
 
 
-def program_to_proto(info: ProgramInfo) -> pb.ProgramInfo:
+def program_info_to_proto(info: ProgramInfo) -> pb.ProgramInfo:
     return pb.ProgramInfo(
         name=info.name,
         version=info.version,
@@ -161,7 +161,7 @@ class OptimizationServicer(JobServicer, optimization_pb2_grpc.OptimizationServic
         self, request: pb.ListProgramsRequest, context: grpc.ServicerContext
     ) -> pb.ListProgramsResponse:
         return pb.ListProgramsResponse(
-            programs=[program_to_proto(info) for info in self.runs.list_programs()]
+            programs=[program_info_to_proto(info) for info in self.runs.list_programs()]
         )
 
     def GetProgram(
@@ -169,7 +169,7 @@ class OptimizationServicer(JobServicer, optimization_pb2_grpc.OptimizationServic
     ) -> pb.GetProgramResponse:
         info, state = self.runs.get_program(request.name, request.version)
         return pb.GetProgramResponse(
-            program=program_to_proto(info), state_json=json.dumps(state, indent=2, ensure_ascii=False)
+            program=program_info_to_proto(info), state_json=json.dumps(state, indent=2, ensure_ascii=False)
         )
 
     def Evaluate(self, request: pb.EvaluateRequest, context: grpc.ServicerContext) -> pb.EvaluateResponse:
@@ -206,7 +206,7 @@ class OptimizationServicer(JobServicer, optimization_pb2_grpc.OptimizationServic
     ) -> pb.PromoteProgramResponse:
         promotion = self.runs.promote_program(request.program, request.force)
         return pb.PromoteProgramResponse(
-            program=program_to_proto(promotion.program),
+            program=program_info_to_proto(promotion.program),
             previous_version=promotion.previous_version,
             reason=promotion.reason,
         )

@@ -166,16 +166,18 @@ class Demonstration(_message.Message):
     def __init__(self, query: _Optional[str] = ..., response: _Optional[str] = ...) -> None: ...
 
 class TeachingProgram(_message.Message):
-    __slots__ = ("instructions", "demonstrations", "adapter", "base_model")
+    __slots__ = ("instructions", "demonstrations", "adapter", "base_model", "max_tokens")
     INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
     DEMONSTRATIONS_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     instructions: str
     demonstrations: _containers.RepeatedCompositeFieldContainer[Demonstration]
     adapter: str
     base_model: str
-    def __init__(self, instructions: _Optional[str] = ..., demonstrations: _Optional[_Iterable[_Union[Demonstration, _Mapping]]] = ..., adapter: _Optional[str] = ..., base_model: _Optional[str] = ...) -> None: ...
+    max_tokens: int
+    def __init__(self, instructions: _Optional[str] = ..., demonstrations: _Optional[_Iterable[_Union[Demonstration, _Mapping]]] = ..., adapter: _Optional[str] = ..., base_model: _Optional[str] = ..., max_tokens: _Optional[int] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
     __slots__ = ("messages", "model", "parameters", "retrieval", "system_prompt", "program", "inline_program")
