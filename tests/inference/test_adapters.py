@@ -58,6 +58,24 @@ def test_list_shows_registered_adapters_with_metadata(server):
     assert adapters["french"].rank == ADAPTERS["french"][0]
 
 
+def test_adapters_are_listed_by_name_in_keyset_pages(server):
+    _, stub = server
+    names = [a.name for a in stub.ListAdapters(pb.ListAdaptersRequest()).adapters]
+    assert names == sorted(names) and len(names) >= 3
+    paged, token = [], ""
+    while True:
+        page = stub.ListAdapters(pb.ListAdaptersRequest(page_size=2, page_token=token))
+        assert len(page.adapters) <= 2 and page.base_model == DEFAULT_CHAT_MODEL_NAME
+        paged += [a.name for a in page.adapters]
+        token = page.next_page_token
+        if not token:
+            break
+    assert paged == names
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.ListAdapters(pb.ListAdaptersRequest(page_token="Not A Name!"))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in refused.value.details()
+
+
 def test_load_and_unload_at_run_time(server):
     _, stub = server
     loaded = stub.LoadAdapter(pb.LoadAdapterRequest(name="french")).adapter

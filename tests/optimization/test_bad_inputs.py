@@ -73,3 +73,30 @@ def test_bad_requests_are_refused_with_a_status_saying_what_to_fix(serve):
     # Nothing was started or stored by the refused calls.
     assert store.list("jobs") == [] and store.list("programs") == []
     assert stub.ListPrograms(pb.ListProgramsRequest()).programs == []
+
+
+def test_programs_are_listed_by_name_in_keyset_pages(serve):
+    """ListPrograms pages like every List RPC: each program once across pages, even when one is saved
+    between pages; a page token that no page gave is refused naming page_token."""
+    from tutorforge.artifacts.programs import ProgramInfo, ProgramRepository, TeachingProgram
+
+    running, channel = serve("optimization")
+    programs = ProgramRepository(running.runtime.store)
+
+    def save(name: str) -> None:
+        info = ProgramInfo(name=name, version="", optimizer="manual", dataset="", dataset_version="", adapter="")
+        programs.save(TeachingProgram(instructions=f"You tutor as {name}."), info)
+
+    for name in ("delta", "alpha", "charlie"):
+        save(name)
+    stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
+    first = stub.ListPrograms(pb.ListProgramsRequest(page_size=2))
+    assert [p.name for p in first.programs] == ["alpha", "charlie"] and first.next_page_token == "charlie"
+    save("bravo")  # sorts before the token: the next page neither repeats nor shifts
+    second = stub.ListPrograms(pb.ListProgramsRequest(page_size=2, page_token=first.next_page_token))
+    assert [p.name for p in second.programs] == ["delta"] and second.next_page_token == ""
+    assert [p.name for p in stub.ListPrograms(pb.ListProgramsRequest()).programs] == ["alpha", "bravo", "charlie", "delta"]
+    code, details = _status(stub.ListPrograms, pb.ListProgramsRequest(page_token="../etc"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in details
+    code, details = _status(stub.ListPrograms, pb.ListProgramsRequest(page_size=-1))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "page_size" in details

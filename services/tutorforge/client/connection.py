@@ -173,6 +173,17 @@ class Connection(Endpoint):
             return self._attempts(lambda: method(request, timeout=self.deadline(kind)))
         return self._attempts(lambda: _polled(lambda: method.future(request, timeout=self.deadline(kind)), poll))
 
+    def pages(self, method: Callable[..., Any], request: Callable[[str], Any], items: str) -> Iterator[Any]:
+        """Every item of a paged List RPC: `request(page_token)` makes each page's request, `items` names the
+        reply's repeated field; pages follow next_page_token until it is empty."""
+        token = ""
+        while True:
+            page = self.unary(method, request(token), "read")
+            yield from getattr(page, items)
+            token = page.next_page_token
+            if not token:
+                return
+
     def upload(self, method: Callable[..., Reply], requests: Callable[[], Iterator[Any]], kind: str) -> Reply:
         """Call a client-streaming RPC; `requests` makes the request stream afresh for each attempt."""
         return self._attempts(lambda: method(requests(), timeout=self.deadline(kind)))

@@ -79,13 +79,9 @@ class DatasetsClient(JobClient):
         return self.connection.unary(self.stub.GetDataset, pb.GetDatasetRequest(name=name, version=version), "read").dataset
 
     def list(self, page_size: int = 100) -> Iterator[pb.DatasetVersion]:
-        token = ""
-        while True:
-            page = self.connection.unary(self.stub.ListDatasets, pb.ListDatasetsRequest(page_size=page_size, page_token=token), "read")
-            yield from page.datasets
-            token = page.next_page_token
-            if not token:
-                return
+        return self.connection.pages(
+            self.stub.ListDatasets, lambda token: pb.ListDatasetsRequest(page_size=page_size, page_token=token), "datasets"
+        )
 
     def export(self, name: str, version: str = "", split: str | int = "unspecified", format: str | int = "chatml") -> Iterator[str]:
         """The records as JSON lines (split: train, validation or unspecified = all)."""

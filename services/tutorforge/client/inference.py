@@ -7,6 +7,7 @@ from typing import Any
 
 from tutorforge.client.connection import Connection
 from tutorforge.client.convert import chat_messages, message
+from tutorforge.core.paging import MAX_PAGE_SIZE
 from tutorforge.v1 import inference_pb2 as pb
 from tutorforge.v1 import inference_pb2_grpc
 
@@ -88,8 +89,15 @@ class InferenceClient:
         return self.connection.stream(self.stub.GenerateStream, request, "generate")
 
     def adapters(self) -> pb.ListAdaptersResponse:
-        """Registered and loaded adapters, the base model and the engine."""
-        return self.connection.unary(self.stub.ListAdapters, pb.ListAdaptersRequest(), "read")
+        """Registered and loaded adapters (every page), the base model and the engine."""
+        listed = self.connection.unary(self.stub.ListAdapters, pb.ListAdaptersRequest(page_size=MAX_PAGE_SIZE), "read")
+        token = listed.next_page_token
+        while token:
+            page = self.connection.unary(self.stub.ListAdapters, pb.ListAdaptersRequest(page_size=MAX_PAGE_SIZE, page_token=token), "read")
+            listed.adapters.extend(page.adapters)
+            token = page.next_page_token
+        listed.next_page_token = ""
+        return listed
 
     def load_adapter(self, name: str, version: str = "") -> pb.AdapterInfo:
         """Load an adapter (default its latest version) into the serving engine."""

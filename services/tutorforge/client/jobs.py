@@ -96,15 +96,12 @@ class JobClient:
 
     def jobs(self, state: str | int = "unspecified", kind: str = "", page_size: int = 100) -> Iterator[common_pb2.Job]:
         """This service's jobs, newest first, optionally of one kind and in one state (queued, running, ...)."""
-        token = ""
         wanted = enum_value(common_pb2.JobState, "JOB_STATE_", state, "state")
-        while True:
-            request = jobs_pb2.ListJobsRequest(page_size=page_size, page_token=token, state=wanted, kind=kind)
-            page = self.connection.unary(self.stub.ListJobs, request, "read")
-            yield from page.jobs
-            token = page.next_page_token
-            if not token:
-                return
+        return self.connection.pages(
+            self.stub.ListJobs,
+            lambda token: jobs_pb2.ListJobsRequest(page_size=page_size, page_token=token, state=wanted, kind=kind),
+            "jobs",
+        )
 
     def watch_job(self, job_id: str, after_sequence: int = 0, timeout: float | None = None) -> Iterator[common_pb2.JobEvent]:
         """The job's past events after `after_sequence`, then new ones until it ends. A stream cut by an

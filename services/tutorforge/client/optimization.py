@@ -80,8 +80,11 @@ class OptimizationClient(JobClient):
         request = pb.GetEvaluationRequest(evaluation_id=evaluation_id, include_files=include_files)
         return self.connection.unary(self.stub.GetEvaluation, request, "read")
 
-    def programs(self) -> list[pb.ProgramInfo]:
-        return list(self.connection.unary(self.stub.ListPrograms, pb.ListProgramsRequest(), "read").programs)
+    def programs(self, page_size: int = 100) -> list[pb.ProgramInfo]:
+        """The served version of every program, by name."""
+        return list(self.connection.pages(
+            self.stub.ListPrograms, lambda token: pb.ListProgramsRequest(page_size=page_size, page_token=token), "programs"
+        ))
 
     def get_program(self, name: str, version: str = "") -> pb.GetProgramResponse:
         return self.connection.unary(self.stub.GetProgram, pb.GetProgramRequest(name=name, version=version), "read")

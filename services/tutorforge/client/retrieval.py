@@ -135,14 +135,12 @@ class RetrievalClient:
 
     def documents(self, filters: Mapping[str, Any] | Iterable[pb.MetadataFilter] | None = None, page_size: int = 100) -> Iterator[pb.DocumentInfo]:
         """Every ingested document matching `filters`, page by page."""
-        token = ""
-        while True:
-            request = pb.ListDocumentsRequest(page_size=page_size, page_token=token, filters=filters_of(filters))
-            page = self.connection.unary(self.stub.ListDocuments, request, "read")
-            yield from page.documents
-            token = page.next_page_token
-            if not token:
-                return
+        wanted = filters_of(filters)
+        return self.connection.pages(
+            self.stub.ListDocuments,
+            lambda token: pb.ListDocumentsRequest(page_size=page_size, page_token=token, filters=wanted),
+            "documents",
+        )
 
     def delete_document(self, document_id: str) -> int:
         """Deletes a document's chunks and record; returns how many chunks went."""

@@ -1,6 +1,6 @@
 """Paging for List RPCs over lists that are small enough to read whole: keyset tokens, i.e. the key of the
 last item given. Unlike an offset, such a token stays right while items are added or removed between pages;
-every paged List RPC pages this way (ListDocuments, ListDatasets, ListJobs)."""
+every List RPC pages this way (ListDocuments, ListDatasets, ListJobs, ListAdapters, ListPrograms)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,8 @@ from tutorforge.artifacts.adapters import AdapterRegistry
 from tutorforge.artifacts.programs import ProgramRepository, TeachingProgram
 from tutorforge.client.retrieval import RetrievalClient
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument
+from tutorforge.core.names import NAME_PATTERN
+from tutorforge.core.paging import MAX_PAGE_SIZE, keyset_page
 from tutorforge.core.runtime import Runtime
 from tutorforge.core.settings import Settings
 from tutorforge.core.teaching import (
@@ -28,6 +30,11 @@ from tutorforge.inference.engine import Engine, create_engine
 from tutorforge.inference.types import AdapterStatus, GenerationRequest, GenerationStream, SamplingParams
 
 MAX_STOP_STRINGS = 8
+
+
+def _name(adapter: AdapterStatus) -> str:
+    return adapter.name
+
 MAX_STOP_CHARS = 200
 # OpenAI's limit on top_logprobs.
 MAX_TOP_LOGPROBS = 20
@@ -182,8 +189,9 @@ class InferenceService:
         stream.fell_back_to_base = choice.fell_back_to_base
         return stream
 
-    def list_adapters(self) -> list[AdapterStatus]:
-        return self.adapters.list()
+    def list_adapters(self, page_size: int = MAX_PAGE_SIZE, page_token: str = "") -> tuple[list[AdapterStatus], str]:
+        """Adapters by name after the one `page_token` names, and the next token ("" on the last page)."""
+        return keyset_page(self.adapters.list(), _name, page_size, page_token, token_pattern=NAME_PATTERN)
 
     def load_adapter(self, name: str, version: str = "") -> AdapterStatus:
         return self.adapters.load(name, version)

@@ -81,10 +81,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def ListAdapters(
         self, request: inference_pb2.ListAdaptersRequest, context: grpc.ServicerContext
     ) -> inference_pb2.ListAdaptersResponse:
+        adapters, token = self.service.list_adapters(request.page_size, request.page_token)
         return inference_pb2.ListAdaptersResponse(
-            adapters=[adapter_to_proto(a) for a in self.service.list_adapters()],
+            adapters=[adapter_to_proto(a) for a in adapters],
             base_model=self.service.base_model,
             engine=self.service.engine.kind,
+            next_page_token=token,
         )
 
     def LoadAdapter(self, request: inference_pb2.LoadAdapterRequest, context: grpc.ServicerContext) -> inference_pb2.LoadAdapterResponse:

@@ -21,7 +21,8 @@ from tutorforge.client.connection import Connection
 from tutorforge.client.inference import InferenceClient
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument, TutorforgeError, error_for_status
 from tutorforge.core.jobs import JobDirectory, JobManager, JobRecord, JobReporter
-from tutorforge.core.names import BASE, validate_name
+from tutorforge.core.names import BASE, NAME_PATTERN, validate_name
+from tutorforge.core.paging import MAX_PAGE_SIZE, keyset_page
 from tutorforge.core.settings import LmEndpoint, Settings
 from tutorforge.core.telemetry.experiments import tracked_job
 from tutorforge.optimization.compilation import CostReporter, Optimization
@@ -51,6 +52,10 @@ from tutorforge.optimization.turns import EVALUATION_SETS, TutorTurn, benchmark_
 
 DEFAULT_MAX_TOKENS = 128
 _RESTART_HINT = "start it again (the program or report was not saved)"
+
+
+def _program_name(info: ProgramInfo) -> str:
+    return info.name
 
 
 @dataclass
@@ -366,8 +371,9 @@ class OptimizationRuns:
 
     # ----- programs
 
-    def list_programs(self) -> list[ProgramInfo]:
-        return self.programs.list()
+    def list_programs(self, page_size: int = MAX_PAGE_SIZE, page_token: str = "") -> tuple[list[ProgramInfo], str]:
+        """The served version of each program by name, after the name `page_token` gives; the next token."""
+        return keyset_page(self.programs.list(), _program_name, page_size, page_token, token_pattern=NAME_PATTERN)
 
     def get_program(self, name: str, version: str = "") -> tuple[ProgramInfo, dict[str, Any]]:
         info = self.programs.get(name, version)

@@ -160,9 +160,8 @@ class OptimizationServicer(JobServicer, optimization_pb2_grpc.OptimizationServic
     def ListPrograms(
         self, request: pb.ListProgramsRequest, context: grpc.ServicerContext
     ) -> pb.ListProgramsResponse:
-        return pb.ListProgramsResponse(
-            programs=[program_info_to_proto(info) for info in self.runs.list_programs()]
-        )
+        programs, token = self.runs.list_programs(request.page_size, request.page_token)
+        return pb.ListProgramsResponse(programs=[program_info_to_proto(info) for info in programs], next_page_token=token)
 
     def GetProgram(
         self, request: pb.GetProgramRequest, context: grpc.ServicerContext

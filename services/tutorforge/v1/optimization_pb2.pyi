@@ -161,14 +161,20 @@ class ProgramInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., optimizer: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., adapter: _Optional[str] = ..., baseline_score: _Optional[float] = ..., optimized_score: _Optional[float] = ..., lm_calls: _Optional[int] = ..., lm_tokens: _Optional[int] = ..., created_at_unix: _Optional[int] = ..., parameters_json: _Optional[str] = ..., lm_format: _Optional[str] = ..., run_id: _Optional[str] = ..., base_model: _Optional[str] = ..., benchmark_json: _Optional[str] = ..., metric: _Optional[str] = ..., stopped_early: _Optional[str] = ...) -> None: ...
 
 class ListProgramsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListProgramsResponse(_message.Message):
-    __slots__ = ("programs",)
+    __slots__ = ("programs", "next_page_token")
     PROGRAMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     programs: _containers.RepeatedCompositeFieldContainer[ProgramInfo]
-    def __init__(self, programs: _Optional[_Iterable[_Union[ProgramInfo, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, programs: _Optional[_Iterable[_Union[ProgramInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetProgramRequest(_message.Message):
     __slots__ = ("name", "version")
