@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -89,19 +90,24 @@ def test_sigterm_drains_in_flight_calls(tmp_path: Path) -> None:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         grpc.channel_ready_future(channel).result(timeout=600)
         stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
-        # A long document: loading the embedder and embedding it keeps the call busy for seconds.
+        # The upload stays open across SIGTERM: the call is surely in flight (its handler reading the stream,
+        # however slowly a loaded machine dispatches it), and the rest of the stream must still be read.
         sentences = [f"Sentence {i} explains why calls in flight finish before the server stops." for i in range(400)]
-        upload = [
-            retrieval_pb2.IngestDocumentsRequest(
+        signalled = threading.Event()
+
+        def upload():
+            yield retrieval_pb2.IngestDocumentsRequest(
                 document=retrieval_pb2.DocumentHeader(document_id="drain", filename="drain.txt")
-            ),
-            retrieval_pb2.IngestDocumentsRequest(content=" ".join(sentences).encode()),
-        ]
-        future = stub.IngestDocuments.future(iter(upload), timeout=600)
-        time.sleep(0.5)
+            )
+            signalled.wait(60)
+            yield retrieval_pb2.IngestDocumentsRequest(content=" ".join(sentences).encode())
+
+        future = stub.IngestDocuments.future(upload(), timeout=600)
+        time.sleep(3)
         process.send_signal(signal.SIGTERM)
         time.sleep(0.5)
-        assert not future.done() and process.poll() is None, "the call was not in flight at SIGTERM"
+        assert not future.done() and process.poll() is None, "the server stopped before the call ended"
+        signalled.set()
         response = future.result()
         assert response.results[0].document_id == "drain" and response.results[0].chunks_written > 5
         with pytest.raises(grpc.RpcError):
