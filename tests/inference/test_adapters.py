@@ -14,6 +14,8 @@ from safetensors.numpy import save_file
 
 from tests.conftest import MODEL_CACHE
 from tutorforge.artifacts.adapters import AdapterRegistry
+from tutorforge.client.connection import Connection
+from tutorforge.client.inference import InferenceClient
 from tutorforge.core.models import DEFAULT_CHAT_MODEL_NAME
 from tutorforge.core.settings import Settings
 from tutorforge.inference.embedded import EmbeddedEngine
@@ -59,7 +61,7 @@ def test_list_shows_registered_adapters_with_metadata(server):
 
 
 def test_adapters_are_listed_by_name_in_keyset_pages(server):
-    _, stub = server
+    running, stub = server
     names = [a.name for a in stub.ListAdapters(pb.ListAdaptersRequest()).adapters]
     assert names == sorted(names) and len(names) >= 3
     paged, token = [], ""
@@ -71,6 +73,9 @@ def test_adapters_are_listed_by_name_in_keyset_pages(server):
         if not token:
             break
     assert paged == names
+    # The SDK follows the pages into one listing.
+    with Connection(running.address) as connection:
+        assert [a.name for a in InferenceClient(connection).adapters(page_size=1).adapters] == names
     with pytest.raises(grpc.RpcError) as refused:
         stub.ListAdapters(pb.ListAdaptersRequest(page_token="Not A Name!"))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in refused.value.details()

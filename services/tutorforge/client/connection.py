@@ -173,13 +173,13 @@ class Connection(Endpoint):
             return self._attempts(lambda: method(request, timeout=self.deadline(kind)))
         return self._attempts(lambda: _polled(lambda: method.future(request, timeout=self.deadline(kind)), poll))
 
-    def pages(self, method: Callable[..., Any], request: Callable[[str], Any], items: str) -> Iterator[Any]:
-        """Every item of a paged List RPC: `request(page_token)` makes each page's request, `items` names the
-        reply's repeated field; pages follow next_page_token until it is empty."""
+    def pages(self, method: Callable[..., Any], request: Callable[[str], Any]) -> Iterator[Any]:
+        """Every page of a paged List RPC: `request(page_token)` makes each page's request; pages follow
+        next_page_token until it is empty."""
         token = ""
         while True:
             page = self.unary(method, request(token), "read")
-            yield from getattr(page, items)
+            yield page
             token = page.next_page_token
             if not token:
                 return

@@ -79,9 +79,8 @@ class DatasetsClient(JobClient):
         return self.connection.unary(self.stub.GetDataset, pb.GetDatasetRequest(name=name, version=version), "read").dataset
 
     def list(self, page_size: int = 100) -> Iterator[pb.DatasetVersion]:
-        return self.connection.pages(
-            self.stub.ListDatasets, lambda token: pb.ListDatasetsRequest(page_size=page_size, page_token=token), "datasets"
-        )
+        pages = self.connection.pages(self.stub.ListDatasets, lambda token: pb.ListDatasetsRequest(page_size=page_size, page_token=token))
+        return (dataset for page in pages for dataset in page.datasets)
 
     def export(self, name: str, version: str = "", split: str | int = "unspecified", format: str | int = "chatml") -> Iterator[str]:
         """The records as JSON lines (split: train, validation or unspecified = all)."""

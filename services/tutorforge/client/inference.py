@@ -88,16 +88,15 @@ class InferenceClient:
         request = _generate_request(pb.GenerateStreamRequest, prompt, adapter, fallback_to_base, max_tokens, parameters)
         return self.connection.stream(self.stub.GenerateStream, request, "generate")
 
-    def adapters(self) -> pb.ListAdaptersResponse:
+    def adapters(self, page_size: int = MAX_PAGE_SIZE) -> pb.ListAdaptersResponse:
         """Registered and loaded adapters (every page), the base model and the engine."""
-        listed = self.connection.unary(self.stub.ListAdapters, pb.ListAdaptersRequest(page_size=MAX_PAGE_SIZE), "read")
-        token = listed.next_page_token
-        while token:
-            page = self.connection.unary(self.stub.ListAdapters, pb.ListAdaptersRequest(page_size=MAX_PAGE_SIZE, page_token=token), "read")
-            listed.adapters.extend(page.adapters)
-            token = page.next_page_token
-        listed.next_page_token = ""
-        return listed
+        first, *rest = self.connection.pages(
+            self.stub.ListAdapters, lambda token: pb.ListAdaptersRequest(page_size=page_size, page_token=token)
+        )
+        for page in rest:
+            first.adapters.extend(page.adapters)
+        first.next_page_token = ""
+        return first
 
     def load_adapter(self, name: str, version: str = "") -> pb.AdapterInfo:
         """Load an adapter (default its latest version) into the serving engine."""

@@ -97,11 +97,10 @@ class JobClient:
     def jobs(self, state: str | int = "unspecified", kind: str = "", page_size: int = 100) -> Iterator[common_pb2.Job]:
         """This service's jobs, newest first, optionally of one kind and in one state (queued, running, ...)."""
         wanted = enum_value(common_pb2.JobState, "JOB_STATE_", state, "state")
-        return self.connection.pages(
-            self.stub.ListJobs,
-            lambda token: jobs_pb2.ListJobsRequest(page_size=page_size, page_token=token, state=wanted, kind=kind),
-            "jobs",
+        pages = self.connection.pages(
+            self.stub.ListJobs, lambda token: jobs_pb2.ListJobsRequest(page_size=page_size, page_token=token, state=wanted, kind=kind)
         )
+        return (job for page in pages for job in page.jobs)
 
     def watch_job(self, job_id: str, after_sequence: int = 0, timeout: float | None = None) -> Iterator[common_pb2.JobEvent]:
         """The job's past events after `after_sequence`, then new ones until it ends. A stream cut by an

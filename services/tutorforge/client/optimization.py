@@ -82,9 +82,8 @@ class OptimizationClient(JobClient):
 
     def programs(self, page_size: int = 100) -> list[pb.ProgramInfo]:
         """The served version of every program, by name."""
-        return list(self.connection.pages(
-            self.stub.ListPrograms, lambda token: pb.ListProgramsRequest(page_size=page_size, page_token=token), "programs"
-        ))
+        pages = self.connection.pages(self.stub.ListPrograms, lambda token: pb.ListProgramsRequest(page_size=page_size, page_token=token))
+        return [program for page in pages for program in page.programs]
 
     def get_program(self, name: str, version: str = "") -> pb.GetProgramResponse:
         return self.connection.unary(self.stub.GetProgram, pb.GetProgramRequest(name=name, version=version), "read")

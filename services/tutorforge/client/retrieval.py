@@ -136,11 +136,10 @@ class RetrievalClient:
     def documents(self, filters: Mapping[str, Any] | Iterable[pb.MetadataFilter] | None = None, page_size: int = 100) -> Iterator[pb.DocumentInfo]:
         """Every ingested document matching `filters`, page by page."""
         wanted = filters_of(filters)
-        return self.connection.pages(
-            self.stub.ListDocuments,
-            lambda token: pb.ListDocumentsRequest(page_size=page_size, page_token=token, filters=wanted),
-            "documents",
+        pages = self.connection.pages(
+            self.stub.ListDocuments, lambda token: pb.ListDocumentsRequest(page_size=page_size, page_token=token, filters=wanted)
         )
+        return (document for page in pages for document in page.documents)
 
     def delete_document(self, document_id: str) -> int:
         """Deletes a document's chunks and record; returns how many chunks went."""
