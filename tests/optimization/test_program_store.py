@@ -161,6 +161,10 @@ def test_benchmark_set_loads_and_unknown_sets_are_refused() -> None:
     with pytest.raises(InvalidArgument, match="evaluation_set"):
         benchmark_turns("nope")
     assert BENCHMARK_SET == "tutor-benchmark"
+    # A sample of it (the demo's report) covers every subject, not the file's first one or two.
+    sample = benchmark_turns(limit=24)
+    assert len(sample) == 24 and {t.subject for t in sample} == {t.subject for t in turns}
+    assert {t.id for t in sample} <= {t.id for t in turns}
 
 
 def test_report_is_saved_as_json_markdown_and_png_with_intervals(tmp_path) -> None:

@@ -117,16 +117,20 @@ def turns_from_records(records: list[dict[str, Any]], limit: int = 0, seed: int 
             turns.append(turn)
     if limit <= 0 or limit >= len(turns):
         return turns
+    return _spread(rng.sample(turns, len(turns)), limit)
+
+
+def _spread(turns: list[TutorTurn], limit: int) -> list[TutorTurn]:
+    """The first `limit` turns taken round-robin over the subjects, in order: each subject gets its share."""
     by_subject: dict[str, list[TutorTurn]] = {}
-    for turn in rng.sample(turns, len(turns)):
+    for turn in turns:
         by_subject.setdefault(turn.subject, []).append(turn)
-    # Round-robin over the subjects: each gets its share of the sample.
-    spread = [turn for group in zip_longest(*by_subject.values()) for turn in group if turn is not None]
-    return spread[:limit]
+    return [turn for group in zip_longest(*by_subject.values()) for turn in group if turn is not None][:limit]
 
 
 def benchmark_turns(name: str = BENCHMARK_SET, limit: int = 0) -> list[TutorTurn]:
-    """The bundled evaluation set `name` (services/tutorforge/samples/benchmark/tutor_turns.jsonl)."""
+    """The bundled evaluation set `name` (services/tutorforge/samples/benchmark/tutor_turns.jsonl); with a
+    `limit`, its first turns of each subject in turn (the file is stored subject by subject)."""
     if name not in EVALUATION_SETS:
         raise InvalidArgument(f"evaluation_set {name!r} does not exist: use one of {', '.join(EVALUATION_SETS)}")
     from tutorforge.samples import benchmark_turns as benchmark_file
@@ -149,4 +153,4 @@ def benchmark_turns(name: str = BENCHMARK_SET, limit: int = 0) -> list[TutorTurn
                 document_id=item.get("document_id", ""),
             )
         )
-    return turns[:limit] if limit > 0 else turns
+    return _spread(turns, limit) if limit > 0 else turns
