@@ -2,8 +2,9 @@
 speak the documented request/response bodies, stream SSE like the real servers, and record what they
 received, so tests can check what the real client libraries sent. The TGI stand-in validates sampling
 parameters as TGI's router does (router/src/validation.rs: the same checks, limits and 422 messages) and
-honours them: greedy replies are fixed, sampled ones depend on the seed and the temperature, and a stop
-sequence ends the reply (included in it, as TGI includes it). Structured-output requests (TGI
+honours them: greedy replies are fixed, sampled ones depend on the seed and the temperature, a penalty
+against repeats (frequency_penalty > 0, repetition_penalty > 1) swaps the words the prompt or the reply
+already holds, and a stop sequence ends the reply (included in it, as TGI includes it). Structured-output requests (TGI
 `grammar`/`response_format`, OpenAI `response_format`) are checked as strictly as the real servers check
 them (TGI's router: router/src/lib.rs GrammarType, validation.rs; vLLM: entrypoints/openai/protocol.py),
 and answered with a document valid against the schema, as a server that enforces it would."""
@@ -91,7 +92,8 @@ def _tgi_validate(inputs: str, parameters: dict[str, Any], max_total_tokens: int
     temperature = parameters.get("temperature")
     if temperature is not None and temperature <= 0.0:
         raise _tgi_invalid("`temperature` must be strictly positive")
-    if (parameters.get("repetition_penalty") or 1.0) <= 0.0:
+    repetition_penalty = parameters.get("repetition_penalty")
+    if repetition_penalty is not None and repetition_penalty <= 0.0:
         raise _tgi_invalid("`repetition_penalty` must be strictly positive")
     if not -2.0 <= (parameters.get("frequency_penalty") or 0.0) <= 2.0:
         raise _tgi_invalid("`frequency_penalty` must be >= -2.0 and <= 2.0")
@@ -123,15 +125,26 @@ def _tgi_validate(inputs: str, parameters: dict[str, Any], max_total_tokens: int
     return sampling, max_new_tokens
 
 
-def _tgi_words(who: str, limit: int, schema: dict[str, Any] | None, parameters: dict[str, Any], sampling: bool) -> tuple[list[str], str]:
+def _tgi_words(
+    who: str, limit: int, schema: dict[str, Any] | None, parameters: dict[str, Any], sampling: bool, inputs: str
+) -> tuple[list[str], str]:
     """The reply's words and TGI's finish reason (length, eos_token, stop_sequence). Greedy: the fixed reply.
     Sampling: each word is swapped for a random one with a probability that grows with the temperature,
-    drawn from the seed (TGI picks a random seed when none is given)."""
+    drawn from the seed (TGI picks a random seed when none is given). A penalty against repeats: each word
+    that `inputs` or the reply so far already holds is swapped for one neither holds (TGI's penalties count
+    prompt and reply tokens alike); a penalty that favours repeats leaves the reply, which has none, as is."""
     words = _reply_words(who, 10_000, schema)
     if sampling and schema is None:
         rng = random.Random(parameters.get("seed") if parameters.get("seed") is not None else random.random())
         swap = 1.0 - 1.0 / (1.0 + (parameters.get("temperature") or 1.0))
         words = [f" {rng.choice(_SAMPLED_WORDS)}" if index and rng.random() < swap else word for index, word in enumerate(words)]
+    if schema is None and ((parameters.get("frequency_penalty") or 0.0) > 0.0 or (parameters.get("repetition_penalty") or 1.0) > 1.0):
+        seen = set(inputs.split())
+        for index, word in enumerate(words):
+            fresh = [other for other in _SAMPLED_WORDS if other not in seen]
+            if word.strip() in seen and fresh:
+                words[index] = f" {fresh[0]}" if index else fresh[0]
+            seen.add(words[index].strip())
     reason = "eos_token"
     if len(words) > limit:
         words, reason = words[:limit], "length"
@@ -262,7 +275,7 @@ def tgi_app(recorder: Recorder, adapters: set[str], max_total_tokens: int = 4096
             sampling, limit = _tgi_validate(body.get("inputs") or "", parameters, max_total_tokens)
         except Refused as refused:
             return refused.response()
-        words, reason = _tgi_words(parameters.get("adapter_id") or "base", limit, schema, parameters, sampling)
+        words, reason = _tgi_words(parameters.get("adapter_id") or "base", limit, schema, parameters, sampling, body["inputs"])
         details = {"finish_reason": reason, "generated_tokens": len(words), "seed": parameters.get("seed"),
                    "input_length": len(body["inputs"].split())}
         if not body.get("stream"):
@@ -325,13 +338,16 @@ def tgi_app(recorder: Recorder, adapters: set[str], max_total_tokens: int = 4096
             "seed": body.get("seed"),
             "stop": body.get("stop") or [],
             "max_new_tokens": body.get("max_tokens") if body.get("max_tokens") is not None else TGI_CHAT_DEFAULT_MAX_TOKENS,
+            "frequency_penalty": body.get("frequency_penalty"),
+            # TGI's Messages API has no presence penalty of its own: it becomes a repetition penalty.
+            "repetition_penalty": None if body.get("presence_penalty") is None else body["presence_penalty"] + 2.0,
         }
         prompt = " ".join(str(m.get("content") or "") for m in body.get("messages") or [])
         try:
             sampling, limit = _tgi_validate(prompt, parameters, max_total_tokens)
         except Refused as refused:
             return refused.response()
-        words, reason = _tgi_words(adapter or "base", limit, schema, parameters, sampling)
+        words, reason = _tgi_words(adapter or "base", limit, schema, parameters, sampling, prompt)
         return _chat_response(body, adapter or "base", "tgi", schema, (words, "length" if reason == "length" else "stop"))
 
     return app

@@ -237,6 +237,26 @@ def test_a_program_caps_replies_at_the_length_it_was_scored_with(server):
     assert stub.Chat(_chat(inline_program=program_to_proto(PIRATE))).summary.usage.completion_tokens > 3
 
 
+def test_a_program_answers_with_the_frequency_penalty_it_was_scored_with(server):
+    """A program's lm.frequency_penalty is part of what was scored: chat applies it unless the request
+    sets its own, and the reply is the one a plain request with that penalty gets."""
+    stub, _ = server
+    # Greedy, this program lists "Fish", "Bird", "Fish", "Bird", ... to the end.
+    program = TeachingProgram(instructions="You are a friendly tutor.")
+
+    def reply(program: TeachingProgram, **parameters: float) -> str:
+        request = _chat("List some animals.", retrieval=pb.RetrievalOptions(enabled=False), inline_program=program_to_proto(program))
+        request.parameters.MergeFrom(pb.GenerationParameters(max_tokens=32, **parameters))
+        return stub.Chat(request).message.content
+
+    penalized = replace(program, lm=LmSettings(frequency_penalty=1.5))
+    scored = reply(penalized)
+    assert scored != reply(program)
+    assert scored == reply(program, frequency_penalty=1.5)
+    # The request's own penalty wins over the program's.
+    assert reply(penalized, frequency_penalty=0.5) == reply(program, frequency_penalty=0.5) != scored
+
+
 def test_programs_for_another_base_model_and_ambiguous_requests_are_refused(server):
     stub, _ = server
     foreign = TeachingProgram(instructions="Be brief.", base_model="some-other-model")

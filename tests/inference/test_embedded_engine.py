@@ -75,6 +75,47 @@ def test_greedy_tokens_match_transformers_and_peft(engine, tiny_adapters):
 
 
 @pytest.mark.slow
+def test_penalized_greedy_tokens_match_openai_semantics_in_a_mixed_batch(engine):
+    """Frequency/presence penalties as OpenAI and vLLM define them (this reply's tokens only, prompt not
+    counted), checked against transformers' generate with that rule as a logits processor; a penalized row
+    batched with unpenalized ones changes none of their tokens."""
+    import torch
+    from transformers import LogitsProcessorList
+    from tutorforge.core.models import load_chat_model
+
+    prompt, frequency, presence = "List of animals:\n- cat\n- dog\n-", 0.7, 0.4
+    ids = engine.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    start = ids["input_ids"].shape[1]
+
+    def openai_penalties(input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        counts = torch.zeros_like(scores).scatter_add_(1, input_ids[:, start:], torch.ones_like(input_ids[:, start:], dtype=scores.dtype))
+        return scores - counts * frequency - (counts > 0) * presence
+
+    model = load_chat_model(engine._settings.models, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        output = model.generate(
+            **ids, max_new_tokens=TOKENS, do_sample=False, logits_processor=LogitsProcessorList([openai_penalties])
+        )[0, start:].tolist()
+    expected = [token for token in output if token not in (0, 2)]
+    plain = _run(engine, prompt)
+    assert expected != plain
+    with engine.paused():
+        others = [engine.submit(GenerationRequest(params=SamplingParams(max_tokens=TOKENS), prompt=prompt)) for _ in range(2)]
+        penalized = engine.submit(GenerationRequest(
+            params=SamplingParams(max_tokens=TOKENS, frequency_penalty=frequency, presence_penalty=presence, logprobs=1),
+            prompt=prompt,
+        ))
+    events = [event for event in penalized if isinstance(event, TokenEvent)]
+    assert [event.token_id for event in events] == expected
+    for stream in others:
+        assert [event.token_id for event in stream if isinstance(event, TokenEvent)] == plain
+    # Logprobs are the model's distribution, before penalties: where the penalty first changed the choice,
+    # the most likely token reported is the unpenalized greedy one.
+    first = next(index for index, (a, b) in enumerate(zip(expected, plain, strict=False)) if a != b)
+    assert events[first].logprobs[0].top[0][0] == engine.tokenizer.decode([plain[first]]) != events[first].logprobs[0].token
+
+
+@pytest.mark.slow
 def test_prefix_cache_hits_and_chunked_prefill_change_no_token(engine, tmp_path):
     first = {question: _run(engine, _chat(question)) for question in QUESTIONS}
     hits = engine._prefixes.hits

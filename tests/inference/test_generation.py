@@ -78,6 +78,31 @@ def test_sampling_with_a_seed_is_reproducible(stub):
     assert len({first, sample(8), sample(9)}) > 1
 
 
+# Greedy SmolLM2 loops on this prompt ("- cat\n- dog\n- cat\n..." to the end).
+LOOP = "List of animals:\n- cat\n- dog\n-"
+
+
+def _repeated_4grams(tokens: list[int]) -> int:
+    grams = [tuple(tokens[i : i + 4]) for i in range(len(tokens) - 3)]
+    return len(grams) - len(set(grams))
+
+
+def test_frequency_and_presence_penalties_break_a_greedy_loop(stub):
+    def tokens(**parameters: float) -> list[int]:
+        events = list(stub.GenerateStream(stream_request(LOOP, max_tokens=32, ignore_eos=True, **parameters)))
+        return [event.token.token_id for event in events[:-1]]
+
+    plain = tokens()
+    assert _repeated_4grams(plain) > 10
+    # A presence penalty is the same for the second repeat as for the tenth: this loop takes the full 2.
+    for penalty in ({"frequency_penalty": 1.5}, {"presence_penalty": 2.0}):
+        penalized = tokens(**penalty)
+        assert penalized != plain and _repeated_4grams(penalized) < _repeated_4grams(plain) // 2, penalty
+    # Penalties of 0 are no penalty; a negative one favours the loop, which stays.
+    assert tokens(frequency_penalty=0.0, presence_penalty=0.0) == plain
+    assert _repeated_4grams(tokens(frequency_penalty=-0.5)) >= _repeated_4grams(plain)
+
+
 def test_greedy_with_seed_is_reproducible(stub):
     texts = {stub.Generate(generate("Once upon a time", max_tokens=12, seed=s, ignore_eos=True)).text for s in (1, 2)}
     assert len(texts) == 1
@@ -93,6 +118,10 @@ def test_greedy_with_seed_is_reproducible(stub):
         (generate(top_p=1.5), grpc.StatusCode.INVALID_ARGUMENT, "top_p"),
         (generate(temperature=-1), grpc.StatusCode.INVALID_ARGUMENT, "temperature"),
         (generate(stop=[""]), grpc.StatusCode.INVALID_ARGUMENT, "stop"),
+        (generate(frequency_penalty=3), grpc.StatusCode.INVALID_ARGUMENT, "frequency_penalty 3 is out of range: use -2..2"),
+        (generate(presence_penalty=-2.5), grpc.StatusCode.INVALID_ARGUMENT, "presence_penalty -2.5 is out of range"),
+        (generate(frequency_penalty=float("nan")), grpc.StatusCode.INVALID_ARGUMENT, "frequency_penalty is nan"),
+        (generate(presence_penalty=float("inf")), grpc.StatusCode.INVALID_ARGUMENT, "presence_penalty is inf"),
         (generate(adapter="../x"), grpc.StatusCode.INVALID_ARGUMENT, "adapter name"),
         (generate(adapter="a/b"), grpc.StatusCode.INVALID_ARGUMENT, "adapter name"),
         (generate(adapter="no-such-adapter"), grpc.StatusCode.NOT_FOUND, "not in the registry"),

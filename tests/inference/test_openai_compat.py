@@ -78,12 +78,27 @@ def test_n_choices_whole_and_streamed_with_usage(client):
         ({"n": MAX_CHOICES + 1}, "n"),
         ({"top_logprobs": 2}, "top_logprobs"),
         ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"frequency_penalty": 3}, "frequency_penalty 3 is out of range: use -2..2"),
+        ({"presence_penalty": -2.5}, "presence_penalty -2.5 is out of range: use -2..2"),
     ],
 )
 def test_what_the_door_does_not_do_is_refused_naming_the_field(client, fields, named):
     with pytest.raises(openai.BadRequestError) as caught:
         _ask(client, max_tokens=4, **fields)
     assert caught.value.status_code == 400 and named in caught.value.message
+
+
+def test_frequency_and_presence_penalties_reach_the_engine(client):
+    def reply(**fields: object) -> str:
+        return client.chat.completions.create(
+            model="base", messages=[{"role": "user", "content": "List some animals."}], extra_body=NO_RETRIEVAL,
+            max_tokens=32, **fields,
+        ).choices[0].message.content
+
+    plain = reply()
+    assert reply(frequency_penalty=0, presence_penalty=0) == plain
+    assert reply(frequency_penalty=1.5) != plain
+    assert reply(presence_penalty=2) != plain
 
 
 def test_logprobs_and_top_logprobs_whole_and_streamed(client):

@@ -175,6 +175,8 @@ def test_tgi_stand_in_refuses_what_tgi_refuses():
             ({"stop": ["a", "b", "c", "d", "e"]}, "`stop` supports up to 4 stop sequences. Given: 5"),
             ({"top_n_tokens": 6}, "`top_n_tokens` must be >= 0 and <= 5"),
             ({"best_of": 2}, "you must use sampling when `best_of` is > 1"),
+            ({"frequency_penalty": 2.5}, "`frequency_penalty` must be >= -2.0 and <= 2.0"),
+            ({"repetition_penalty": 0.0}, "`repetition_penalty` must be strictly positive"),
         ):
             answer = httpx.post(f"{server.url}/generate", json={"inputs": "x y", "parameters": parameters})
             assert answer.status_code == 422 and problem in answer.json()["error"], parameters
@@ -182,8 +184,36 @@ def test_tgi_stand_in_refuses_what_tgi_refuses():
         messages = [{"role": "user", "content": "Hi"}]
         chat = httpx.post(f"{server.url}/v1/chat/completions", json={"model": "tgi", "messages": messages, "top_p": 1.0})
         assert chat.status_code == 422 and "`top_p`" in chat.text
+        # The Messages API's presence_penalty becomes repetition_penalty presence_penalty + 2.
+        for field, value, problem in (
+            ("frequency_penalty", 3.0, "`frequency_penalty` must be >= -2.0 and <= 2.0"),
+            ("presence_penalty", -2.0, "`repetition_penalty` must be strictly positive"),
+        ):
+            chat = httpx.post(f"{server.url}/v1/chat/completions", json={"model": "tgi", "messages": messages, field: value})
+            assert chat.status_code == 422 and problem in chat.json()["error"], field
         empty = httpx.post(f"{server.url}/generate", json={"inputs": "", "parameters": {}})
         assert empty.status_code == 422 and "`inputs` cannot be empty" in empty.text
+
+
+def test_tgi_takes_frequency_penalty_and_refuses_presence_penalty_up_front(tgi):
+    stub, recorder = tgi
+    plain = stub.Generate(generate("Tell me what you know", max_tokens=30)).text
+    assert recorder.last("/")["parameters"].get("frequency_penalty") is None
+    penalized = stub.Generate(generate("Tell me what you know", max_tokens=30, frequency_penalty=1.0)).text
+    assert recorder.last("/")["parameters"]["frequency_penalty"] == 1.0
+    # The stand-in honours it as TGI does (prompt tokens count): the reply no longer says "what you know".
+    assert penalized != plain and " know" not in penalized
+    chat = stub.Chat(_chat(max_tokens=30, frequency_penalty=1.0)).message.content
+    assert recorder.last("/v1/chat/completions")["frequency_penalty"] == 1.0
+    assert chat != stub.Chat(_chat(max_tokens=30)).message.content
+    sent = len(recorder.requests)
+    for call in (lambda: stub.Generate(generate("Tell me", max_tokens=5, presence_penalty=0.5)),
+                 lambda: stub.Chat(_chat(presence_penalty=0.5))):
+        with pytest.raises(grpc.RpcError) as caught:
+            call()
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "presence_penalty is not available with the tgi engine" in caught.value.details()
+    assert len(recorder.requests) == sent  # refused before reaching the server
 
 
 def test_tgi_cannot_load_adapters_at_run_time(tgi):
@@ -223,6 +253,15 @@ def test_openai_engine_loads_through_the_lora_endpoints(vllm):
     assert recorder.last("/v1/chat/completions")["model"] == "pirate"
     stub.Chat(_chat(""))
     assert recorder.last("/v1/chat/completions")["model"] == BASE_MODEL
+
+    # Penalties go as OpenAI's fields when set, and not at all when 0.
+    assert "frequency_penalty" not in sent and "presence_penalty" not in sent
+    stub.Generate(generate("Tell me", max_tokens=3, frequency_penalty=1.5, presence_penalty=-0.5))
+    sent = recorder.last("/v1/completions")
+    assert sent["frequency_penalty"] == 1.5 and sent["presence_penalty"] == -0.5
+    stub.Chat(_chat(frequency_penalty=0.5))
+    sent = recorder.last("/v1/chat/completions")
+    assert sent["frequency_penalty"] == 0.5 and "presence_penalty" not in sent
 
     stub.UnloadAdapter(pb.UnloadAdapterRequest(name="pirate"))
     assert recorder.last("/v1/unload_lora_adapter") == {"lora_name": "pirate"}

@@ -110,6 +110,19 @@ def test_generate_and_stream_are_vllm_s_own_output(cluster, vllm_server):
     assert events[-1].summary.usage.completion_tokens == response.summary.usage.completion_tokens
 
 
+def test_frequency_penalty_reaches_vllm(cluster, vllm_server):
+    stub, _ = cluster
+    # Greedy SmolLM2 loops on this prompt; vLLM's own answer with the penalty is the one to get.
+    loop = "List of animals:\n- cat\n- dog\n-"
+    penalized = stub.Generate(generate(loop, max_tokens=24, frequency_penalty=1.5), timeout=300).text
+    direct = httpx.post(
+        f"{vllm_server.url}/v1/completions",
+        json={"model": BASE, "prompt": loop, "max_tokens": 24, "temperature": 0, "frequency_penalty": 1.5},
+        timeout=300,
+    ).json()
+    assert penalized == direct["choices"][0]["text"] != stub.Generate(generate(loop, max_tokens=24), timeout=300).text
+
+
 def test_chat_with_citations_over_grpc_and_http(cluster):
     stub, client = cluster
     reply = stub.Chat(

@@ -42,6 +42,10 @@ def test_unknown_optimizer_bad_budgets_and_unreachable_lms_are_refused_before_a_
         start, pb.StartOptimizationRequest(**ok, budget=pb.OptimizerBudget(max_lm_tokens=10**13))
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "ceilings" in details and "max_lm_tokens" in details
+    code, details = _status(start, pb.StartOptimizationRequest(**ok, frequency_penalties=[0.5, 3.0]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "frequency_penalties: 3.0 is out of range" in details
+    code, details = _status(start, pb.StartOptimizationRequest(**ok, frequency_penalties=[0, 0.5, 1, 1.5, 2]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "frequency_penalties has 5 values" in details
     code, details = _status(start, pb.StartOptimizationRequest(**ok, metric=pb.METRIC_JUDGE))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert f"judge LM at {UNREACHABLE} is unreachable" in details and "judge_endpoint" in details

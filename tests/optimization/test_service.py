@@ -81,6 +81,36 @@ def test_few_shot_optimization_improves_the_validation_score(serve):
 
 
 @pytest.mark.slow
+def test_a_run_keeps_the_frequency_penalty_the_unoptimized_program_scores_best_with(serve):
+    running, channel = serve(*SERVICES)
+    store_starter(running.runtime.store)
+    stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
+    started = stub.StartOptimization(
+        pb.StartOptimizationRequest(
+            name="tutor",
+            dataset="starter",
+            optimizer=pb.OPTIMIZER_LABELED_FEW_SHOT,
+            budget=pb.OptimizerBudget(max_labeled_demos=2, max_train_examples=6, max_validation_examples=3),
+            max_tokens=48,
+            use_retrieval=False,
+            frequency_penalties=[0.0, 1.5],
+        )
+    ).job
+    run, events = wait_for(stub, started.id)
+    assert run.state == common_pb2.JOB_STATE_SUCCEEDED, run.error
+    baseline = next(e.metrics["baseline_score"] for e in events if "baseline_score" in e.metrics)
+    penalized = next(e.metrics["score_frequency_penalty_1.5"] for e in events if "score_frequency_penalty_1.5" in e.metrics)
+    chosen = 1.5 if penalized > baseline else 0.0
+    assert any(f"decoding: frequency penalty {chosen:g}" in e.message for e in events)
+    # 0 is the baseline itself: one extra scoring of the 3 validation turns, for 1.5.
+    program = stub.GetProgram(pb.GetProgramRequest(name="tutor")).program
+    assert program.lm_calls == 3 * 3
+    document = json.loads(stub.GetProgram(pb.GetProgramRequest(name="tutor", version="v1")).state_json)
+    assert document["lm"]["frequency_penalty"] == chosen
+    assert json.loads(program.parameters_json)["frequency_penalties"] == [0.0, 1.5]
+
+
+@pytest.mark.slow
 def test_evaluate_scores_exactly_what_chat_serves_and_records_the_benchmark(serve):
     """Served = scored through Evaluate: each reply in the report is the reply chat gives for the same turn
     with the same program (greedy); benchmark scores land in the program's lineage."""

@@ -48,6 +48,8 @@ class LmSettings:
     # 0 = the caller's (or the server's) default.
     max_tokens: int = 0
     temperature: float = 0.0
+    # OpenAI's frequency penalty (-2..2; 0 = none): a small model's greedy replies loop without one.
+    frequency_penalty: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class TeachingProgram:
             raise InvalidArgument(f"program.lm.max_tokens {self.lm.max_tokens} must be >= 0")
         if not 0 <= self.lm.temperature <= 10:
             raise InvalidArgument(f"program.lm.temperature {self.lm.temperature} is out of range 0..10")
+        if not -2 <= self.lm.frequency_penalty <= 2:
+            raise InvalidArgument(f"program.lm.frequency_penalty {self.lm.frequency_penalty} is out of range -2..2")
         if self.adapter:
             validate_name(self.adapter, "program.adapter")
 

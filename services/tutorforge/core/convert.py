@@ -71,7 +71,7 @@ def program_from_proto(program: inference_pb2.TeachingProgram) -> TeachingProgra
         demonstrations=tuple(Demonstration(d.query, d.response) for d in program.demonstrations),
         adapter=program.adapter,
         base_model=program.base_model,
-        lm=LmSettings(max_tokens=program.max_tokens),
+        lm=LmSettings(max_tokens=program.max_tokens, frequency_penalty=program.frequency_penalty),
     )
 
 
@@ -82,4 +82,5 @@ def program_to_proto(program: TeachingProgram) -> inference_pb2.TeachingProgram:
         adapter=program.adapter,
         base_model=program.base_model,
         max_tokens=program.lm.max_tokens,
+        frequency_penalty=program.lm.frequency_penalty,
     )

@@ -76,6 +76,8 @@ class _Sequence:
     length: int = 0
     # Prompt length to keep in the prefix cache once prefilled (0 = nothing).
     store_prefix: int = 0
+    # How often each token occurs in the reply so far; kept only for requests with a penalty.
+    counts: dict[int, int] | None = None
 
     @property
     def prefilling(self) -> bool:
@@ -113,6 +115,8 @@ class _Sequence:
             return
         self.generated += 1
         self.last_token = token_id
+        if self.counts is not None:
+            self.counts[token_id] = self.counts.get(token_id, 0) + 1
         logprobs = () if logprob is None else (logprob,)
         complete = False
         if self.constraint is not None:
@@ -130,6 +134,15 @@ class _Sequence:
             self.finish("stop" if self.stops.stopped or complete else "length")
         else:
             self.emit(text, token_id, logprobs)
+
+    def penalize(self, logits: torch.Tensor) -> None:
+        """Lower, in place, the logits of the tokens the reply holds by OpenAI's frequency and presence
+        penalties: one indexed update over the reply's distinct tokens."""
+        import torch
+
+        ids = torch.tensor(list(self.counts))
+        counts = torch.tensor(list(self.counts.values()), dtype=logits.dtype)
+        logits[ids] -= counts * self.params.frequency_penalty + self.params.presence_penalty
 
 
 class EmbeddedEngine:
@@ -196,11 +209,15 @@ class EmbeddedEngine:
         rows = min(_PROBE_ROWS, self._limits.max_batch_size)
         timings: dict[tuple[str, int], tuple[float, float]] = {}
         lean = self._build()
+        if quantize:
+            # The threads are timed on the int8 steps that will be served (their kernels scale differently).
+            lean.quantize()
         if len(dtypes) * len(threads) > 1:
             # float32 first: casting down is exact, casting back up is not.
             with torch.inference_mode():
                 for dtype in sorted(dtypes, key=lambda name: name != "float32"):
-                    lean.to_dtype(tuning.dtype_of(dtype))
+                    if lean.dtype != tuning.dtype_of(dtype):
+                        lean.to_dtype(tuning.dtype_of(dtype))
                     cache = SlotCache(lean.layers_count, lean.kv_heads, lean.head_dim, lean.dtype, rows, 128)
                     for _ in range(rows):
                         cache.take()
@@ -215,8 +232,6 @@ class EmbeddedEngine:
                 lean = self._build()
             else:
                 lean.to_dtype(tuning.dtype_of(dtype))
-        if quantize:
-            lean.quantize()
         # Unfused weights and candidates were freed: hand their pages back to the OS.
         release_memory()
         source = "measured" if timings else "set in settings"
@@ -309,6 +324,7 @@ class EmbeddedEngine:
             stops=StopMatcher(params.stop),
             generator=torch.Generator().manual_seed(seed),
             constraint=constraint,
+            counts={} if params.penalized else None,
         )
         with self._wakeup:
             if self._closed:
@@ -497,9 +513,16 @@ class EmbeddedEngine:
         # float32 as transformers' generate takes them (exact: every bf16 value is a float32 value);
         # and argmax over bf16 measured 6x slower than the cast plus argmax over float32.
         logits = logits.float()
+        # Penalized rows that report logprobs keep the model's own logits for them (see _logprob).
+        unpenalized: dict[int, torch.Tensor] = {}
         for index, row in enumerate(rows):
             if row.constraint is not None:
                 row.constraint.mask(logits[index])
+            # Empty until the reply has a token; None (no cost) for rows without a penalty.
+            if row.counts:
+                if row.params.logprobs is not None:
+                    unpenalized[index] = logits[index].clone()
+                row.penalize(logits[index])
         tokens = logits.argmax(dim=-1).tolist()
         for index, row in enumerate(rows):
             if not row.params.greedy:
@@ -509,12 +532,16 @@ class EmbeddedEngine:
                 row.finish("cancelled")
             else:
                 wanted = row.params.logprobs
-                row.accept(token, self._end_ids, None if wanted is None else self._logprob(logits[index], token, wanted))
+                if wanted is None:
+                    row.accept(token, self._end_ids)
+                else:
+                    row.accept(token, self._end_ids, self._logprob(unpenalized.get(index, logits[index]), token, wanted))
 
     def _logprob(self, logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
-        """The chosen token's log probability under the model's distribution (before temperature/top_p,
-        after a response_format mask) and the `top` most likely tokens, most likely first. Only rows that
-        asked for logprobs pay for the log-softmax."""
+        """The chosen token's log probability under the model's distribution (before frequency/presence
+        penalties and temperature/top_p, after a response_format mask; as vLLM's default raw logprobs) and
+        the `top` most likely tokens, most likely first. Only rows that asked for logprobs pay for the
+        log-softmax."""
         import torch
 
         logprobs = torch.log_softmax(logits, dim=-1)

@@ -97,6 +97,9 @@ class ChatCompletionRequest(OpenAIFields):
     max_completion_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
+    # -2..2, checked by InferenceService.sampling (which names the field).
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
     stop: str | list[str] | None = None
     # The range of the gRPC field (int64).
     seed: int | None = Field(None, ge=-(2**63), lt=2**63)
@@ -211,6 +214,8 @@ def create_app(
             stop=stops,
             seed=body.seed,
             logprobs=logprobs,
+            frequency_penalty=body.frequency_penalty or 0.0,
+            presence_penalty=body.presence_penalty or 0.0,
         )
         params = replace(params, response_format=response_format)
         adapter = NO_ADAPTER if body.model == service.base_model else adapter_for(body.model)

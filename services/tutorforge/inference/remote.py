@@ -129,6 +129,16 @@ class TgiEngine(_RemoteEngine):
         _allow_self_hosted(self.url)
         self._client = InferenceClient(base_url=self.url, timeout=600)
 
+    def submit(self, request: GenerationRequest) -> GenerationStream:
+        if request.params.presence_penalty:
+            # /generate has no such field, and the Messages API turns it into repetition_penalty =
+            # presence_penalty + 2 (a multiplier on prompt and reply tokens): not OpenAI's presence penalty.
+            raise InvalidArgument(
+                "presence_penalty is not available with the tgi engine (TGI has no OpenAI presence penalty): "
+                "send frequency_penalty instead, or serve with inference.engine=openai (vLLM)"
+            )
+        return super().submit(request)
+
     def _pieces(self, request: GenerationRequest) -> Iterator[Piece]:
         params = request.params
         chat = request.messages is not None
@@ -140,6 +150,8 @@ class TgiEngine(_RemoteEngine):
             "top_p": params.top_p if params.top_p < 1.0 else None,
             "stop": list(params.stop) or None,
             "seed": params.seed,
+            # TGI takes it on both routes (it scales it by the sequence length, prompt included).
+            "frequency_penalty": params.frequency_penalty or None,
         }
         structured = params.response_format if params.response_format and params.response_format.structured else None
         if structured is not None and structured.type == "json_object":
@@ -279,6 +291,9 @@ class OpenAIEngine(_RemoteEngine):
             sampling["stop"] = list(params.stop)
         if params.seed is not None:
             sampling["seed"] = params.seed
+        for name in ("frequency_penalty", "presence_penalty"):
+            if getattr(params, name):
+                sampling[name] = getattr(params, name)
         if params.response_format is not None and params.response_format.structured:
             response_format = openai_response_format(params.response_format)
             if request.messages is not None:

@@ -93,6 +93,8 @@ class InferenceService:
         seed: int | None = None,
         ignore_eos: bool = False,
         logprobs: int | None = None,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
     ) -> SamplingParams:
         """Validated sampling parameters; unset values take the configured defaults."""
         limit = self.settings.inference.max_new_tokens_limit
@@ -109,6 +111,9 @@ class InferenceService:
             )
         if logprobs is not None and not 0 <= logprobs <= MAX_TOP_LOGPROBS:
             raise InvalidArgument(f"top_logprobs {logprobs} is out of range: use 0..{MAX_TOP_LOGPROBS}")
+        for name, penalty in (("frequency_penalty", frequency_penalty), ("presence_penalty", presence_penalty)):
+            if not math.isfinite(penalty) or not -2 <= penalty <= 2:
+                raise InvalidArgument(f"{name} {penalty:g} is out of range: use -2..2 (0 = none)")
         return SamplingParams(
             logprobs=logprobs,
             max_tokens=max_tokens or self.settings.inference.default_max_tokens,
@@ -117,6 +122,8 @@ class InferenceService:
             stop=stops,
             seed=seed,
             ignore_eos=ignore_eos,
+            frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty,
         )
 
     def generate(
@@ -149,6 +156,9 @@ class InferenceService:
             # The program was scored with replies of at most this length; longer ones would be another program.
             if resolved.lm.max_tokens and params.max_tokens > resolved.lm.max_tokens:
                 params = replace(params, max_tokens=resolved.lm.max_tokens)
+            # Likewise its frequency penalty, unless the request sets its own.
+            if not params.frequency_penalty:
+                params = replace(params, frequency_penalty=resolved.lm.frequency_penalty)
         citations: list[Citation] = []
         preamble = ""
         if retrieval is not None and retrieval.enabled:

@@ -131,6 +131,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             stop=list(parameters.stop),
             seed=parameters.seed if parameters.HasField("seed") else None,
             ignore_eos=parameters.ignore_eos,
+            frequency_penalty=parameters.frequency_penalty,
+            presence_penalty=parameters.presence_penalty,
         )
         if parameters.HasField("response_format"):
             params = dataclasses.replace(params, response_format=response_format_from_proto(parameters.response_format))

@@ -45,10 +45,18 @@ class SamplingParams:
     response_format: ResponseFormat | None = None
     # None = no log probabilities; k = each token's log probability and its k most likely alternatives.
     logprobs: int | None = None
+    # OpenAI's penalties (-2..2, 0 = none): a token's logit is lowered by frequency_penalty times the
+    # times this reply already holds it, and by presence_penalty once it holds it (the prompt is not counted).
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
 
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0.0
+
+    @property
+    def penalized(self) -> bool:
+        return bool(self.frequency_penalty or self.presence_penalty)
 
 
 @dataclass

@@ -122,6 +122,13 @@ def optimize(
     max_train: Annotated[int, typer.Option("--max-train", help="Cap on training examples (0 = all).")] = 0,
     max_val: Annotated[int, typer.Option("--max-val", help="Cap on validation examples (0 = all).")] = 0,
     max_tokens: Annotated[int, typer.Option(help="Tokens per reply (0 = 128).")] = 0,
+    frequency_penalty: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--frequency-penalty",
+            help="A frequency penalty to try before compiling (repeatable); the best one is kept in the program.",
+        ),
+    ] = None,
     max_lm_calls: Annotated[
         int, typer.Option(help="LM calls the compilation may make; reaching it stops early (0 = no cap).")
     ] = 0,
@@ -170,6 +177,7 @@ def optimize(
         use_retrieval=retrieval,
         reflection_adapter=reflection_adapter,
         max_tokens=max_tokens,
+        frequency_penalties=frequency_penalty or [],
     )
     client = _client(address)
     with rpc_errors():

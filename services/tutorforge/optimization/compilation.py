@@ -1,5 +1,6 @@
-"""One optimization run, step by step: score the unoptimized program on the validation turns, compile a
-better one with the chosen optimizer within the run's LM budget, then score what it found. Every reply is
+"""One optimization run, step by step: score the unoptimized program on the validation turns, pick the
+decoding it answers best with (the frequency penalties asked for), compile a better program with the
+chosen optimizer within the run's LM budget, then score what it found. Every reply is
 answered through chat, as it will be served. `runs.py` validates the request, builds the run's LMs and
 saves the program."""
 
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import dspy
 from dspy.utils.callback import BaseCallback
 
+from tutorforge.artifacts.programs import TeachingProgram
 from tutorforge.core.jobs import JobReporter
 from tutorforge.optimization.evaluation import Outcome, answer_turns, score_outcomes
 from tutorforge.optimization.judge import JudgeMetric
@@ -100,7 +102,9 @@ class Optimization:
         self.embed = embed
         self.judge = judge
         self.lm = InferenceLM(tutor, request.adapter, max_tokens=max_tokens, retrieval=request.use_retrieval)
-        self.total = 2 * len(validation) + 1
+        # Penalties to try besides none (choose_decoding); the run's programs answer with the chosen one.
+        self.penalties = [p for p in dict.fromkeys(request.frequency_penalties) if p != 0.0]
+        self.total = (2 + len(self.penalties)) * len(validation) + 1
         self.done = 0
         self.trials = 0
 
@@ -120,6 +124,31 @@ class Optimization:
             metrics={"baseline_score": baseline, "best_score": baseline},
         )
         return baseline
+
+    def choose_decoding(self, baseline: float) -> float:
+        """Score the unoptimized program with each frequency penalty asked for and keep the best (none when
+        nothing beats it): a small model's greedy replies loop, and demonstrations are then bootstrapped,
+        and the program saved, with the penalty it answers best with. Returns the score at that penalty."""
+        best, chosen = baseline, 0.0
+        for penalty in self.penalties:
+            score = self._score(TutorProgram(), f"frequency penalty {penalty:g}", self.done, frequency_penalty=penalty)
+            if score > best:
+                best, chosen = score, penalty
+            self.reporter.progress(
+                f"frequency penalty {penalty:g}: score {score:.3f}",
+                step=self.done,
+                total_steps=self.total,
+                metrics={f"score_frequency_penalty_{penalty:g}": score, "best_score": best},
+            )
+        self.lm.frequency_penalty = chosen
+        if self.penalties:
+            self.reporter.progress(
+                f"decoding: frequency penalty {chosen:g} (score {best:.3f}); compiling with {self.spec.name}",
+                step=self.done,
+                total_steps=self.total,
+                metrics={"frequency_penalty": chosen, "best_score": best},
+            )
+        return best
 
     def compile(
         self, train: list[TutorTurn], lm_format: dspy.Adapter, reflection_lm: dspy.BaseLM | None, baseline: float
@@ -182,7 +211,7 @@ class Optimization:
         return compiled
 
     def score_optimized(self, compiled: TutorProgram) -> float:
-        offset = len(self.validation) + 1
+        offset = (1 + len(self.penalties)) * len(self.validation) + 1
         self.done = offset
         self.reporter.progress(
             "scoring the optimized program", step=self.done, total_steps=self.total, metrics={"trials": self.trials}
@@ -191,14 +220,23 @@ class Optimization:
 
     # ----- scoring
 
-    def _score(self, program: TutorProgram, phase: str, offset: int) -> float:
+    def teaching(self, program: TutorProgram, frequency_penalty: float | None = None) -> TeachingProgram:
+        """`program` as chat serves it: with the run's adapter, base model, reply length and decoding."""
+        return program.to_teaching(
+            adapter=self.request.adapter,
+            base_model=self.base_model,
+            max_tokens=self.max_tokens,
+            frequency_penalty=self.lm.frequency_penalty if frequency_penalty is None else frequency_penalty,
+        )
+
+    def _score(self, program: TutorProgram, phase: str, offset: int, frequency_penalty: float | None = None) -> float:
         """The program's mean score on the validation turns, answered through chat as it will be served."""
         request = self.request
         outcomes = answer_turns(
             self.tutor,
             self.validation,
             adapter=request.adapter,
-            program=program.to_teaching(adapter=request.adapter, base_model=self.base_model),
+            program=self.teaching(program, frequency_penalty),
             retrieval=request.use_retrieval,
             max_tokens=self.max_tokens,
             threads=request.budget.threads,

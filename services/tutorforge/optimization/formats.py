@@ -135,7 +135,7 @@ class TutorTurns:
         reply = tutor.reply(
             [*inputs.get("history", []), {"role": "user", "content": str(inputs["query"])}],
             adapter=lm.adapter,
-            program=module.to_teaching(adapter=lm.adapter),
+            program=module.to_teaching(adapter=lm.adapter, frequency_penalty=getattr(lm, "frequency_penalty", 0.0)),
             retrieval=lm.retrieval,
             max_tokens=int(lm_kwargs.get("max_tokens") or lm.kwargs.get("max_tokens") or 0),
         )

@@ -224,6 +224,8 @@ class InferenceLM(dspy.LM):
         self.tutor = tutor
         self.adapter = adapter
         self.retrieval = retrieval
+        # The decoding teaching turns are answered with (an optimization run chooses it before compiling).
+        self.frequency_penalty = 0.0
 
     @property
     def usage(self) -> LmUsage:

@@ -55,12 +55,14 @@ class TutorProgram(dspy.Module):
         ]
         return module
 
-    def to_teaching(self, *, adapter: str = "", base_model: str = "", max_tokens: int = 0) -> TeachingProgram:
+    def to_teaching(
+        self, *, adapter: str = "", base_model: str = "", max_tokens: int = 0, frequency_penalty: float = 0.0
+    ) -> TeachingProgram:
         predictor = self.respond
         return TeachingProgram(
             instructions=predictor.signature.instructions.strip(),
             demonstrations=tuple(demonstrations(predictor.demos)),
-            lm=LmSettings(max_tokens=max_tokens),
+            lm=LmSettings(max_tokens=max_tokens, frequency_penalty=frequency_penalty),
             adapter=adapter,
             base_model=base_model,
         )

@@ -5,6 +5,7 @@ and reports."""
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,7 +52,19 @@ from tutorforge.optimization.report import EvaluationReport, load_report, save_r
 from tutorforge.optimization.turns import EVALUATION_SETS, TutorTurn, benchmark_turns, turns_from_records
 
 DEFAULT_MAX_TOKENS = 128
+# Frequency penalties one run may try (each costs a scoring of the validation turns).
+MAX_FREQUENCY_PENALTIES = 4
 _RESTART_HINT = "start it again (the program or report was not saved)"
+
+
+def _check_penalties(penalties: tuple[float, ...]) -> None:
+    if len(penalties) > MAX_FREQUENCY_PENALTIES:
+        raise InvalidArgument(
+            f"frequency_penalties has {len(penalties)} values; at most {MAX_FREQUENCY_PENALTIES} (each costs a validation scoring)"
+        )
+    for penalty in penalties:
+        if not math.isfinite(penalty) or not -2 <= penalty <= 2:
+            raise InvalidArgument(f"frequency_penalties: {penalty} is out of range: use -2..2")
 
 
 def _program_name(info: ProgramInfo) -> str:
@@ -81,6 +94,9 @@ class OptimizationRequest:
     max_tokens: int = 0
     # Ground every teaching turn on retrieved passages, as chat does.
     use_retrieval: bool = True
+    # Frequency penalties to try with the unoptimized program before compiling (one validation scoring
+    # each); the best is compiled with and saved in the program. Empty = none.
+    frequency_penalties: tuple[float, ...] = ()
 
 
 @dataclass
@@ -172,6 +188,7 @@ class OptimizationRuns:
         validate_name(request.name, "program name")
         # Fields of the request first, then what they refer to (the dataset, the adapter).
         max_tokens = self._max_tokens(request.max_tokens)
+        _check_penalties(request.frequency_penalties)
         info = self.datasets.get(validate_name(request.dataset, "dataset name"), request.dataset_version)
         self._check_adapter(request.adapter, "adapter")
         spec = optimizer_spec(request.optimizer)
@@ -207,6 +224,7 @@ class OptimizationRuns:
                 "weights": request.weights.to_json(),
                 "max_tokens": max_tokens,
                 "use_retrieval": request.use_retrieval,
+                "frequency_penalties": list(request.frequency_penalties),
                 "train_examples": len(train),
                 "validation_examples": len(validation),
                 **parameters(spec, budget, request.seed),
@@ -321,7 +339,9 @@ class OptimizationRuns:
             reflection_lm = self._configured_lm(
                 reflection, reflection_endpoint, self.settings.optimization.reflection_max_tokens, tutor
             )
-        compiled = run.compile(train, make_format(lm_format), reflection_lm, baseline)
+        # Demonstrations must beat the unoptimized program at the chosen decoding.
+        bar = run.choose_decoding(baseline)
+        compiled = run.compile(train, make_format(lm_format), reflection_lm, bar)
         optimized = run.score_optimized(compiled)
         return self._save_program(run, run_id, info, compiled, baseline, optimized)
 
@@ -336,7 +356,7 @@ class OptimizationRuns:
     ) -> str:
         request, usage = run.request, run.usage
         program = self.programs.save(
-            compiled.to_teaching(adapter=request.adapter, base_model=run.base_model, max_tokens=run.max_tokens),
+            run.teaching(compiled),
             ProgramInfo(
                 name=request.name,
                 version="",

@@ -153,6 +153,7 @@ class OptimizationServicer(JobServicer, optimization_pb2_grpc.OptimizationServic
                 reflection_adapter=request.reflection_adapter,
                 max_tokens=request.max_tokens,
                 use_retrieval=request.use_retrieval if request.HasField("use_retrieval") else True,
+                frequency_penalties=tuple(request.frequency_penalties),
             )
         )
         return pb.StartOptimizationResponse(job=job_to_proto(record))

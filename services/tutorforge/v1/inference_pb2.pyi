@@ -32,7 +32,7 @@ FINISH_REASON_LENGTH: FinishReason
 FINISH_REASON_CANCELLED: FinishReason
 
 class GenerationParameters(_message.Message):
-    __slots__ = ("max_tokens", "temperature", "top_p", "stop", "seed", "ignore_eos", "response_format")
+    __slots__ = ("max_tokens", "temperature", "top_p", "stop", "seed", "ignore_eos", "response_format", "frequency_penalty", "presence_penalty")
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,8 @@ class GenerationParameters(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     IGNORE_EOS_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    FREQUENCY_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    PRESENCE_PENALTY_FIELD_NUMBER: _ClassVar[int]
     max_tokens: int
     temperature: float
     top_p: float
@@ -47,7 +49,9 @@ class GenerationParameters(_message.Message):
     seed: int
     ignore_eos: bool
     response_format: ResponseFormat
-    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., ignore_eos: _Optional[bool] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ...) -> None: ...
+    frequency_penalty: float
+    presence_penalty: float
+    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., ignore_eos: _Optional[bool] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., frequency_penalty: _Optional[float] = ..., presence_penalty: _Optional[float] = ...) -> None: ...
 
 class ResponseFormat(_message.Message):
     __slots__ = ("type", "schema", "name")
@@ -166,18 +170,20 @@ class Demonstration(_message.Message):
     def __init__(self, query: _Optional[str] = ..., response: _Optional[str] = ...) -> None: ...
 
 class TeachingProgram(_message.Message):
-    __slots__ = ("instructions", "demonstrations", "adapter", "base_model", "max_tokens")
+    __slots__ = ("instructions", "demonstrations", "adapter", "base_model", "max_tokens", "frequency_penalty")
     INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
     DEMONSTRATIONS_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    FREQUENCY_PENALTY_FIELD_NUMBER: _ClassVar[int]
     instructions: str
     demonstrations: _containers.RepeatedCompositeFieldContainer[Demonstration]
     adapter: str
     base_model: str
     max_tokens: int
-    def __init__(self, instructions: _Optional[str] = ..., demonstrations: _Optional[_Iterable[_Union[Demonstration, _Mapping]]] = ..., adapter: _Optional[str] = ..., base_model: _Optional[str] = ..., max_tokens: _Optional[int] = ...) -> None: ...
+    frequency_penalty: float
+    def __init__(self, instructions: _Optional[str] = ..., demonstrations: _Optional[_Iterable[_Union[Demonstration, _Mapping]]] = ..., adapter: _Optional[str] = ..., base_model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., frequency_penalty: _Optional[float] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
     __slots__ = ("messages", "model", "parameters", "retrieval", "system_prompt", "program", "inline_program")

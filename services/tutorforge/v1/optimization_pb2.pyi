@@ -85,7 +85,7 @@ class OptimizerBudget(_message.Message):
     def __init__(self, trials: _Optional[int] = ..., candidates: _Optional[int] = ..., threads: _Optional[int] = ..., max_bootstrapped_demos: _Optional[int] = ..., max_labeled_demos: _Optional[int] = ..., max_train_examples: _Optional[int] = ..., max_validation_examples: _Optional[int] = ..., max_lm_calls: _Optional[int] = ..., max_lm_tokens: _Optional[int] = ...) -> None: ...
 
 class StartOptimizationRequest(_message.Message):
-    __slots__ = ("name", "dataset", "dataset_version", "optimizer", "adapter", "budget", "seed", "weights", "lm_format", "reflection_adapter", "use_retrieval", "max_tokens", "metric")
+    __slots__ = ("name", "dataset", "dataset_version", "optimizer", "adapter", "budget", "seed", "weights", "lm_format", "reflection_adapter", "use_retrieval", "max_tokens", "metric", "frequency_penalties")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     DATASET_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +99,7 @@ class StartOptimizationRequest(_message.Message):
     USE_RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
+    FREQUENCY_PENALTIES_FIELD_NUMBER: _ClassVar[int]
     name: str
     dataset: str
     dataset_version: str
@@ -112,7 +113,8 @@ class StartOptimizationRequest(_message.Message):
     use_retrieval: bool
     max_tokens: int
     metric: Metric
-    def __init__(self, name: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., adapter: _Optional[str] = ..., budget: _Optional[_Union[OptimizerBudget, _Mapping]] = ..., seed: _Optional[int] = ..., weights: _Optional[_Union[MetricWeights, _Mapping]] = ..., lm_format: _Optional[_Union[LmFormat, str]] = ..., reflection_adapter: _Optional[str] = ..., use_retrieval: _Optional[bool] = ..., max_tokens: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ...) -> None: ...
+    frequency_penalties: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_version: _Optional[str] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ..., adapter: _Optional[str] = ..., budget: _Optional[_Union[OptimizerBudget, _Mapping]] = ..., seed: _Optional[int] = ..., weights: _Optional[_Union[MetricWeights, _Mapping]] = ..., lm_format: _Optional[_Union[LmFormat, str]] = ..., reflection_adapter: _Optional[str] = ..., use_retrieval: _Optional[bool] = ..., max_tokens: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., frequency_penalties: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class StartOptimizationResponse(_message.Message):
     __slots__ = ("job",)
