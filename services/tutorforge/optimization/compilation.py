@@ -118,7 +118,8 @@ class Optimization:
         )
         baseline = self._score(TutorProgram(), "baseline", 0)
         self.reporter.progress(
-            f"baseline score {baseline:.3f}; compiling with {self.spec.name}",
+            f"baseline score {baseline:.3f}; "
+            + (f"trying {len(self.penalties)} frequency penalties" if self.penalties else f"compiling with {self.spec.name}"),
             step=self.done,
             total_steps=self.total,
             metrics={"baseline_score": baseline, "best_score": baseline},
