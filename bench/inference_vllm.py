@@ -89,4 +89,4 @@ def print_comparison(embedded: dict[str, Row], embedded_rss: float, vllm: dict[s
             f"   {mine['ttft_p50']:6.2f} s / {theirs['ttft_p50']:.2f} s",
             flush=True,
         )
-    print(f"peak RSS: embedded {embedded_rss:.0f} MB (server + clients), vLLM {vllm_rss:.0f} MB (server processes)")
+    print(f"peak RSS: embedded {embedded_rss:.0f} MB (server process), vLLM {vllm_rss:.0f} MB (server processes)")

@@ -44,8 +44,8 @@ def _ingest(channel, material: str = MATERIAL) -> None:
     assert ingest.results[0].chunks_written >= 1
 
 
-@pytest.mark.slow
-def test_few_shot_optimization_improves_the_validation_score(serve):
+def _few_shot_run(serve, budget: pb.OptimizerBudget, **options):
+    """A LabeledFewShot run named "tutor" on the starter dataset, without retrieval, to its end."""
     running, channel = serve(*SERVICES)
     store_starter(running.runtime.store)
     stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
@@ -54,14 +54,22 @@ def test_few_shot_optimization_improves_the_validation_score(serve):
             name="tutor",
             dataset="starter",
             optimizer=pb.OPTIMIZER_LABELED_FEW_SHOT,
-            budget=pb.OptimizerBudget(max_labeled_demos=3, max_train_examples=8, max_validation_examples=4),
+            budget=budget,
             max_tokens=48,
             use_retrieval=False,
+            **options,
         )
     ).job
     assert started.kind == "optimization" and started.labels["program"] == "tutor"
     run, events = wait_for(stub, started.id)
     assert run.state == common_pb2.JOB_STATE_SUCCEEDED, run.error
+    return stub, run, events
+
+
+@pytest.mark.slow
+def test_few_shot_optimization_improves_the_validation_score(serve):
+    budget = pb.OptimizerBudget(max_labeled_demos=3, max_train_examples=8, max_validation_examples=4)
+    stub, run, events = _few_shot_run(serve, budget)
     assert run.result == "tutor@v1"
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     assert any("baseline score" in e.message and "best_score" in e.metrics for e in events)
@@ -82,22 +90,8 @@ def test_few_shot_optimization_improves_the_validation_score(serve):
 
 @pytest.mark.slow
 def test_a_run_keeps_the_frequency_penalty_the_unoptimized_program_scores_best_with(serve):
-    running, channel = serve(*SERVICES)
-    store_starter(running.runtime.store)
-    stub = optimization_pb2_grpc.OptimizationServiceStub(channel)
-    started = stub.StartOptimization(
-        pb.StartOptimizationRequest(
-            name="tutor",
-            dataset="starter",
-            optimizer=pb.OPTIMIZER_LABELED_FEW_SHOT,
-            budget=pb.OptimizerBudget(max_labeled_demos=2, max_train_examples=6, max_validation_examples=3),
-            max_tokens=48,
-            use_retrieval=False,
-            frequency_penalties=[0.0, 1.5],
-        )
-    ).job
-    run, events = wait_for(stub, started.id)
-    assert run.state == common_pb2.JOB_STATE_SUCCEEDED, run.error
+    budget = pb.OptimizerBudget(max_labeled_demos=2, max_train_examples=6, max_validation_examples=3)
+    stub, _, events = _few_shot_run(serve, budget, frequency_penalties=[0.0, 1.5])
     baseline = next(e.metrics["baseline_score"] for e in events if "baseline_score" in e.metrics)
     penalized = next(e.metrics["score_frequency_penalty_1.5"] for e in events if "score_frequency_penalty_1.5" in e.metrics)
     chosen = 1.5 if penalized > baseline else 0.0

@@ -234,7 +234,8 @@ class EmbeddedEngine:
                 lean.to_dtype(tuning.dtype_of(dtype))
         # Unfused weights and candidates were freed: hand their pages back to the OS.
         release_memory()
-        source = "measured" if timings else "set in settings"
+        chosen_by_settings = self._limits.threads > 0 and (quantize or self._settings.models.dtype != "auto")
+        source = "measured" if timings else "set in settings" if chosen_by_settings else "the only candidate"
         named = {f"{d} x{n}": t for (d, n), t in timings.items()}
         return lean, tuning.Choice(dtype=dtype, threads=count, source=source, timings=named)
 
