@@ -35,6 +35,7 @@ def test_the_sample_spec_is_valid_and_runs_every_stage() -> None:
         ({"dataset": DATASET, "train": {"adapter": "a", "arguments": {"max_stepz": 3}}}, r"^spec\.train\.arguments: unknown TrainingArguments field\(s\) max_stepz"),
         ({"dataset": DATASET, "train": {"adapter": "a", "num_workers": -1}}, r"^spec\.train\.num_workers: Input should be greater than or equal to 0"),
         ({"dataset": DATASET, "optimize": {"program": "p", "optimizer": "magic"}}, r"^spec\.optimize\.optimizer: 'magic' is not one of labeled_few_shot"),
+        ({"dataset": DATASET, "optimize": {"program": "p", "frequency_penalties": [0, 0.5, 1, 1.5, 2]}}, r"^spec\.optimize\.frequency_penalties: List should have at most 4 items"),
         ({"dataset": DATASET, "evaluate": {"targets": ["base", "adapter"]}}, r"^spec\.evaluate\.targets: 'adapter' names the adapter of the train section"),
         ({"dataset": DATASET, "publish": {"load_adapter": False}}, r"^spec\.publish\.promote_program: needs an optimize section"),
         ({"material": {}}, r"^spec\.material: give paths"),

@@ -58,6 +58,8 @@ MAX_TOKENS = 64
 TRAIN_EXAMPLES = 12
 # Validation turns the program is compiled against; the report uses more.
 OPTIMIZATION_VALIDATION = 6
+# Tried with the unoptimized program first (6 more replies); kept only if it scores better.
+FREQUENCY_PENALTIES = [0.5]
 REPORT_EXAMPLES = 24
 
 
@@ -204,7 +206,7 @@ def optimization_stage(context: DemoContext) -> None:
             "max_labeled_demos": 2, "threads": 8,
             "max_train_examples": TRAIN_EXAMPLES, "max_validation_examples": OPTIMIZATION_VALIDATION,
         },
-        max_tokens=MAX_TOKENS,
+        max_tokens=MAX_TOKENS, frequency_penalties=FREQUENCY_PENALTIES,
         watch=lambda events: follow_job(events, label="optimize", metric="best_score", out=console),
     )
     context.results.program = program

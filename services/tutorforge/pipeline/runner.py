@@ -78,7 +78,8 @@ def run_spec(spec: PipelineSpec, tf: Tutorforge, console: Console | None = None,
         optimize = spec.optimize
         result.program = stages.optimize(
             tf, optimize.program, result.dataset, adapter=result.adapter, optimizer=optimize.optimizer, metric=optimize.metric,
-            budget=optimize.budget or None, max_tokens=optimize.max_tokens, seed=optimize.seed, watch=follow("optimize", "best_score"),
+            budget=optimize.budget or None, max_tokens=optimize.max_tokens, seed=optimize.seed,
+            frequency_penalties=optimize.frequency_penalties, watch=follow("optimize", "best_score"),
         )
         info = result.program.program
         console.print(f"program: {result.program.reference}, validation score {info.baseline_score:.3f} → {info.optimized_score:.3f}")

@@ -153,6 +153,8 @@ class OptimizeSpec(_Section):
     budget: Annotated[dict[str, int], _fields_of(optimization_pb2.OptimizerBudget)] = Field(default_factory=dict)
     max_tokens: int = Field(0, ge=0)
     seed: int = 0
+    # Frequency penalties to try with the unoptimized program before compiling (docs/optimization.md).
+    frequency_penalties: list[float] = Field(default_factory=list, max_length=4)
 
 
 
