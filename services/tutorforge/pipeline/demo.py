@@ -52,7 +52,10 @@ QUESTIONS = (
 )
 FOLLOW_UP = "I think the plant eats soil. Is that right?"
 NEW_TOKENS = 64
-# Optimization: small on purpose, the whole demo has 10 minutes on 2 cores.
+# Optimization: small on purpose, the whole demo has 10 minutes on 2 cores. BootstrapFewShot keeps the
+# adapter's own replies that ask, keep the answer back, cite and beat the uncompiled program (the demo
+# bar); the dataset's labeled turns as demonstrations (LabeledFewShot) made its replies shorter and scored
+# 0.85x the base on the held-out turns.
 PROGRAM = "demo-tutor"
 MAX_TOKENS = 64
 TRAIN_EXAMPLES = 12
@@ -201,9 +204,9 @@ def optimization_stage(context: DemoContext) -> None:
     console = context.console
     dataset, adapter = context.results.dataset, context.results.adapter
     program = stages.optimize(
-        context.tf, PROGRAM, dataset, adapter=adapter, optimizer="labeled_few_shot",
+        context.tf, PROGRAM, dataset, adapter=adapter, optimizer="bootstrap_few_shot",
         budget={
-            "max_labeled_demos": 2, "threads": 8,
+            "max_bootstrapped_demos": 2, "max_labeled_demos": 2, "threads": 8,
             "max_train_examples": TRAIN_EXAMPLES, "max_validation_examples": OPTIMIZATION_VALIDATION,
         },
         max_tokens=MAX_TOKENS, frequency_penalties=FREQUENCY_PENALTIES,
