@@ -77,6 +77,32 @@ def test_greedy_tokens_match_transformers_and_peft(engine, tiny_adapters):
 
 
 @pytest.mark.slow
+def test_a_burst_of_joiners_is_prefilled_together_and_each_gets_its_own_tokens(engine):
+    requests = [(_chat(QUESTIONS[0]), ""), (PROMPT, "pirate"), (_chat(QUESTIONS[1]), "pirate"), (PROMPT, "")]
+    alone = [_run(engine, prompt, adapter) for prompt, adapter in requests]
+    shapes = []
+    forward = engine._lean.forward
+
+    def recording(tokens, *args, **kwargs):
+        shapes.append(tuple(tokens.shape))
+        return forward(tokens, *args, **kwargs)
+
+    engine._lean.forward = recording
+    try:
+        with engine.paused():  # all four join before the next step
+            streams = [
+                engine.submit(GenerationRequest(params=SamplingParams(max_tokens=TOKENS), prompt=prompt, adapter=adapter))
+                for prompt, adapter in requests
+            ]
+        together = [[event.token_id for event in stream if isinstance(event, TokenEvent)] for stream in streams]
+    finally:
+        engine._lean.forward = forward
+    assert together == alone
+    # Prompts of different lengths and adapters went through one prefill forward (rows x widest chunk).
+    assert any(rows > 1 and width > 1 for rows, width in shapes)
+
+
+@pytest.mark.slow
 def test_penalized_greedy_tokens_match_openai_semantics_in_a_mixed_batch(engine):
     """Frequency/presence penalties as OpenAI and vLLM define them (this reply's tokens only, prompt not
     counted), checked against transformers' generate with that rule as a logits processor; a penalized row

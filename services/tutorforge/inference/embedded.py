@@ -439,6 +439,7 @@ class EmbeddedEngine:
         """One iteration: prefill joiners under the token budget, then one decode step for the rest."""
         budget = self._limits.prefill_chunk_tokens
         self._cache.reserve(len(self._running))
+        chunks: dict[int, list[tuple[_Sequence, int]]] = {}
         for row in self._running:
             if budget <= 0:
                 break
@@ -449,7 +450,13 @@ class EmbeddedEngine:
                 continue
             if row.slot < 0:
                 self._place(row)
-            budget -= self._prefill(row, budget)
+            width = min(len(row.prompt_ids) - row.length, budget)
+            chunks.setdefault(row.length, []).append((row, width))
+            budget -= width
+        # Joiners whose chunks start at the same column (a burst of new requests, or the same cached
+        # prefix) are prefilled in one forward: one pass over the weights instead of one per joiner.
+        for start, rows in chunks.items():
+            self._prefill(rows, start)
         decoding = sorted((row for row in self._running if not row.done and not row.prefilling), key=lambda r: r.slot)
         if decoding:
             self._decode(decoding)
@@ -464,31 +471,38 @@ class EmbeddedEngine:
             row.length = length
         row.store_prefix = self._prefixes.wants(row.prompt_ids, row.key, row.length)
 
-    def _prefill(self, row: _Sequence, budget: int) -> int:
-        """Prefill the next chunk (at most `budget` tokens) of a row's prompt; sample its first token
-        when the prompt is complete. Returns the tokens prefilled."""
+    def _prefill(self, chunks: list[tuple[_Sequence, int]], start: int) -> None:
+        """Prefill the next chunk — (row, width) — of each row's prompt from column `start`, in one forward
+        (shorter chunks padded at the end: causal attention keeps the padding out of the real positions,
+        and the padding's cache columns lie past the row's length, written over by its later tokens);
+        sample the first token of each row whose prompt is then complete."""
         import torch
 
-        start = row.length
-        chunk = row.prompt_ids[start : start + budget]
-        width = len(chunk)
-        self._cache.ensure(start + width)
-        positions = torch.arange(start, start + width)
+        rows = [row for row, _ in chunks]
+        widths = [width for _, width in chunks]
+        widest = max(widths)
+        tokens = [row.prompt_ids[start : start + width] + [0] * (widest - width) for row, width in chunks]
+        self._cache.ensure(start + widest)
+        positions = torch.arange(start, start + widest)
         mask = None
         if start:
             # The chunk sees the cached columns and, causally, itself.
-            mask = (torch.arange(start + width)[None, :] <= positions[:, None])[None, None]
-        groups = self._lean.groups([row.key])
+            mask = (torch.arange(start + widest)[None, :] <= positions[:, None])[None, None]
         hidden = self._lean.forward(
-            torch.tensor([chunk]), positions[None], self._cache, torch.tensor([row.slot]),
-            torch.tensor([start]), groups, start + width, mask, causal=not start,
+            torch.tensor(tokens), positions.expand(len(rows), widest), self._cache,
+            torch.tensor([row.slot for row in rows]), torch.full((len(rows),), start),
+            self._lean.groups([row.key for row in rows]), start + widest, mask, causal=not start,
+            last=torch.tensor(widths) - 1,
         )
-        row.length += width
-        if not row.prefilling:
-            if row.store_prefix:
-                self._prefixes.store(row.prompt_ids, row.key, self._cache.export(row.slot, row.store_prefix))
-            self._accept(self._lean.logits(hidden), [row])
-        return width
+        complete = []
+        for index, (row, width) in enumerate(chunks):
+            row.length += width
+            if not row.prefilling:
+                complete.append(index)
+                if row.store_prefix:
+                    self._prefixes.store(row.prompt_ids, row.key, self._cache.export(row.slot, row.store_prefix))
+        if complete:
+            self._accept(self._lean.logits(hidden[complete]), [rows[index] for index in complete])
 
     def _decode(self, rows: list[_Sequence]) -> None:
         import torch

@@ -210,11 +210,14 @@ class LeanLlama:
         attend: int,
         mask: torch.Tensor | None,
         causal: bool,
+        last: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run `tokens` [rows, q] at `positions` [rows, q]; their keys/values go to `cache` at `slots`,
         columns `lengths`..`lengths + q`. Attention reads the first `attend` columns of each slot, under
-        `mask` [rows, 1, q, attend] (None = every column, or causal when `causal`). Returns the last
-        position's hidden state per row (the caller applies the head)."""
+        `mask` [rows, 1, q, attend] (None = every column, or causal when `causal`). Returns the hidden
+        state of each row's last position, or of its position `last[row]` (rows padded at the end; the
+        caller applies the head)."""
+        import torch
         import torch.nn.functional as F
 
         rows, q = tokens.shape
@@ -264,7 +267,9 @@ class LeanLlama:
             if groups:
                 self._lora(out, inner, groups, index, ("down_proj",), (out.shape[-1],))
             x = x + out
-        return self.norm(x[:, -1])
+        if last is None or q == 1:
+            return self.norm(x[:, -1])
+        return self.norm(x[torch.arange(rows), last])
 
     def _attend(self, query: Any, keys: Any, values: Any, mask: Any, causal: bool) -> Any:
         """SDPA with transformers' GQA choices, so a request alone runs the kernels (and gets the numerics)
