@@ -14,6 +14,7 @@ import pytest
 from optimization_helpers import store_starter
 
 from tutorforge.artifacts.programs import ProgramRepository
+from tutorforge.core.teaching import DEFAULT_SYSTEM_PROMPT
 from tutorforge.v1 import common_pb2, jobs_pb2, optimization_pb2_grpc
 from tutorforge.v1 import optimization_pb2 as pb
 
@@ -63,6 +64,10 @@ def _optimize(serve, optimizer: int, budget: pb.OptimizerBudget, **request: obje
     assert info["optimizer"] == program.optimizer and info["stopped_early"] == ""
     _, loaded = ProgramRepository(store).load(f"tutor@{program.version}")
     assert loaded.instructions.strip()
+    # A compiled program scoring below the unoptimized one is never saved: the unoptimized one is instead.
+    assert program.optimized_score >= program.baseline_score
+    if any("saving the unoptimized program" in r.event.message for r in responses):
+        assert not loaded.demonstrations and loaded.instructions == DEFAULT_SYSTEM_PROMPT
     # Every progress event carries the cost so far, and it only grows.
     costs = [r.event.metrics for r in responses if "lm_calls" in r.event.metrics]
     assert costs and costs[-1]["lm_calls"] == program.lm_calls and costs[-1]["elapsed_seconds"] > 0

@@ -343,6 +343,15 @@ class OptimizationRuns:
         bar = run.choose_decoding(baseline)
         compiled = run.compile(train, make_format(lm_format), reflection_lm, bar)
         optimized = run.score_optimized(compiled)
+        if optimized < bar:
+            # Serving it would be a regression (BootstrapFewShot, unlike random search, has no uncompiled
+            # candidate to fall back on): the run saves the unoptimized program at the chosen decoding.
+            run.reporter.progress(
+                f"the compiled program scored {optimized:.3f}, below the unoptimized program's {bar:.3f}: "
+                "saving the unoptimized program",
+                metrics={"compiled_score": optimized},
+            )
+            compiled, optimized = TutorProgram(), bar
         return self._save_program(run, run_id, info, compiled, baseline, optimized)
 
     def _save_program(
