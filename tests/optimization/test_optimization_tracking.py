@@ -44,4 +44,7 @@ def test_an_optimization_run_is_tracked_in_mlflow(serve, tmp_path):
     folder = tmp_path / "artifacts"
     client.download_artifacts(run_id, "program.json", str(folder))
     program = json.loads((folder / "program.json").read_text())
-    assert program["format"] == "tutorforge.program/v1" and len(program["demonstrations"]) == 2
+    # The artifact is the program the run saved (with its demonstrations, or none when the compiled one
+    # scored below the unoptimized program).
+    assert program["format"] == "tutorforge.program/v1"
+    assert program == running.runtime.store.read_json("programs/tracked/v1/program.json")
