@@ -84,7 +84,8 @@ def test_bootstrap_fewshot_with_the_seed_defaults(serve):
     )
     # The seed's defaults: 3 rounds (trials 0 → 3), 4 threads.
     assert parameters["budget"]["trials"] == 0 and parameters["budget"]["threads"] == 4
-    assert loaded.demonstrations
+    # Bootstrapped demonstrations — unless they scored below the unoptimized program, which was kept instead.
+    assert loaded.demonstrations or program.optimized_score == program.baseline_score
 
 
 @pytest.mark.slow
