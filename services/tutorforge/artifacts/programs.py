@@ -13,6 +13,7 @@ latest version is served."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,12 @@ FORMAT = "tutorforge.program/v1"
 MAX_DEMONSTRATIONS = 16
 MAX_INSTRUCTION_CHARS = 8000
 MAX_DEMONSTRATION_CHARS = 4000
+# OpenAI's range for frequency_penalty and presence_penalty: -MAX_PENALTY..MAX_PENALTY (0 = none).
+MAX_PENALTY = 2.0
+
+
+def penalty_in_range(value: float) -> bool:
+    return math.isfinite(value) and -MAX_PENALTY <= value <= MAX_PENALTY
 
 
 @dataclass(frozen=True)
@@ -82,8 +89,10 @@ class TeachingProgram:
             raise InvalidArgument(f"program.lm.max_tokens {self.lm.max_tokens} must be >= 0")
         if not 0 <= self.lm.temperature <= 10:
             raise InvalidArgument(f"program.lm.temperature {self.lm.temperature} is out of range 0..10")
-        if not -2 <= self.lm.frequency_penalty <= 2:
-            raise InvalidArgument(f"program.lm.frequency_penalty {self.lm.frequency_penalty} is out of range -2..2")
+        if not penalty_in_range(self.lm.frequency_penalty):
+            raise InvalidArgument(
+                f"program.lm.frequency_penalty {self.lm.frequency_penalty} is out of range -{MAX_PENALTY:g}..{MAX_PENALTY:g}"
+            )
         if self.adapter:
             validate_name(self.adapter, "program.adapter")
 

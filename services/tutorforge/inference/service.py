@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from tutorforge.artifacts.adapters import AdapterRegistry
-from tutorforge.artifacts.programs import ProgramRepository, TeachingProgram
+from tutorforge.artifacts.programs import MAX_PENALTY, ProgramRepository, TeachingProgram, penalty_in_range
 from tutorforge.client.retrieval import RetrievalClient
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument
 from tutorforge.core.names import NAME_PATTERN
@@ -112,8 +112,8 @@ class InferenceService:
         if logprobs is not None and not 0 <= logprobs <= MAX_TOP_LOGPROBS:
             raise InvalidArgument(f"top_logprobs {logprobs} is out of range: use 0..{MAX_TOP_LOGPROBS}")
         for name, penalty in (("frequency_penalty", frequency_penalty), ("presence_penalty", presence_penalty)):
-            if not math.isfinite(penalty) or not -2 <= penalty <= 2:
-                raise InvalidArgument(f"{name} {penalty:g} is out of range: use -2..2 (0 = none)")
+            if not penalty_in_range(penalty):
+                raise InvalidArgument(f"{name} {penalty:g} is out of range: use -{MAX_PENALTY:g}..{MAX_PENALTY:g} (0 = none)")
         return SamplingParams(
             logprobs=logprobs,
             max_tokens=max_tokens or self.settings.inference.default_max_tokens,

@@ -5,7 +5,6 @@ and reports."""
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ import dspy
 
 from tutorforge.artifacts.adapters import AdapterRegistry
 from tutorforge.artifacts.datasets import DatasetInfo, DatasetRepository
-from tutorforge.artifacts.programs import ProgramInfo, ProgramRepository
+from tutorforge.artifacts.programs import MAX_PENALTY, ProgramInfo, ProgramRepository, penalty_in_range
 from tutorforge.artifacts.store import ArtifactStore
 from tutorforge.client.connection import Connection
 from tutorforge.client.inference import InferenceClient
@@ -63,8 +62,8 @@ def _check_penalties(penalties: tuple[float, ...]) -> None:
             f"frequency_penalties has {len(penalties)} values; at most {MAX_FREQUENCY_PENALTIES} (each costs a validation scoring)"
         )
     for penalty in penalties:
-        if not math.isfinite(penalty) or not -2 <= penalty <= 2:
-            raise InvalidArgument(f"frequency_penalties: {penalty} is out of range: use -2..2")
+        if not penalty_in_range(penalty):
+            raise InvalidArgument(f"frequency_penalties: {penalty} is out of range: use -{MAX_PENALTY:g}..{MAX_PENALTY:g}")
 
 
 def _program_name(info: ProgramInfo) -> str:
