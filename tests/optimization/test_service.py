@@ -90,10 +90,13 @@ def test_few_shot_optimization_improves_the_validation_score(serve):
 
 @pytest.mark.slow
 def test_a_run_keeps_the_frequency_penalty_the_unoptimized_program_scores_best_with(serve):
-    budget = pb.OptimizerBudget(max_labeled_demos=2, max_train_examples=6, max_validation_examples=3)
+    # One call at a time: greedy replies then do not depend on what they were batched with.
+    budget = pb.OptimizerBudget(max_labeled_demos=2, max_train_examples=6, max_validation_examples=3, threads=1)
     stub, _, events = _few_shot_run(serve, budget, frequency_penalties=[0.0, 1.5])
     baseline = next(e.metrics["baseline_score"] for e in events if "baseline_score" in e.metrics)
     penalized = next(e.metrics["score_frequency_penalty_1.5"] for e in events if "score_frequency_penalty_1.5" in e.metrics)
+    # The penalty reached the replies: greedy replies without it would score exactly the baseline.
+    assert penalized != baseline
     chosen = 1.5 if penalized > baseline else 0.0
     assert any(f"decoding: frequency penalty {chosen:g}" in e.message for e in events)
     # 0 is the baseline itself: one extra scoring of the 3 validation turns, for 1.5.
