@@ -128,9 +128,9 @@ class LeanLlama:
     def quantize(self) -> None:
         """int8 weights with dynamic activation scales (fbgemm) for every Linear of the decoder layers.
 
-        The head stays floating point, in bfloat16 where the CPU has native bf16 instructions: an int8 head measured 1.6x faster steps at
-        16 rows but lost a fifth of the tutor benchmark's score (0.179 against 0.224 in float), while int8
-        layers with a float head kept it within the interval (0.214). LoRA deltas are computed beside the
+        The head stays floating point, in bfloat16 where the CPU has native bf16 instructions: an int8
+        head measured 1.6x faster steps at 16 rows but lost a fifth of the tutor benchmark's score (0.179
+        against 0.224 in float), while int8 layers with a float head kept it within the interval (0.214). LoRA deltas are computed beside the
         quantized base in floating point, so adapters work unchanged."""
         import torch
         from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
