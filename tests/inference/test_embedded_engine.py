@@ -5,6 +5,7 @@ dtype/threads choice is reported, and int8 weights serve the base and adapters."
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,30 @@ def test_int8_weights_serve_base_and_adapters(tmp_path, tiny_adapters):
         assert _run(engine, PROMPT, "pirate") != base
     finally:
         engine.close()
+
+
+@pytest.mark.slow
+def test_a_grown_kv_cache_is_kept_for_the_next_burst_and_given_back_when_idle(engine, monkeypatch):
+    from tutorforge.inference import embedded
+
+    def burst() -> None:
+        # More rows than a fresh cache has slots: the cache grows.
+        with engine.paused():
+            streams = [engine.submit(GenerationRequest(params=SamplingParams(max_tokens=2), prompt=PROMPT)) for _ in range(6)]
+        assert all(any(isinstance(event, TokenEvent) for event in stream) for stream in streams)
+
+    fresh = engine._new_cache().nbytes()
+    monkeypatch.setattr(embedded, "_SHRINK_ABOVE_BYTES", fresh)
+    monkeypatch.setattr(embedded, "_SHRINK_AFTER_IDLE_S", 3.0)
+    burst()
+    cache = engine._cache
+    assert cache.nbytes() > fresh
+    # A burst right behind the last one finds the cache as it was (no regrowth before its first token).
+    burst()
+    assert engine._cache is cache
+    deadline = time.monotonic() + 30
+    while engine._cache is cache and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # Idle for the grace period: the grown cache was given back, and the engine still serves.
+    assert engine._cache is not cache and engine._cache.nbytes() == fresh
+    assert _run(engine, PROMPT, tokens=4)
