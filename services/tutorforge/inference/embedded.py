@@ -28,7 +28,7 @@ from tutorforge.core import heap
 from tutorforge.core.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from tutorforge.core.models import chat_model_name, load_chat_model, load_chat_tokenizer
 from tutorforge.core.settings import Settings
-from tutorforge.inference import tuning
+from tutorforge.inference import kernels, tuning
 from tutorforge.inference.decoding import IncrementalDecoder, StopMatcher
 from tutorforge.inference.kvcache import PrefixCache, SlotCache
 from tutorforge.inference.runtime import LeanLlama, release_memory
@@ -217,6 +217,10 @@ class EmbeddedEngine:
         if quantize:
             # The threads are timed on the int8 steps that will be served (their kernels scale differently).
             lean.quantize()
+        attention = None
+        if self._limits.attention_kernel == "native":
+            attention = kernels.load_decode_attention(Path(self._settings.models.cache_dir) / "kernels")
+        lean.decode_attention = attention
         if len(dtypes) * len(threads) > 1:
             # float32 first: casting down is exact, casting back up is not.
             with torch.inference_mode():
@@ -235,6 +239,7 @@ class EmbeddedEngine:
             if dtype == "float32":
                 lean = None  # free the cast candidate before loading float32 again
                 lean = self._build()
+                lean.decode_attention = attention
             else:
                 lean.to_dtype(tuning.dtype_of(dtype))
         # Unfused weights and candidates were freed: hand their pages back to the OS.
@@ -242,7 +247,8 @@ class EmbeddedEngine:
         chosen_by_settings = self._limits.threads > 0 and (quantize or self._settings.models.dtype != "auto")
         source = "measured" if timings else "set in settings" if chosen_by_settings else "the only candidate"
         named = {f"{d} x{n}": t for (d, n), t in timings.items()}
-        return lean, tuning.Choice(dtype=dtype, threads=count, source=source, timings=named)
+        kernel = "native" if attention is not None else "sdpa"
+        return lean, tuning.Choice(dtype=dtype, threads=count, source=source, timings=named, attention=kernel)
 
     def _build(self) -> LeanLlama:
         import torch

@@ -30,10 +30,15 @@ class Choice:
     # Why: "measured" or "set in settings", and the per-candidate step times (ms at batch 1 / batch N).
     source: str
     timings: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # The attention of multi-row decode steps: "native" (kernels.py) or "sdpa".
+    attention: str = "sdpa"
 
     def describe(self) -> str:
         measured = ", ".join(f"{name} {one:.0f}/{full:.0f} ms" for name, (one, full) in self.timings.items())
-        return f"{self.dtype}, {self.threads} thread(s) ({self.source}{': ' + measured if measured else ''})"
+        return (
+            f"{self.dtype}, {self.threads} thread(s) ({self.source}{': ' + measured if measured else ''}), "
+            f"{self.attention} decode attention"
+        )
 
 
 def candidates(dtype_setting: str, threads_setting: int) -> tuple[list[str], list[int]]:

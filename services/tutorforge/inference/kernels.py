@@ -1,0 +1,122 @@
+"""Native kernels of the embedded engine, compiled on the machine that runs them.
+
+The C source ships in the package (`decode_attention.c`). The first engine start on a machine compiles it
+with the system C compiler (`-O3 -march=native`) into the model cache, under a name derived from the
+source, the flags and this CPU's instruction sets (a cache shared by nodes of other CPUs never hands one
+a library it cannot run); later starts load it with ctypes. Without a compiler, or if compiling fails,
+the engine keeps torch's SDPA and its start-up line says so."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("decode_attention.c")
+FLAGS = ("-O3", "-march=native", "-ffast-math", "-shared", "-fPIC")
+_COMPILE_TIMEOUT_S = 120
+
+
+class DecodeAttention:
+    """Attention of one new token per row over that row's cached columns (decode_attention.c)."""
+
+    def __init__(self, library: ctypes.CDLL):
+        pointer, long, int_ = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
+        signature = [pointer, pointer, pointer, long, long, long, pointer, int_, int_, int_, int_, ctypes.c_float, pointer, pointer]
+        self._functions = {}
+        for dtype_name in ("float32", "bfloat16"):
+            function = getattr(library, f"decode_attention_{dtype_name}")
+            function.argtypes = signature
+            function.restype = None
+            self._functions[dtype_name] = function
+
+    def supports(self, dtype: torch.dtype) -> bool:
+        return str(dtype).removeprefix("torch.") in self._functions
+
+    def __call__(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, lengths: torch.Tensor, scale: float) -> torch.Tensor:
+        """query [rows, kv_heads, group, dim]; keys and values [rows, kv_heads, columns, dim] (views of the
+        cache: any strides with unit stride along dim, the same for both); row r attends its columns
+        0..lengths[r]. Returns [rows, kv_heads, group, dim] in float32."""
+        import torch
+
+        rows, kv_heads, group, dim = query.shape
+        if keys.stride() != values.stride() or keys.stride(-1) != 1 or keys.dtype != values.dtype:
+            raise ValueError("keys and values must share one layout with unit stride along dim")
+        query = query.to(torch.float32).contiguous()
+        lengths = lengths.to(torch.int64).contiguous()
+        out = torch.empty((rows, kv_heads, group, dim), dtype=torch.float32)
+        scores = torch.empty(group * (int(lengths.max()) + 1), dtype=torch.float32)
+        slot, head, column, _ = keys.stride()
+        # ctypes releases the GIL for the call: serving threads keep streaming meanwhile.
+        self._functions[str(keys.dtype).removeprefix("torch.")](
+            query.data_ptr(), keys.data_ptr(), values.data_ptr(), slot, head, column, lengths.data_ptr(),
+            rows, kv_heads, group, dim, scale, out.data_ptr(), scores.data_ptr(),
+        )
+        return out
+
+
+def load_decode_attention(folder: Path) -> DecodeAttention | None:
+    """The compiled decode-attention kernel (compiled into `folder` on first use), or None when this
+    machine cannot build it (the reason is logged)."""
+    library = folder / f"decode_attention-{_build_key()}.so"
+    if not library.is_file():
+        compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+        if compiler is None:
+            log.warning("no C compiler found (set CC) for the decode-attention kernel, SDPA stays")
+            return None
+        partial = None
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            # Built beside its final name and renamed: a concurrent start never loads a half-written file.
+            handle, partial = tempfile.mkstemp(dir=folder, suffix=".so.partial")
+            os.close(handle)
+            subprocess.run(
+                [compiler, *FLAGS, str(SOURCE), "-o", partial, "-lm"],
+                check=True, capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S,
+            )
+            os.replace(partial, library)
+        except (OSError, subprocess.SubprocessError) as error:
+            # A read-only model cache, a compiler that fails: the engine serves on, with SDPA.
+            detail = getattr(error, "stderr", "") or str(error)
+            log.warning("building the decode-attention kernel failed, SDPA stays: %s", detail.strip()[-500:])
+            return None
+        finally:
+            if partial is not None:
+                Path(partial).unlink(missing_ok=True)
+    try:
+        return DecodeAttention(ctypes.CDLL(str(library)))
+    except (OSError, AttributeError) as error:
+        log.warning("the decode-attention kernel %s cannot be loaded, SDPA stays: %s", library, error)
+        return None
+
+
+def _build_key() -> str:
+    """Source, flags and the CPU's instruction sets: what decides whether a built library runs here."""
+    digest = hashlib.sha256(SOURCE.read_bytes())
+    digest.update(" ".join(FLAGS).encode())
+    digest.update(platform.machine().encode())
+    digest.update(_cpu_flags().encode())
+    return digest.hexdigest()[:16]
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    return platform.processor()
