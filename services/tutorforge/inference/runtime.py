@@ -133,8 +133,8 @@ class LeanLlama:
 
         The head stays floating point, in bfloat16 where the CPU has native bf16 instructions: an int8
         head measured 1.6x faster steps at 16 rows but lost a fifth of the tutor benchmark's score (0.179
-        against 0.224 in float), while int8 layers with a float head kept it within the interval (0.214). LoRA deltas are computed beside the
-        quantized base in floating point, so adapters work unchanged."""
+        against 0.224 in float), while int8 layers with a float head kept it within the interval (0.214).
+        LoRA deltas are computed beside the quantized base in floating point, so adapters work unchanged."""
         import torch
         from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
@@ -146,10 +146,18 @@ class LeanLlama:
         if cpu_supports_bf16():
             head = (self.embed if self.head is None else self.head).to(torch.bfloat16)
             if self.head is None and torch.equal(head.float(), self.embed):
-                # The checkpoint's embedding holds bf16 values (SmolLM2's does): one bf16 table serves the
-                # lookups, exactly, and the head — 113 MB less than a float32 table beside it.
+                # A checkpoint whose embedding holds bf16 values: one bf16 table serves the lookups,
+                # exactly, and the head — 113 MB less than a float32 table beside it.
                 self.embed = head
             self.head = head
+        # The float32 checkpoint is memory-mapped, and a tensor still viewing it keeps the whole mapping
+        # resident (~500 MB more RSS): the float weights left — the norms, and the embedding unless a bf16
+        # table took its place — get memory of their own.
+        for module in (self.norm, *(layer[name] for layer in self.layers for name in ("norm1", "norm2"))):
+            for parameter in module.parameters():
+                parameter.data = parameter.data.clone()
+        if self.embed.dtype == torch.float32:
+            self.embed = self.embed.clone()
         self.quantized = True
 
     # ---- adapters --------------------------------------------------------------------------------------
