@@ -30,37 +30,39 @@ _COMPILE_TIMEOUT_S = 120
 
 
 class DecodeAttention:
-    """Attention of one new token per row over that row's cached columns (decode_attention.c)."""
+    """Attention of one new token per row over that row's cached columns (decode_attention.c), float32.
+
+    float32 only: in bfloat16, torch's SDPA rounds its softmax weights to bf16, and a kernel that does not
+    would break near-ties differently for a row decoded in a batch than for the same row alone."""
 
     def __init__(self, library: ctypes.CDLL):
         pointer, long, int_ = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
-        signature = [pointer, pointer, pointer, long, long, long, pointer, int_, int_, int_, int_, ctypes.c_float, pointer, pointer]
-        self._functions = {}
-        for dtype_name in ("float32", "bfloat16"):
-            function = getattr(library, f"decode_attention_{dtype_name}")
-            function.argtypes = signature
-            function.restype = None
-            self._functions[dtype_name] = function
+        self._function = library.decode_attention_float32
+        self._function.argtypes = [pointer, pointer, pointer, long, long, long, pointer, int_, int_, int_, int_, ctypes.c_float, pointer, pointer]
+        self._function.restype = None
 
-    def supports(self, dtype: torch.dtype) -> bool:
-        return str(dtype).removeprefix("torch.") in self._functions
+    @staticmethod
+    def supports(dtype: torch.dtype) -> bool:
+        import torch
+
+        return dtype == torch.float32
 
     def __call__(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, lengths: torch.Tensor, scale: float) -> torch.Tensor:
         """query [rows, kv_heads, group, dim]; keys and values [rows, kv_heads, columns, dim] (views of the
         cache: any strides with unit stride along dim, the same for both); row r attends its columns
-        0..lengths[r]. Returns [rows, kv_heads, group, dim] in float32."""
+        0..lengths[r]. Returns [rows, kv_heads, group, dim]. All float32."""
         import torch
 
         rows, kv_heads, group, dim = query.shape
-        if keys.stride() != values.stride() or keys.stride(-1) != 1 or keys.dtype != values.dtype:
-            raise ValueError("keys and values must share one layout with unit stride along dim")
+        if keys.stride() != values.stride() or keys.stride(-1) != 1 or not self.supports(keys.dtype) or not self.supports(values.dtype):
+            raise ValueError("keys and values must be float32 views of one layout with unit stride along dim")
         query = query.to(torch.float32).contiguous()
         lengths = lengths.to(torch.int64).contiguous()
         out = torch.empty((rows, kv_heads, group, dim), dtype=torch.float32)
         scores = torch.empty(group * (int(lengths.max()) + 1), dtype=torch.float32)
         slot, head, column, _ = keys.stride()
         # ctypes releases the GIL for the call: serving threads keep streaming meanwhile.
-        self._functions[str(keys.dtype).removeprefix("torch.")](
+        self._function(
             query.data_ptr(), keys.data_ptr(), values.data_ptr(), slot, head, column, lengths.data_ptr(),
             rows, kv_heads, group, dim, scale, out.data_ptr(), scores.data_ptr(),
         )

@@ -299,7 +299,7 @@ class LeanLlama:
             packed = query.reshape(rows, self.kv_heads, group, dim)
             kernel = self.decode_attention
             if rows > 1 and kernel is not None and kernel.supports(keys.dtype):
-                out = kernel(packed, keys, values, lengths, self.scale).to(query.dtype)
+                out = kernel(packed, keys, values, lengths, self.scale)
             else:
                 out = F.scaled_dot_product_attention(packed, keys, values, attn_mask=mask, scale=self.scale)
             return out.reshape(rows, heads, 1, dim)
