@@ -182,6 +182,8 @@ def test_start_up_choice_is_measured_and_reported(tmp_path, caplog):
             assert all(one > 0 and full > 0 for one, full in choice.timings.values())
         else:  # a 2-core node without native bf16: float32 on one thread is the only candidate
             assert choice.source == "the only candidate" and (choice.dtype, choice.threads) == ("float32", 1)
+        # The native decode-attention kernel serves float32 caches only.
+        assert choice.attention in ("native", "sdpa") and (choice.dtype == "float32" or choice.attention == "sdpa")
         assert choice.describe() in caplog.text
         assert _run(engine, PROMPT, tokens=4)
     finally:

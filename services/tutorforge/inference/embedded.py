@@ -247,6 +247,9 @@ class EmbeddedEngine:
         chosen_by_settings = self._limits.threads > 0 and (quantize or self._settings.models.dtype != "auto")
         source = "measured" if timings else "set in settings" if chosen_by_settings else "the only candidate"
         named = {f"{d} x{n}": t for (d, n), t in timings.items()}
+        if attention is not None and not attention.supports(lean.dtype):
+            # The kernel is float32 only (kernels.py): a bfloat16 engine keeps SDPA.
+            attention = lean.decode_attention = None
         kernel = "native" if attention is not None else "sdpa"
         return lean, tuning.Choice(dtype=dtype, threads=count, source=source, timings=named, attention=kernel)
 
