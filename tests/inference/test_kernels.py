@@ -66,6 +66,13 @@ def test_the_library_is_built_once_per_source_and_cpu(kernel, tmp_path):
     assert not list(tmp_path.glob("*.partial"))
 
 
+def test_loading_the_kernel_leaves_the_process_floating_point_mode_alone(kernel, tmp_path):
+    assert kernels.load_decode_attention(tmp_path) is not None
+    # A library built with -ffast-math would have switched the process to flush subnormals to zero.
+    smallest = 5e-324
+    assert smallest * 1.0 > 0 and smallest / 2 == 0 and 2.2250738585072014e-308 / 4 > 0
+
+
 def test_without_a_compiler_there_is_no_kernel_and_the_reason_is_logged(tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.WARNING, logger="tutorforge.inference.kernels")
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))

@@ -1,7 +1,7 @@
 """Native kernels of the embedded engine, compiled on the machine that runs them.
 
 The C source ships in the package (`decode_attention.c`). The first engine start on a machine compiles it
-with the system C compiler (`-O3 -march=native`) into the model cache, under a name derived from the
+with the system C compiler (`-O3 -march=native -ffast-math`) into the model cache, under a name derived from the
 source, the flags and this CPU's instruction sets (a cache shared by nodes of other CPUs never hands one
 a library it cannot run); later starts load it with ctypes. Without a compiler, or if compiling fails,
 the engine keeps torch's SDPA and its start-up line says so."""
@@ -25,7 +25,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("decode_attention.c")
-FLAGS = ("-O3", "-march=native", "-ffast-math", "-shared", "-fPIC")
+# Compiled with -ffast-math (vectorized expf and reductions) but linked without it: GCC (before 13) links
+# crtfastmath into a library linked with it, and loading that switches the whole process to flush
+# subnormal floats to zero.
+COMPILE_FLAGS = ("-O3", "-march=native", "-ffast-math", "-fPIC")
+LINK_FLAGS = ("-shared",)
 _COMPILE_TIMEOUT_S = 120
 
 
@@ -84,10 +88,12 @@ def load_decode_attention(folder: Path) -> DecodeAttention | None:
             # Built beside its final name and renamed: a concurrent start never loads a half-written file.
             handle, partial = tempfile.mkstemp(dir=folder, suffix=".so.partial")
             os.close(handle)
-            subprocess.run(
-                [compiler, *FLAGS, str(SOURCE), "-o", partial, "-lm"],
-                check=True, capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S,
-            )
+            obj = partial.removesuffix(".so.partial") + ".o.partial"
+            for command in (
+                [compiler, *COMPILE_FLAGS, "-c", str(SOURCE), "-o", obj],
+                [compiler, *LINK_FLAGS, obj, "-o", partial, "-lm"],
+            ):
+                subprocess.run(command, check=True, capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S)
             os.replace(partial, library)
         except (OSError, subprocess.SubprocessError) as error:
             # A read-only model cache, a compiler that fails: the engine serves on, with SDPA.
@@ -97,6 +103,7 @@ def load_decode_attention(folder: Path) -> DecodeAttention | None:
         finally:
             if partial is not None:
                 Path(partial).unlink(missing_ok=True)
+                Path(partial.removesuffix(".so.partial") + ".o.partial").unlink(missing_ok=True)
     try:
         return DecodeAttention(ctypes.CDLL(str(library)))
     except (OSError, AttributeError) as error:
@@ -107,7 +114,7 @@ def load_decode_attention(folder: Path) -> DecodeAttention | None:
 def _build_key() -> str:
     """Source, flags and the CPU's instruction sets: what decides whether a built library runs here."""
     digest = hashlib.sha256(SOURCE.read_bytes())
-    digest.update(" ".join(FLAGS).encode())
+    digest.update(" ".join((*COMPILE_FLAGS, *LINK_FLAGS)).encode())
     digest.update(platform.machine().encode())
     digest.update(_cpu_flags().encode())
     return digest.hexdigest()[:16]
