@@ -125,8 +125,9 @@ class InferenceSettings(BaseModel):
     # "int8": decoder Linear weights quantized (dynamic int8, float32 activations; LoRA deltas stay float).
     # Faster on CPUs without bf16, but greedy outputs no longer match the float model token for token.
     quantize: Literal["none", "int8"] = "none"
-    # Attention of multi-row decode steps: "native" compiles a C kernel for this CPU on first start (into
-    # the model cache; needs a C compiler, else SDPA with a warning), "sdpa" keeps torch's kernel.
+    # Attention of multi-row decode steps over a float32 KV cache (int8 or float32 engines): "native"
+    # compiles a C kernel for this CPU on first start (into the model cache; needs a C compiler, else SDPA
+    # with a warning), "sdpa" keeps torch's kernel. bfloat16 engines always use SDPA (kernels.py says why).
     attention_kernel: Literal["native", "sdpa"] = "native"
     # Prompt tokens prefilled per scheduler iteration (long prompts are prefilled in chunks of this size,
     # between decode steps of the running rows).
