@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tutorforge.core.models import cpu_flags
+
 if TYPE_CHECKING:
     import torch
 
@@ -116,16 +118,6 @@ def _build_key() -> str:
     digest = hashlib.sha256(SOURCE.read_bytes())
     digest.update(" ".join((*COMPILE_FLAGS, *LINK_FLAGS)).encode())
     digest.update(platform.machine().encode())
-    digest.update(_cpu_flags().encode())
+    digest.update(" ".join(sorted(cpu_flags())).encode())
     return digest.hexdigest()[:16]
 
-
-def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith(("flags", "Features")):
-                    return line
-    except OSError:
-        pass
-    return platform.processor()
