@@ -42,16 +42,17 @@ class DecodeAttention:
     would break near-ties differently for a row decoded in a batch than for the same row alone."""
 
     def __init__(self, library: ctypes.CDLL):
+        import torch
+
+        # Checked per layer of every multi-row decode step: a plain comparison, no import there.
+        self._dtype = torch.float32
         pointer, long, int_ = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
         self._function = library.decode_attention_float32
         self._function.argtypes = [pointer, pointer, pointer, long, long, long, pointer, int_, int_, int_, int_, ctypes.c_float, pointer, pointer]
         self._function.restype = None
 
-    @staticmethod
-    def supports(dtype: torch.dtype) -> bool:
-        import torch
-
-        return dtype == torch.float32
+    def supports(self, dtype: torch.dtype) -> bool:
+        return dtype == self._dtype
 
     def __call__(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, lengths: torch.Tensor, scale: float) -> torch.Tensor:
         """query [rows, kv_heads, group, dim]; keys and values [rows, kv_heads, columns, dim] (views of the
