@@ -1,10 +1,12 @@
 """The embedded engine's fast path against plain transformers/peft: greedy tokens identical to
 `generate` (base and adapter), prefix-cache hits and chunked prefill change nothing, the start-up
-dtype/threads choice is reported, and int8 weights serve the base and adapters."""
+dtype/threads choice is reported, and int8 weights serve the base and adapters (a bfloat16 cache read by
+the native kernel; greedy tokens through an int8 screen of the float head)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -190,15 +192,83 @@ def test_start_up_choice_is_measured_and_reported(tmp_path, caplog):
         engine.close()
 
 
+class _CountingKernel:
+    """The engine's decode-attention kernel, noting the rows of each call."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self.rows: list[int] = []
+
+    def supports(self, dtype) -> bool:
+        return self.kernel.supports(dtype)
+
+    def __call__(self, query, *rest):
+        self.rows.append(query.shape[0])
+        return self.kernel(query, *rest)
+
+
 @pytest.mark.slow
-def test_int8_weights_serve_base_and_adapters(tmp_path, tiny_adapters):
-    engine = _engine(tmp_path, inference__quantize="int8")
+def test_int8_weights_serve_base_and_adapters(tmp_path, tiny_adapters, monkeypatch):
+    import torch
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        missing_tool("no C compiler (cc/gcc) to build the decode-attention kernel")
+    engine = _engine(tmp_path, inference__quantize="int8", inference__prefill_chunk_tokens=16)
     try:
+        lean = engine._lean
+        # A bfloat16 cache, read by the kernel for every decode row, a request alone included.
+        assert lean.decode_attention is not None and engine._cache.dtype == torch.bfloat16
+        counting = _CountingKernel(lean.decode_attention)
+        monkeypatch.setattr(lean, "decode_attention", counting)
+        calls = counting.rows
         for name, folder in tiny_adapters.items():
             engine.load_adapter(name, folder)
+        # Chunks of 16 tokens: later chunks attend to columns already in the bfloat16 cache.
+        base = _run(engine, _chat(QUESTIONS[0]))
+        assert base and "ice" in engine.tokenizer.decode(base).lower()
+        assert calls and set(calls) == {1}
         base = _run(engine, PROMPT)
         assert base and "Paris" in engine.tokenizer.decode(base)
         assert _run(engine, PROMPT, "pirate") != base
+        # Rows that need every logit (logprobs, a penalty) decode beside screened rows in one batch.
+        params = [
+            SamplingParams(max_tokens=8, ignore_eos=True, **options)
+            for options in ({}, {"logprobs": 2}, {"frequency_penalty": 1.0})
+        ]
+        with engine.paused():
+            streams = [engine.submit(GenerationRequest(params=p, prompt=PROMPT)) for p in params]
+        events = [[event for event in stream if isinstance(event, TokenEvent)] for stream in streams]
+        assert all(len(found) == 8 for found in events)
+        assert all(len(event.logprobs) == 1 and len(event.logprobs[0].top) == 2 for event in events[1])
+        assert 3 in calls
+    finally:
+        engine.close()
+
+
+@pytest.mark.slow
+def test_the_int8_screen_picks_the_float_heads_greedy_token(tmp_path):
+    """An int8 engine's greedy tokens come from its int8 screen re-scored by the float head: the same as
+    the float32 head's argmax over the same hidden states."""
+    import torch
+
+    engine = _engine(tmp_path, inference__quantize="int8")
+    try:
+        lean = engine._lean
+        hidden = []
+        with torch.inference_mode():
+            for question in QUESTIONS:
+                ids = engine.tokenizer(_chat(question), add_special_tokens=False)["input_ids"]
+                for end in range(len(ids) - 24, len(ids) + 1, 2):
+                    cache = engine._new_cache()
+                    cache.take()
+                    hidden.append(
+                        lean.forward(torch.tensor([ids[:end]]), torch.arange(end)[None], cache, torch.tensor([0]),
+                                     torch.tensor([0]), [], end, None, True)[0]
+                    )
+            hidden = torch.stack(hidden)
+            head = (lean.embed if lean.head is None else lean.head).float()
+            expected = (hidden @ head.T).argmax(dim=-1).tolist()
+            assert lean.greedy_tokens(hidden) == expected
     finally:
         engine.close()
 

@@ -1,6 +1,6 @@
 """The native decode-attention kernel: built with the machine's C compiler, cached per source and CPU,
 equal to torch's SDPA on the engine's cache layout (rows of different lengths, strided views of a larger
-cache, grouped-query heads; float32), and absent — with SDPA serving — where nothing can build it."""
+cache, grouped-query heads; float32 and bfloat16 caches), and absent — with SDPA serving — where nothing can build it."""
 
 from __future__ import annotations
 
@@ -34,20 +34,24 @@ def _reference(query, keys, values, lengths, scale):
     )
 
 
-@pytest.mark.parametrize("dim", [DIM, 40])  # 40: the plain loops (no 8/32-wide blocks fit)
-def test_kernel_equals_sdpa_on_strided_rows_of_different_lengths(kernel, dim):
+@pytest.mark.parametrize("cache_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dim", [DIM, 32, 40])  # 32: the 32-wide value blocks; 40: the plain loops (no block fits)
+def test_kernel_equals_sdpa_on_strided_rows_of_different_lengths(kernel, dim, cache_dtype):
     import torch
 
     generator = torch.Generator().manual_seed(dim)
+    dtype = getattr(torch, cache_dtype)
     # A cache with spare slots and columns, read through a view of slots 1..ROWS, as the engine does.
-    cache_keys = torch.randn(ROWS + 2, KV_HEADS, CAPACITY, dim, generator=generator)
-    cache_values = torch.randn(ROWS + 2, KV_HEADS, CAPACITY, dim, generator=generator)
+    cache_keys = torch.randn(ROWS + 2, KV_HEADS, CAPACITY, dim, generator=generator).to(dtype)
+    cache_values = torch.randn(ROWS + 2, KV_HEADS, CAPACITY, dim, generator=generator).to(dtype)
     keys, values = cache_keys[1 : ROWS + 1], cache_values[1 : ROWS + 1]
     query = torch.randn(ROWS, KV_HEADS, GROUP, dim, generator=generator)
     # Lengths around the 8-column blocks' edges, and a row attending one column.
     lengths = torch.tensor([0, 7, 8, 33, CAPACITY - 1])
+    # The engines that may use it compute in float32, whatever their cache holds.
     assert kernel.supports(torch.float32) and not kernel.supports(torch.bfloat16)
     got = kernel(query, keys, values, lengths, dim**-0.5)
+    # A bfloat16 cache is read as the float32 values it holds (widening is exact).
     expected = _reference(query, keys, values, lengths, dim**-0.5)
     assert got.dtype == torch.float32 and got.shape == (ROWS, KV_HEADS, GROUP, dim)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)

@@ -88,6 +88,12 @@ class _Sequence:
     def prefilling(self) -> bool:
         return self.length < len(self.prompt_ids)
 
+    @property
+    def plain_greedy(self) -> bool:
+        """Greedy with nothing that needs the whole vocabulary's logits (a penalty, a response_format
+        mask, logprobs): its token may come from a screening head (LeanLlama.greedy_tokens)."""
+        return self.params.greedy and self.counts is None and self.constraint is None and self.params.logprobs is None
+
     def emit(self, text: str, token_id: int, logprobs: tuple[TokenLogprob, ...] = ()) -> None:
         if not self.first_token_at:
             self.first_token_at = time.perf_counter()
@@ -227,7 +233,7 @@ class EmbeddedEngine:
                 for dtype in sorted(dtypes, key=lambda name: name != "float32"):
                     if lean.dtype != tuning.dtype_of(dtype):
                         lean.to_dtype(tuning.dtype_of(dtype))
-                    cache = SlotCache(lean.layers_count, lean.kv_heads, lean.head_dim, lean.dtype, rows, 128)
+                    cache = SlotCache(lean.layers_count, lean.kv_heads, lean.head_dim, lean.cache_dtype, rows, 128)
                     for _ in range(rows):
                         cache.take()
                     for count in threads:
@@ -275,11 +281,14 @@ class EmbeddedEngine:
         hidden = lean.forward(
             torch.zeros((rows, 1), dtype=torch.long), lengths[:, None], cache, torch.arange(rows), lengths, [], 65, None, False
         )
-        lean.logits(hidden).argmax(dim=-1).tolist()
+        if lean.screen is not None:
+            lean.greedy_tokens(hidden)
+        else:
+            lean.logits(hidden).argmax(dim=-1).tolist()
 
     def _new_cache(self) -> SlotCache:
         lean = self._lean
-        return SlotCache(lean.layers_count, lean.kv_heads, lean.head_dim, lean.dtype, self._limits.max_batch_size)
+        return SlotCache(lean.layers_count, lean.kv_heads, lean.head_dim, lean.cache_dtype, self._limits.max_batch_size)
 
     @contextmanager
     def paused(self) -> Iterator[None]:
@@ -519,7 +528,7 @@ class EmbeddedEngine:
                 if row.store_prefix:
                     self._prefixes.store(row.prompt_ids, row.key, self._cache.export(row.slot, row.store_prefix))
         if complete:
-            self._accept(self._lean.logits(hidden[complete]), [rows[index] for index in complete])
+            self._accept(hidden[complete], [rows[index] for index in complete])
 
     def _decode(self, rows: list[_Sequence]) -> None:
         import torch
@@ -538,10 +547,31 @@ class EmbeddedEngine:
         )
         for row in rows:
             row.length += 1
-        self._accept(self._lean.logits(hidden), rows)
+        self._accept(hidden, rows)
 
-    def _accept(self, logits: torch.Tensor, rows: list[_Sequence]) -> None:
-        """Sample each row's next token and stream it (or finish the row)."""
+    def _accept(self, hidden: torch.Tensor, rows: list[_Sequence]) -> None:
+        """Pick each row's next token from its hidden state and stream it (or finish the row)."""
+        tokens: list[int] = [0] * len(rows)
+        logprobs: list[TokenLogprob | None] = [None] * len(rows)
+        screened = [i for i, row in enumerate(rows) if row.plain_greedy] if self._lean.screen is not None else []
+        if screened:
+            picked = self._lean.greedy_tokens(hidden if len(screened) == len(rows) else hidden[screened])
+            for index, token in zip(screened, picked, strict=True):
+                tokens[index] = token
+        rest = sorted(set(range(len(rows))) - set(screened))
+        if rest:
+            scored = hidden if len(rest) == len(rows) else hidden[rest]
+            chosen = self._choose(self._lean.logits(scored), [rows[index] for index in rest])
+            for index, (token, logprob) in zip(rest, chosen, strict=True):
+                tokens[index], logprobs[index] = token, logprob
+        for row, token, logprob in zip(rows, tokens, logprobs, strict=True):
+            if row.stream.cancelled:
+                row.finish("cancelled")
+            else:
+                row.accept(token, self._end_ids, logprob)
+
+    def _choose(self, logits: torch.Tensor, rows: list[_Sequence]) -> list[tuple[int, TokenLogprob | None]]:
+        """Each row's next token from its logits (argmax, or sampled), with its logprobs when asked for."""
         # float32 as transformers' generate takes them (exact: every bf16 value is a float32 value);
         # and argmax over bf16 measured 6x slower than the cast plus argmax over float32.
         logits = logits.float()
@@ -559,15 +589,11 @@ class EmbeddedEngine:
         for index, row in enumerate(rows):
             if not row.params.greedy:
                 tokens[index] = _sample(logits[index], row.params, row.generator)
-        for index, (row, token) in enumerate(zip(rows, tokens, strict=True)):
-            if row.stream.cancelled:
-                row.finish("cancelled")
-            else:
-                wanted = row.params.logprobs
-                if wanted is None:
-                    row.accept(token, self._end_ids)
-                else:
-                    row.accept(token, self._end_ids, self._logprob(unpenalized.get(index, logits[index]), token, wanted))
+        wanted = [row.params.logprobs for row in rows]
+        return [
+            (token, None if top is None else self._logprob(unpenalized.get(index, logits[index]), token, top))
+            for index, (token, top) in enumerate(zip(tokens, wanted, strict=True))
+        ]
 
     def _logprob(self, logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
         """The chosen token's log probability under the model's distribution (before frequency/presence

@@ -36,40 +36,47 @@ _COMPILE_TIMEOUT_S = 120
 
 
 class DecodeAttention:
-    """Attention of one new token per row over that row's cached columns (decode_attention.c), float32.
+    """Attention of one new token per row over that row's cached columns (decode_attention.c): float32
+    queries and arithmetic, over a float32 or a bfloat16 cache.
 
-    float32 only: in bfloat16, torch's SDPA rounds its softmax weights to bf16, and a kernel that does not
-    would break near-ties differently for a row decoded in a batch than for the same row alone."""
+    For float32 engines only (`supports`): in bfloat16, torch's SDPA rounds its softmax weights to bf16,
+    and a kernel that does not would break near-ties differently for a row decoded in a batch than for
+    the same row alone."""
 
     def __init__(self, library: ctypes.CDLL):
         import torch
 
-        # Checked per layer of every multi-row decode step: a plain comparison, no import there.
+        # Checked per layer of every decode step: a plain comparison, no import there.
         self._dtype = torch.float32
         pointer, long, int_ = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
-        self._function = library.decode_attention_float32
-        self._function.argtypes = [pointer, pointer, pointer, long, long, long, pointer, int_, int_, int_, int_, ctypes.c_float, pointer, pointer]
-        self._function.restype = None
+        self._functions = {}
+        for dtype in (torch.float32, torch.bfloat16):
+            function = getattr(library, f"decode_attention_{str(dtype).removeprefix('torch.')}")
+            function.argtypes = [pointer, pointer, pointer, long, long, long, pointer, int_, int_, int_, int_, ctypes.c_float, pointer, pointer]
+            function.restype = None
+            self._functions[dtype] = function
 
     def supports(self, dtype: torch.dtype) -> bool:
+        """Whether an engine computing in `dtype` may use the kernel."""
         return dtype == self._dtype
 
     def __call__(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, lengths: torch.Tensor, scale: float) -> torch.Tensor:
         """query [rows, kv_heads, group, dim]; keys and values [rows, kv_heads, columns, dim] (views of the
-        cache: any strides with unit stride along dim, the same for both); row r attends its columns
-        0..lengths[r]. Returns [rows, kv_heads, group, dim]. All float32."""
+        cache: float32 or bfloat16, any strides with unit stride along dim, the same for both); row r
+        attends its columns 0..lengths[r]. Returns [rows, kv_heads, group, dim] in float32."""
         import torch
 
         rows, kv_heads, group, dim = query.shape
-        if keys.stride() != values.stride() or keys.stride(-1) != 1 or not self.supports(keys.dtype) or not self.supports(values.dtype):
-            raise ValueError("keys and values must be float32 views of one layout with unit stride along dim")
+        function = self._functions.get(keys.dtype)
+        if function is None or values.dtype != keys.dtype or keys.stride() != values.stride() or keys.stride(-1) != 1:
+            raise ValueError("keys and values must be float32 or bfloat16 views of one layout with unit stride along dim")
         query = query.to(torch.float32).contiguous()
         lengths = lengths.to(torch.int64).contiguous()
         out = torch.empty((rows, kv_heads, group, dim), dtype=torch.float32)
         scores = torch.empty(group * (int(lengths.max()) + 1), dtype=torch.float32)
         slot, head, column, _ = keys.stride()
         # ctypes releases the GIL for the call: serving threads keep streaming meanwhile.
-        self._function(
+        function(
             query.data_ptr(), keys.data_ptr(), values.data_ptr(), slot, head, column, lengths.data_ptr(),
             rows, kv_heads, group, dim, scale, out.data_ptr(), scores.data_ptr(),
         )
