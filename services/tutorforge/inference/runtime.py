@@ -161,25 +161,26 @@ class LeanLlama:
         for layer in self.layers:
             for name in ("qkv", "o", "gate_up", "down"):
                 layer[name] = int8(layer[name])
+        # The float32 checkpoint is memory-mapped, and a tensor still viewing it keeps the whole mapping
+        # resident (~500 MB more RSS): the float weights left — the norms, the embedding and an untied
+        # head — get memory of their own, before the head's copies below add to the peak.
+        for module in (self.norm, *(layer[name] for layer in self.layers for name in ("norm1", "norm2"))):
+            for parameter in module.parameters():
+                parameter.data = parameter.data.clone()
+        self.embed = self.embed.clone()
+        if self.head is not None:
+            self.head = self.head.clone()
         float_head = self.embed if self.head is None else self.head
         screen = torch.nn.Linear(float_head.shape[1], float_head.shape[0], bias=False)
         screen.weight = torch.nn.Parameter(float_head, requires_grad=False)
         self.screen = int8(screen)
         if cpu_supports_bf16():
-            head = (self.embed if self.head is None else self.head).to(torch.bfloat16)
-            if self.head is None and torch.equal(head.float(), self.embed):
+            head = float_head.to(torch.bfloat16)
+            if self.head is None and _bfloat16_values(self.embed, head):
                 # A checkpoint whose embedding holds bf16 values: one bf16 table serves the lookups,
                 # exactly, and the head — 113 MB less than a float32 table beside it.
                 self.embed = head
             self.head = head
-        # The float32 checkpoint is memory-mapped, and a tensor still viewing it keeps the whole mapping
-        # resident (~500 MB more RSS): the float weights left — the norms, and the embedding unless a bf16
-        # table took its place — get memory of their own.
-        for module in (self.norm, *(layer[name] for layer in self.layers for name in ("norm1", "norm2"))):
-            for parameter in module.parameters():
-                parameter.data = parameter.data.clone()
-        if self.embed.dtype == torch.float32:
-            self.embed = self.embed.clone()
         self.quantized = True
 
     # ---- adapters --------------------------------------------------------------------------------------
@@ -410,6 +411,15 @@ def _fused(linears: list[Any]) -> Any:
         if first.bias is not None:
             fused.bias.copy_(torch.cat([lin.bias for lin in linears]))
     return fused.requires_grad_(False)
+
+
+def _bfloat16_values(table: Any, rounded: Any) -> bool:
+    """Whether `table` (float32) equals its bfloat16 rounding `rounded`, compared a block of rows at a
+    time (one float copy of a vocabulary-sized table would add ~113 MB to the start-up peak)."""
+    import torch
+
+    block = 4096
+    return all(torch.equal(rounded[i : i + block].float(), table[i : i + block]) for i in range(0, table.shape[0], block))
 
 
 def _linear(module: Any, x: Any) -> Any:
