@@ -122,12 +122,14 @@ class InferenceSettings(BaseModel):
     # torch intra-op threads of the embedded engine; 0 = the count that measured fastest at start-up (on a
     # shared or CPU-limited node 2 spinning OpenMP threads measured 2-30x slower per matmul than 1).
     threads: int = 0
-    # "int8": decoder Linear weights quantized (dynamic int8, float32 activations; LoRA deltas stay float).
-    # Faster on CPUs without bf16, but greedy outputs no longer match the float model token for token.
+    # "int8": decoder Linear weights quantized (dynamic int8, float32 activations; LoRA deltas stay float;
+    # with the native kernel, a bfloat16 KV cache; greedy tokens through an int8 screen of the float head).
+    # Faster, but greedy outputs no longer match the float model token for token.
     quantize: Literal["none", "int8"] = "none"
-    # Attention of multi-row decode steps over a float32 KV cache (int8 or float32 engines): "native"
-    # compiles a C kernel for this CPU on first start (into the model cache; needs a C compiler, else SDPA
-    # with a warning), "sdpa" keeps torch's kernel. bfloat16 engines always use SDPA (kernels.py says why).
+    # Decode attention of engines computing in float32 (multi-row steps of a float32 engine; every decode
+    # row of an int8 engine): "native" compiles a C kernel for this CPU on first start (into the model cache;
+    # needs a C compiler, else SDPA with a warning), "sdpa" keeps torch's kernel (and an int8 engine's KV
+    # cache float32). bfloat16 engines always use SDPA (kernels.py says why).
     attention_kernel: Literal["native", "sdpa"] = "native"
     # Prompt tokens prefilled per scheduler iteration (long prompts are prefilled in chunks of this size,
     # between decode steps of the running rows).
