@@ -247,8 +247,8 @@ def test_int8_weights_serve_base_and_adapters(tmp_path, tiny_adapters, monkeypat
 
 @pytest.mark.slow
 def test_the_int8_screen_picks_the_float_heads_greedy_token(tmp_path):
-    """An int8 engine's greedy tokens come from its int8 screen re-scored by the float head: the same as
-    the float32 head's argmax over the same hidden states."""
+    """An int8 engine's greedy tokens come from its int8 screen re-scored by the float head: the argmax
+    of the float32 head's logits for the same hidden states."""
     import torch
 
     engine = _engine(tmp_path, inference__quantize="int8")
@@ -266,7 +266,9 @@ def test_the_int8_screen_picks_the_float_heads_greedy_token(tmp_path):
                                      torch.tensor([0]), [], end, None, True)[0]
                     )
             hidden = torch.stack(hidden)
-            head = (lean.embed if lean.head is None else lean.head).float()
+            # SmolLM2's head is its embedding, kept in float32 beside the bf16 head copy.
+            assert lean.tied and lean.embed.dtype == torch.float32
+            head = lean.embed
             expected = (hidden @ head.T).argmax(dim=-1).tolist()
             assert lean.greedy_tokens(hidden) == expected
     finally:
