@@ -246,6 +246,24 @@ def test_int8_weights_serve_base_and_adapters(tmp_path, tiny_adapters, monkeypat
 
 
 @pytest.mark.slow
+def test_int8_without_the_native_kernel_keeps_a_float32_cache_for_sdpa(tmp_path):
+    """Where the kernel cannot be built (the container image has no compiler) or is turned off, SDPA cannot
+    read a bfloat16 cache without a copy a layer: the int8 engine's cache stays float32."""
+    import torch
+
+    engine = _engine(tmp_path, inference__quantize="int8", inference__attention_kernel="sdpa")
+    try:
+        assert engine._lean.decode_attention is None and engine._cache.dtype == torch.float32
+        assert engine.choice.attention == "sdpa"
+        with engine.paused():
+            streams = [engine.submit(GenerationRequest(params=SamplingParams(max_tokens=TOKENS), prompt=PROMPT)) for _ in range(2)]
+        for stream in streams:
+            assert "Paris" in engine.tokenizer.decode([e.token_id for e in stream if isinstance(e, TokenEvent)])
+    finally:
+        engine.close()
+
+
+@pytest.mark.slow
 def test_the_int8_screen_picks_the_float_heads_greedy_token(tmp_path):
     """An int8 engine's greedy tokens come from its int8 screen re-scored by the float head: the argmax
     of the float32 head's logits for the same hidden states."""
