@@ -157,3 +157,28 @@ def test_domain_search_validation(service):
     # Only stop words: nothing to match in sparse mode; hybrid falls back to the dense side.
     assert retrieval.search("the of and", mode="sparse") == []
     assert retrieval.search("the of and", mode="hybrid")
+
+
+def test_documents_without_chunks_in_the_index_are_reported_when_it_opens(tmp_path: Path, settings, caplog):
+    """The same artifact store served with an empty index (another edge_path, a wiped Qdrant volume): the
+    documents it lists cannot be found, and the log says so, naming the index; with its own index, nothing."""
+    import logging
+
+    settings.retrieval.chunk_size_tokens, settings.retrieval.chunk_overlap_tokens = 48, 8
+    artifacts = ArtifactStore(str(tmp_path / "store"))
+
+    def opened(edge_path: Path) -> str:
+        settings.retrieval.edge_path = edge_path
+        service = RetrievalService(settings.retrieval, settings.models, artifacts)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="tutorforge.retrieval.service"):
+            service.store  # noqa: B018 - opening the index is what is checked
+        if not service.catalog.all():
+            service.ingest([_upload("doc", VOLCANOES)])
+        service.close()
+        return caplog.text
+
+    assert opened(tmp_path / "index") == ""  # nothing stored yet
+    assert opened(tmp_path / "index") == ""  # its own index: the chunks are there
+    warning = opened(tmp_path / "elsewhere")
+    assert "lists 1 document(s) but the chunk index" in warning and str(tmp_path / "elsewhere") in warning

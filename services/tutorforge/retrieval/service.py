@@ -201,7 +201,23 @@ class RetrievalService:
             with self._init_lock:
                 if self._store is None:
                     self._store = open_chunk_store(self.settings, self.encoder.dimensions)
+                    self._warn_if_index_lost(self._store)
         return self._store
+
+    def _warn_if_index_lost(self, store: ChunkStore) -> None:
+        """Document records live in the artifact store, their chunks only in the index: a store served with
+        another index (a new edge_path or Qdrant server, a wiped volume) lists documents that no search can
+        find, and the tutor answers without passages. Said once, when the index opens."""
+        if store.count(Where(must=(Match("state", (ACTIVE,)),))) > 0:
+            return
+        records = self.catalog.all()
+        if records:
+            where = self.settings.qdrant_url if self.settings.backend == "server" else str(self.settings.edge_path)
+            log.warning(
+                "the artifact store lists %d document(s) but the chunk index (%s, collection %s) holds no chunks: "
+                "searches find nothing until they are ingested again (tutorforge ingest)",
+                len(records), where, self.settings.collection,
+            )
 
     def close(self) -> None:
         with self._init_lock:
