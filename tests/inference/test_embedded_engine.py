@@ -192,6 +192,16 @@ def test_start_up_choice_is_measured_and_reported(tmp_path, caplog):
         engine.close()
 
 
+def _counting(method, rows: list[int]):
+    """`method` (called with a [rows, ...] tensor first), noting the rows of each call."""
+
+    def counted(hidden, *rest):
+        rows.append(hidden.shape[0])
+        return method(hidden, *rest)
+
+    return counted
+
+
 class _CountingKernel:
     """The engine's decode-attention kernel, noting the rows of each call."""
 
@@ -221,6 +231,10 @@ def test_int8_weights_serve_base_and_adapters(tmp_path, tiny_adapters, monkeypat
         counting = _CountingKernel(lean.decode_attention)
         monkeypatch.setattr(lean, "decode_attention", counting)
         calls = counting.rows
+        # Rows per pass through the int8 screen and through the full float head.
+        heads: dict[str, list[int]] = {"screen": [], "full": []}
+        for name, method in (("screen", lean.greedy_tokens), ("full", lean.logits)):
+            monkeypatch.setattr(lean, method.__name__, _counting(method, heads[name]))
         for name, folder in tiny_adapters.items():
             engine.load_adapter(name, folder)
         # Chunks of 16 tokens: later chunks attend to columns already in the bfloat16 cache.
@@ -230,6 +244,9 @@ def test_int8_weights_serve_base_and_adapters(tmp_path, tiny_adapters, monkeypat
         base = _run(engine, PROMPT)
         assert base and "Paris" in engine.tokenizer.decode(base)
         assert _run(engine, PROMPT, "pirate") != base
+        # Plain greedy requests, first tokens included, never read the full head.
+        assert heads["screen"] and set(heads["screen"]) == {1} and heads["full"] == []
+        heads["screen"].clear()
         # Rows that need every logit (logprobs, a penalty) decode beside screened rows in one batch.
         params = [
             SamplingParams(max_tokens=8, ignore_eos=True, **options)
@@ -241,6 +258,10 @@ def test_int8_weights_serve_base_and_adapters(tmp_path, tiny_adapters, monkeypat
         assert all(len(found) == 8 for found in events)
         assert all(len(event.logprobs) == 1 and len(event.logprobs[0].top) == 2 for event in events[1])
         assert 3 in calls
+        # In that batch every token of the plain row came from the screen and every token of the other two
+        # from the full head, which they shared in the steps where both decoded.
+        assert set(heads["screen"]) == {1} and sum(heads["screen"]) == 8
+        assert sum(heads["full"]) == 16 and 2 in heads["full"] and 3 not in heads["full"]
     finally:
         engine.close()
 
