@@ -50,8 +50,9 @@ class DecodeAttention:
         self._dtype = torch.float32
         pointer, long, int_ = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
         self._functions = {}
-        for dtype in (torch.float32, torch.bfloat16):
-            function = getattr(library, f"decode_attention_{str(dtype).removeprefix('torch.')}")
+        # One entry point per cache element type (decode_attention.c).
+        for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+            function = getattr(library, f"decode_attention_{name}")
             function.argtypes = [pointer, pointer, pointer, long, long, long, pointer, int_, int_, int_, int_, ctypes.c_float, pointer, pointer]
             function.restype = None
             self._functions[dtype] = function
